@@ -1,0 +1,212 @@
+"""One place for every hyperparameter: the `Config` dataclass, named presets, JSON round-trip.
+
+Defaults are the PlaNet paper's (Hafner et al., 2019) with the seed's Colab-sized training loop;
+presets shrink them. Nothing else in the package hard-codes a hyperparameter.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+# Fields that change the model's parameters or the stored data's shapes: a run directory
+# started with one value cannot be resumed with another.
+SHAPE_FIELDS = (
+    "env_name", "action_repeat", "max_episode_steps", "image_size",
+    "cnn_depth", "deter_dim", "stoch_dim", "hidden_dim",
+)
+
+
+@dataclass
+class Config:
+    """Every hyperparameter of a run; see DESIGN.md for where each one acts."""
+
+    preset: str = "pendulum"
+    seed: int = 0
+
+    # Environment (env.py)
+    env_name: str = "Pendulum-v1"
+    action_repeat: int = 2
+    max_episode_steps: int = 200  # environment steps (before action repeat); Pendulum's own limit
+    image_size: int = 64
+
+    # World model (models.py)
+    cnn_depth: int = 32  # encoder channels 32-64-128-256 -> embedding 1024
+    deter_dim: int = 200
+    stoch_dim: int = 30
+    hidden_dim: int = 200
+    min_std: float = 0.1
+    bit_depth: int = 5
+
+    # Training (losses.py); the seed's Colab sizes
+    batch_size: int = 16
+    seq_len: int = 25
+    train_steps: int = 50  # gradient steps per iteration; virtual_len = batch_size * train_steps
+    learning_rate: float = 1e-3
+    adam_eps: float = 1e-4
+    grad_clip_norm: float = 1000.0
+    free_nats: float = 3.0
+    precision: str = "auto"
+
+    # CEM planner (planner.py)
+    horizon: int = 12
+    candidates: int = 1000
+    optim_iters: int = 10
+    top_k: int = 100
+    expl_noise: float = 0.3
+
+    # The online loop (train.py)
+    seed_episodes: int = 5
+    total_iterations: int = 100
+    collect_episodes: int = 1
+    checkpoint_every: int = 10
+    checkpoint_minutes: float = 10.0
+    keep_checkpoints: int = 3
+    eval_every: int = 10
+    eval_episodes: int = 10
+
+    @property
+    def virtual_len(self) -> int:
+        """Items per DataLoader epoch, so that it yields exactly `train_steps` full batches (seed §4)."""
+        return self.batch_size * self.train_steps
+
+    @property
+    def episode_len(self) -> int:
+        """Agent steps per stored episode (environment steps divided by the action repeat)."""
+        return -(-self.max_episode_steps // self.action_repeat)
+
+    @property
+    def embed_dim(self) -> int:
+        """Size of the conv encoder's output: 8·depth channels on a 2×2 grid for 64×64 input."""
+        return 32 * self.cnn_depth
+
+    def validate(self) -> "Config":
+        """Raise ValueError naming every inconsistent field; return self when all is well."""
+        problems = []
+
+        def need(ok: bool, msg: str) -> None:
+            if not ok:
+                problems.append(msg)
+
+        for name in ("action_repeat", "max_episode_steps", "cnn_depth", "deter_dim", "stoch_dim",
+                     "hidden_dim", "batch_size", "seq_len", "train_steps", "horizon", "candidates",
+                     "optim_iters", "top_k", "total_iterations", "collect_episodes",
+                     "checkpoint_every", "keep_checkpoints", "eval_every", "eval_episodes"):
+            value = getattr(self, name)
+            need(isinstance(value, int) and not isinstance(value, bool) and value > 0,
+                 f"{name} must be a positive integer, got {value!r}")
+        need(isinstance(self.seed_episodes, int) and self.seed_episodes >= 1,
+             f"seed_episodes must be at least 1 (training needs data), got {self.seed_episodes!r}")
+        need(isinstance(self.seed, int) and self.seed >= 0, f"seed must be an integer >= 0, got {self.seed!r}")
+        need(self.image_size == 64, f"image_size must be 64 (the conv encoder's input), got {self.image_size!r}")
+        need(1 <= self.bit_depth <= 8, f"bit_depth must be in 1..8, got {self.bit_depth!r}")
+        need(self.precision in PRECISIONS, f"precision must be one of {PRECISIONS}, got {self.precision!r}")
+        for name in ("learning_rate", "adam_eps", "grad_clip_norm", "min_std", "checkpoint_minutes"):
+            need(float(getattr(self, name)) > 0, f"{name} must be > 0, got {getattr(self, name)!r}")
+        need(self.free_nats >= 0, f"free_nats must be >= 0, got {self.free_nats!r}")
+        need(self.expl_noise >= 0, f"expl_noise must be >= 0, got {self.expl_noise!r}")
+        if isinstance(self.top_k, int) and isinstance(self.candidates, int):
+            need(self.top_k <= self.candidates,
+                 f"top_k ({self.top_k}) must not exceed candidates ({self.candidates})")
+        if isinstance(self.seq_len, int) and isinstance(self.max_episode_steps, int) and self.action_repeat > 0:
+            need(self.seq_len <= self.episode_len,
+                 f"seq_len ({self.seq_len}) is longer than an episode ({self.episode_len} agent steps = "
+                 f"max_episode_steps {self.max_episode_steps} / action_repeat {self.action_repeat}); "
+                 "no training sequence could be cut from it")
+        if problems:
+            raise ValueError("Invalid config:\n  - " + "\n  - ".join(problems))
+        return self
+
+    def replace(self, **changes: Any) -> "Config":
+        """A copy with some fields changed (unknown names raise ValueError), validated."""
+        unknown = sorted(set(changes) - {f.name for f in fields(self)})
+        if unknown:
+            raise ValueError(f"Unknown config field(s): {', '.join(unknown)}")
+        return dataclasses.replace(self, **changes).validate()
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict of the fields (JSON-serialisable)."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Config":
+        """Build from a dict, refusing unknown keys with a clear message."""
+        unknown = sorted(set(data) - {f.name for f in fields(cls)})
+        if unknown:
+            raise ValueError(f"Unknown config field(s): {', '.join(unknown)}")
+        return cls(**data).validate()
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write as JSON atomically (temporary name, flush, rename), as every file of a run is."""
+        path = Path(path)
+        tmp = path.with_name(f".{path.name}.tmp")
+        with open(tmp, "w") as f:
+            json.dump(self.to_dict(), f, indent=2, sort_keys=True)
+            f.write("\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "Config":
+        """Read a config JSON written by `save`."""
+        try:
+            data = json.loads(Path(path).read_text())
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path} is not valid JSON ({e}); fix or delete it") from None
+        return cls.from_dict(data)
+
+    def shape_differences(self, other: "Config") -> dict[str, tuple[Any, Any]]:
+        """Fields that change model or data shapes and differ between self and other."""
+        return {n: (getattr(self, n), getattr(other, n)) for n in SHAPE_FIELDS
+                if getattr(self, n) != getattr(other, n)}
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # The seed's Colab sizes with the paper's model: batch 16 × 25 steps, 50 steps per iteration.
+    "pendulum": {},
+    # The paper's own training sizes (batch 50 × 50, 100 gradient steps per episode).
+    "paper": {"batch_size": 50, "seq_len": 50, "train_steps": 100, "total_iterations": 1000},
+    # Tiny everything, for CI and notebooks under nbval: seconds per iteration.
+    "smoke": {
+        "max_episode_steps": 30, "cnn_depth": 4, "deter_dim": 16, "stoch_dim": 4, "hidden_dim": 16,
+        "batch_size": 4, "seq_len": 6, "train_steps": 3, "horizon": 3, "candidates": 16,
+        "optim_iters": 2, "top_k": 4, "seed_episodes": 2, "total_iterations": 4,
+        "checkpoint_every": 2, "eval_every": 2, "eval_episodes": 2, "precision": "fp32",
+    },
+}
+
+
+def get_config(preset: str = "pendulum", **overrides: Any) -> Config:
+    """The named preset with `overrides` applied, validated."""
+    if preset not in PRESETS:
+        raise ValueError(f"Unknown preset {preset!r}; choose one of: {', '.join(PRESETS)}")
+    return Config(preset=preset).replace(**{**PRESETS[preset], **overrides})
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """Parse a command-line `key=value` into (key, value typed like the Config field)."""
+    if "=" not in text:
+        raise ValueError(f"Expected key=value, got {text!r}")
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    types = {f.name: f.type for f in fields(Config)}
+    if key not in types:
+        raise ValueError(f"Unknown config field {key!r}; known: {', '.join(sorted(types))}")
+    kind = types[key]
+    try:
+        if kind in ("int", int):
+            return key, int(raw)
+        if kind in ("float", float):
+            return key, float(raw)
+        if kind in ("bool", bool):
+            return key, raw.lower() in ("1", "true", "yes", "on")
+    except ValueError:
+        raise ValueError(f"{key} expects {kind}, got {raw!r}") from None
+    return key, raw
