@@ -15,11 +15,11 @@ from typing import Any
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
-# Fields that change the model's parameters or the stored data's shapes: a run directory
-# started with one value cannot be resumed with another.
+# Fields that change the model's parameters, the stored data's shapes, or which stored episode
+# belongs to which iteration: a run directory started with one value cannot be resumed with another.
 SHAPE_FIELDS = (
     "env_name", "action_repeat", "max_episode_steps", "image_size",
-    "cnn_depth", "deter_dim", "stoch_dim", "hidden_dim",
+    "cnn_depth", "deter_dim", "stoch_dim", "hidden_dim", "seed_episodes", "collect_episodes",
 )
 
 
