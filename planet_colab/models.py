@@ -1,0 +1,225 @@
+"""The PlaNet world model: conv encoder, RSSM (GRU deterministic + Gaussian stochastic state),
+transposed-conv decoder and reward head (Hafner et al., 2019), plus observation preprocessing.
+
+Sizes come from `Config` (cnn_depth, deter_dim, stoch_dim, hidden_dim, min_std). Tensor math only:
+nothing here touches files. Speed notes (CPU): images of all T·B timesteps go through the encoder
+and decoder in one conv call each, in channels-last layout (an NHWC image permuted to NCHW already
+is channels-last, so no copy); the posterior's embedding projection and the transition's action
+projection are precomputed for all timesteps in one matmul each; the prior's hidden layer and
+head (not needed by the recurrence, which continues from posterior samples) run once after the loop.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from planet_colab.config import Config
+
+
+class RSSMState(NamedTuple):
+    """Model state: deterministic GRU state (N, deter_dim) and stochastic sample (N, stoch_dim)."""
+
+    deter: Tensor
+    stoch: Tensor
+
+
+def preprocess_obs(obs: Tensor, bit_depth: int, generator: torch.Generator | None = None,
+                   *, noise: bool = True) -> Tensor:
+    """Observations in [0,1] (or uint8) (…,64,64,3) → `bit_depth` bits + uniform dequantisation noise, in [-0.5, 0.5).
+
+    The one place where pixels become model inputs (training and acting). Noise comes from
+    `generator` when given (bit-exact resume); `noise=False` uses the bin centres instead.
+    """
+    if not isinstance(obs, Tensor):
+        raise ValueError(f"obs must be a torch.Tensor, got {type(obs).__name__}")
+    if obs.dim() < 3 or tuple(obs.shape[-3:]) != (64, 64, 3):
+        raise ValueError(f"obs must have shape (..., 64, 64, 3), got {tuple(obs.shape)}")
+    if not 1 <= int(bit_depth) <= 8:
+        raise ValueError(f"bit_depth must be in 1..8, got {bit_depth!r}")
+    if obs.dtype == torch.uint8:
+        pixels = obs.float()
+    else:
+        # round() first: k/255*255 is not always exactly k in float32.
+        pixels = torch.round(obs.float() * 255.0)
+    bins = 2 ** bit_depth
+    x = torch.floor(pixels / 2 ** (8 - bit_depth))  # integer levels 0 … bins-1
+    if noise:
+        gdev = generator.device if generator is not None else x.device
+        u = torch.rand(x.shape, generator=generator, device=gdev, dtype=x.dtype).to(x.device)
+    else:
+        u = torch.full_like(x, 0.5)
+    return (x + u) / bins - 0.5
+
+
+def _sample(mean: Tensor, std: Tensor, generator: torch.Generator | None) -> Tensor:
+    """mean + std·ε with ε ~ N(0, I) drawn from `generator` (the one sampling path of the model)."""
+    gdev = generator.device if generator is not None else mean.device
+    eps = torch.randn(mean.shape, generator=generator, device=gdev, dtype=mean.dtype).to(mean.device)
+    return mean + std * eps
+
+
+class WorldModel(nn.Module):
+    """PlaNet's recurrent state-space model with conv encoder/decoder and reward head.
+
+    Time alignment (stored step t = (o_t, a_t, r_t); r_t is received after taking a_t in o_t):
+
+        s_0 = obs_step(initial_state, a = 0,     embed(o_0))
+        s_t = obs_step(s_{t-1},       a_{t-1},   embed(o_t))      t ≥ 1
+        decode(s_t) reconstructs o_t;  reward(s_t) predicts r_{t-1} (t ≥ 1; reward(s_0) has no target)
+
+    so `forward` never uses a_{T-1} or r_{T-1}, and reward at t depends only on actions < t.
+    Planning from the belief s_t (after filtering o_t): s_{t+1} = img_step(s_t, a_t), reward(s_{t+1}) ≈ r_t.
+    Acting: state = initial_state, prev_action = 0 at episode start; per step filter o_t with
+    prev_action, plan a_t, prev_action = a_t.
+    """
+
+    def __init__(self, action_dim: int, config: Config) -> None:
+        super().__init__()
+        if not isinstance(action_dim, int) or isinstance(action_dim, bool) or action_dim <= 0:
+            raise ValueError(f"action_dim must be a positive integer, got {action_dim!r}")
+        self.config = config
+        self.action_dim = action_dim
+        d, D, S, H = config.cnn_depth, config.deter_dim, config.stoch_dim, config.hidden_dim
+        self.deter_dim, self.stoch_dim, self.hidden_dim = D, S, H
+        self.embed_dim = config.embed_dim
+        self.min_std = float(config.min_std)
+
+        # 64 → 31 → 14 → 6 → 2; 8d channels × 2 × 2 = 32d = embed_dim
+        self.encoder = nn.Sequential(
+            nn.Conv2d(3, d, 4, 2), nn.ReLU(),
+            nn.Conv2d(d, 2 * d, 4, 2), nn.ReLU(),
+            nn.Conv2d(2 * d, 4 * d, 4, 2), nn.ReLU(),
+            nn.Conv2d(4 * d, 8 * d, 4, 2), nn.ReLU(),
+        )
+        # 1 → 5 → 13 → 30 → 64
+        self.decoder_in = nn.Linear(D + S, 32 * d)
+        self.decoder = nn.Sequential(
+            nn.ConvTranspose2d(32 * d, 4 * d, 5, 2), nn.ReLU(),
+            nn.ConvTranspose2d(4 * d, 2 * d, 5, 2), nn.ReLU(),
+            nn.ConvTranspose2d(2 * d, d, 6, 2), nn.ReLU(),
+            nn.ConvTranspose2d(d, 3, 6, 2),
+        )
+        # Transition: [stoch, action] → hidden → GRU → hidden → prior (mean, std)
+        self.img_in = nn.Linear(S + action_dim, H)
+        self.gru = nn.GRUCell(H, D)
+        self.img_out = nn.Linear(D, H)
+        self.prior_head = nn.Linear(H, 2 * S)
+        # Posterior: [deter, embed] → hidden → (mean, std)
+        self.post_in = nn.Linear(D + self.embed_dim, H)
+        self.post_head = nn.Linear(H, 2 * S)
+        # Reward MLP on the features [deter, stoch]
+        self.reward_head = nn.Sequential(
+            nn.Linear(D + S, H), nn.ReLU(), nn.Linear(H, H), nn.ReLU(), nn.Linear(H, 1),
+        )
+
+    # ---- helpers -------------------------------------------------------------------------------
+    def _stats(self, head: nn.Linear, hidden: Tensor) -> tuple[Tensor, Tensor]:
+        """Gaussian (mean, std) in fp32 from a head; std = softplus(x) + min_std."""
+        mean, raw = head(hidden).float().chunk(2, dim=-1)
+        return mean, F.softplus(raw) + self.min_std
+
+    def _img_core(self, state: RSSMState, action: Tensor) -> Tensor:
+        """The deterministic part of a transition: the next GRU state (N, D)."""
+        x = F.elu(self.img_in(torch.cat([state.stoch, action.to(state.stoch.dtype)], dim=-1)))
+        return self.gru(x, state.deter.to(x.dtype)).float()
+
+    def _post_stats(self, deter: Tensor, embed: Tensor) -> tuple[Tensor, Tensor]:
+        """Posterior (mean, std) from the deterministic state and an observation embedding."""
+        return self._stats(self.post_head, F.elu(self.post_in(torch.cat([deter, embed.to(deter.dtype)], -1))))
+
+    def _prior_stats(self, deter: Tensor) -> tuple[Tensor, Tensor]:
+        """Prior (mean, std) from the deterministic state."""
+        return self._stats(self.prior_head, F.elu(self.img_out(deter)))
+
+    # ---- public single-step API ----------------------------------------------------------------
+    def initial_state(self, batch_size: int, device: torch.device | str | None = None) -> RSSMState:
+        """All-zero state for `batch_size` sequences (start of an episode)."""
+        device = device if device is not None else self.img_in.weight.device
+        return RSSMState(torch.zeros(batch_size, self.deter_dim, device=device),
+                         torch.zeros(batch_size, self.stoch_dim, device=device))
+
+    def encode(self, obs_pre: Tensor) -> Tensor:
+        """Preprocessed observations (N, 64, 64, 3) → embeddings (N, embed_dim)."""
+        x = obs_pre.permute(0, 3, 1, 2)  # (N, 3, 64, 64), channels-last strides: no copy
+        return self.encoder(x).flatten(1)  # (N, 32·depth)
+
+    def decode(self, state: RSSMState) -> Tensor:
+        """States → reconstructed observations (N, 64, 64, 3) in the preprocessed space."""
+        x = self.decoder_in(torch.cat([state.deter, state.stoch], -1))
+        x = x.reshape(x.shape[0], -1, 1, 1).contiguous(memory_format=torch.channels_last)
+        return self.decoder(x).permute(0, 2, 3, 1)  # (N, 64, 64, 3)
+
+    def reward(self, state: RSSMState) -> Tensor:
+        """Predicted reward (N,) for arriving in `state` (reward(s_{t+1}) ≈ r_t)."""
+        return self.reward_head(torch.cat([state.deter, state.stoch], -1)).squeeze(-1).float()
+
+    def img_step(self, state: RSSMState, action: Tensor, generator: torch.Generator | None = None
+                 ) -> tuple[RSSMState, Tensor, Tensor]:
+        """One imagined step from the prior: (next state, prior_mean, prior_std), each (N, ·)."""
+        deter = self._img_core(state, action)
+        mean, std = self._prior_stats(deter)
+        return RSSMState(deter, _sample(mean, std, generator)), mean, std
+
+    def obs_step(self, state: RSSMState, action: Tensor, embed: Tensor,
+                 generator: torch.Generator | None = None
+                 ) -> tuple[RSSMState, tuple[Tensor, Tensor], tuple[Tensor, Tensor]]:
+        """One filtering step: (posterior state, (prior_mean, prior_std), (post_mean, post_std))."""
+        deter = self._img_core(state, action)
+        prior = self._prior_stats(deter)
+        mean, std = self._post_stats(deter, embed)
+        return RSSMState(deter, _sample(mean, std, generator)), prior, (mean, std)
+
+    # ---- sequences -----------------------------------------------------------------------------
+    def forward(self, obs_seq: Tensor, act_seq: Tensor, generator: torch.Generator | None = None
+                ) -> dict[str, Tensor]:
+        """Filter a sequence: obs (T,B,64,64,3) preprocessed, actions (T,B,A) → dict (see WorldModel).
+
+        Keys: embed (T,B,E); deter (T,B,D); stoch (T,B,S) posterior samples; prior_mean, prior_std,
+        post_mean, post_std (T,B,S) fp32; recon (T,B,64,64,3) = decode(s_t); reward (T,B) fp32 =
+        reward(s_t) ≈ r_{t-1} (entry 0 has no target); final_state RSSMState of (B,·) = s_{T-1}.
+        Equals the loop s_t = obs_step(s_{t-1}, a_{t-1}, encode(o_t)) from initial_state with a_{-1} = 0.
+        """
+        if obs_seq.dim() != 5 or tuple(obs_seq.shape[2:]) != (64, 64, 3):
+            raise ValueError(f"obs_seq must be time-first (T, B, 64, 64, 3), got {tuple(obs_seq.shape)}")
+        T, B = obs_seq.shape[:2]
+        if act_seq.shape != (T, B, self.action_dim):
+            raise ValueError(f"act_seq must be (T, B, A) = ({T}, {B}, {self.action_dim}), got {tuple(act_seq.shape)}")
+        S, D = self.stoch_dim, self.deter_dim
+        embed = self.encode(obs_seq.reshape(T * B, 64, 64, 3)).reshape(T, B, -1)  # (T, B, E)
+
+        # Split the first layers of transition and posterior into per-input weight blocks so the
+        # action and embedding parts run once for all timesteps (same math as Linear on the concat).
+        w_img, w_post = self.img_in.weight, self.post_in.weight
+        prev_act = torch.cat([torch.zeros_like(act_seq[:1]), act_seq[:-1]], 0)  # a_{t-1}, (T, B, A)
+        act_proj = F.linear(prev_act, w_img[:, S:], self.img_in.bias)  # (T, B, H)
+        emb_proj = F.linear(embed, w_post[:, D:], self.post_in.bias)  # (T, B, H)
+        w_img_s, w_post_d = w_img[:, :S], w_post[:, :D]
+
+        state = self.initial_state(B, obs_seq.device)
+        deters, stochs, means, stds = [], [], [], []
+        for t in range(T):
+            x = F.elu(act_proj[t] + F.linear(state.stoch.to(act_proj.dtype), w_img_s))
+            deter = self.gru(x, state.deter.to(x.dtype)).float()
+            h = F.elu(emb_proj[t] + F.linear(deter.to(emb_proj.dtype), w_post_d))
+            mean, std = self._stats(self.post_head, h)
+            state = RSSMState(deter, _sample(mean, std, generator))
+            deters.append(deter)
+            stochs.append(state.stoch)
+            means.append(mean)
+            stds.append(std)
+        deter = torch.stack(deters)  # (T, B, D)
+        stoch = torch.stack(stochs)  # (T, B, S)
+        prior_mean, prior_std = self._prior_stats(deter)
+        flat = RSSMState(deter.reshape(T * B, D), stoch.reshape(T * B, S))
+        recon = self.decode(flat).reshape(T, B, 64, 64, 3)
+        reward = self.reward(flat).reshape(T, B)
+        return {
+            "embed": embed, "deter": deter, "stoch": stoch,
+            "prior_mean": prior_mean, "prior_std": prior_std,
+            "post_mean": torch.stack(means), "post_std": torch.stack(stds),
+            "recon": recon, "reward": reward, "final_state": state,
+        }
