@@ -1,0 +1,129 @@
+"""Cross-entropy-method planning over the learned latent dynamics (PlaNet §3, Kaixhin/PlaNet's planner).
+
+From each belief the planner samples `candidates` action sequences of length `horizon` from a diagonal
+Gaussian, imagines them with the model's prior (`img_step`), scores each by the sum of predicted
+rewards, refits the Gaussian to the `top_k` best and repeats `optim_iters` times; the first mean action
+is the plan. The class only holds hyperparameters: a call is a pure function of (model, state, generator).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any, Callable
+
+import torch
+
+ACTION_LOW, ACTION_HIGH = -1.0, 1.0
+
+
+def _precision_tools() -> tuple[Callable[[str, torch.device], str] | None, Callable[..., Any] | None]:
+    """planet_colab.precision's (resolve_precision, autocast_context), or (None, None) if absent."""
+    try:
+        from planet_colab.precision import autocast_context, resolve_precision
+    except ImportError:
+        return None, None
+    return resolve_precision, autocast_context
+
+
+def resolve_planner_precision(precision: str, device: torch.device) -> str:
+    """The precision a planner asked for `precision` runs at on `device` ("fp32" | "bf16" | "fp16")."""
+    resolve, _ = _precision_tools()
+    if resolve is not None:
+        return resolve(precision, device)
+    # Without the precision module only explicit requests are honoured; "auto" stays exact.
+    return precision if precision in ("bf16", "fp16") else "fp32"
+
+
+def planning_autocast(precision: str, device: torch.device) -> contextlib.AbstractContextManager:
+    """Context manager running the model's matmuls at the resolved `precision` on `device`."""
+    resolved = resolve_planner_precision(precision, device)
+    if resolved == "fp32":
+        return contextlib.nullcontext()
+    _, autocast = _precision_tools()
+    if autocast is not None:
+        return autocast(resolved, device)
+    dtype = torch.bfloat16 if resolved == "bf16" else torch.float16
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+class CEMPlanner:
+    """CEM over action sequences: call it as `planner(model, state, generator) -> (N, A)` actions in [-1, 1]."""
+
+    def __init__(self, action_dim: int, horizon: int = 12, candidates: int = 1000, optim_iters: int = 10,
+                 top_k: int = 100, precision: str = "fp32") -> None:
+        for name, value in (("action_dim", action_dim), ("horizon", horizon), ("candidates", candidates),
+                            ("optim_iters", optim_iters), ("top_k", top_k)):
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if top_k > candidates:
+            raise ValueError(f"top_k ({top_k}) must not exceed candidates ({candidates})")
+        if precision not in ("auto", "fp32", "bf16", "fp16"):
+            raise ValueError(f"precision must be one of 'auto', 'fp32', 'bf16', 'fp16', got {precision!r}")
+        self.action_dim = action_dim
+        self.horizon = horizon
+        self.candidates = candidates
+        self.optim_iters = optim_iters
+        self.top_k = top_k
+        self.precision = precision
+
+    @classmethod
+    def from_config(cls, config: Any, action_dim: int, precision: str | None = None) -> "CEMPlanner":
+        """A planner with the config's CEM hyperparameters; precision defaults to `config.precision`."""
+        return cls(action_dim, horizon=config.horizon, candidates=config.candidates,
+                   optim_iters=config.optim_iters, top_k=config.top_k,
+                   precision=config.precision if precision is None else precision)
+
+    def __repr__(self) -> str:
+        return (f"CEMPlanner(action_dim={self.action_dim}, horizon={self.horizon}, candidates={self.candidates}, "
+                f"optim_iters={self.optim_iters}, top_k={self.top_k}, precision={self.precision!r})")
+
+    def __call__(self, model: Any, state: Any, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Plan from N beliefs `state` (RSSMState, fields (N, ·)); returns the first mean actions (N, A) in fp32."""
+        deter, stoch = state
+        device = deter.device
+        if deter.dim() != 2 or stoch.dim() != 2 or deter.shape[0] != stoch.shape[0]:
+            raise ValueError(f"state must hold (N, deter_dim) and (N, stoch_dim) tensors, got "
+                             f"{tuple(deter.shape)} and {tuple(stoch.shape)}")
+        model_actions = getattr(model, "action_dim", self.action_dim)
+        if model_actions != self.action_dim:
+            raise ValueError(f"planner action_dim ({self.action_dim}) differs from the model's ({model_actions})")
+        with torch.inference_mode(), planning_autocast(self.precision, device):
+            return _cem(model, state, generator, self.action_dim, self.horizon, self.candidates,
+                        self.optim_iters, self.top_k)
+
+
+def _cem(model: Any, state: Any, generator: torch.Generator | None,
+         action_dim: int, horizon: int, candidates: int, optim_iters: int, top_k: int) -> torch.Tensor:
+    """The CEM loop proper (inside inference mode and autocast); see CEMPlanner."""
+    n, device = state.deter.shape[0], state.deter.device
+    H, J, K, A = horizon, candidates, top_k, action_dim
+    # Every candidate of belief i starts from belief i: rows i*J … (i+1)*J-1.
+    start = state._replace(deter=state.deter.repeat_interleave(J, dim=0),
+                           stoch=state.stoch.repeat_interleave(J, dim=0))
+    mean = torch.zeros(H, n, 1, A, device=device)
+    std = torch.ones(H, n, 1, A, device=device)
+    offsets = (torch.arange(n, device=device) * J).unsqueeze(1)  # (n, 1)
+    for _ in range(optim_iters):
+        noise = torch.randn(H, n, J, A, generator=generator, device=device)
+        actions = (mean + std * noise).clamp_(ACTION_LOW, ACTION_HIGH).view(H, n * J, A)  # (H, n·J, A)
+        returns = _imagined_returns(model, start, actions, generator).view(n, J)
+        top = returns.topk(K, dim=1, sorted=False).indices + offsets  # (n, K)
+        elite = actions[:, top.view(-1)].view(H, n, K, A)
+        mean = elite.mean(dim=2, keepdim=True)
+        std = elite.std(dim=2, unbiased=False, keepdim=True)
+    return mean[0, :, 0].float()  # (n, A)
+
+
+def _imagined_returns(model: Any, state: Any, actions: torch.Tensor,
+                      generator: torch.Generator | None) -> torch.Tensor:
+    """Sum over the horizon of predicted rewards of imagining `actions` (H, B, A) from `state`; (B,) fp32."""
+    H = actions.shape[0]
+    deters, stochs = [], []
+    for t in range(H):
+        state = model.img_step(state, actions[t], generator=generator)[0]
+        deters.append(state.deter)
+        stochs.append(state.stoch)
+    # One reward call over all H·B imagined states: bigger matmuls, no per-step Python overhead.
+    every = state._replace(deter=torch.cat(deters), stoch=torch.cat(stochs))  # (H·B, ·)
+    return model.reward(every).float().view(H, -1).sum(0)
+
