@@ -1,0 +1,98 @@
+"""A run SIGKILLed at many instants and restarted each time ends exactly like an uninterrupted run."""
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from planet_colab.storage import EpisodeStorage
+
+ROOT = Path(__file__).resolve().parents[1]
+LAUNCHER = Path(__file__).with_name("fault_launcher.py")
+ITERATIONS = 6
+TRAIN_ARGS = ["train", "--preset", "smoke", "--iterations", str(ITERATIONS), "--no-progress",
+              "--set", "checkpoint_every=2", "eval_every=3"]
+
+
+def _env() -> dict:
+    env = dict(os.environ, SDL_VIDEODRIVER="dummy", SDL_AUDIODRIVER="dummy", PYTHONHASHSEED="0",
+               OMP_NUM_THREADS="1")
+    env.pop("PLANET_COLAB_RUN_DIR", None)
+    return env
+
+
+def _train(run_dir: Path, fault: tuple[str, int] | None = None) -> subprocess.Popen:
+    args = [*TRAIN_ARGS, "--run-dir", str(run_dir)]
+    if fault is None:
+        cmd = [sys.executable, "-m", "planet_colab", *args]
+    else:
+        cmd = [sys.executable, str(LAUNCHER), fault[0], str(fault[1]), "--", *args]
+    return subprocess.Popen(cmd, cwd=ROOT, env=_env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+
+
+def _final_weights(run_dir: Path) -> dict:
+    name = f"ckpt_{ITERATIONS - 1:06d}.pt"
+    payload = torch.load(run_dir / "checkpoints" / name, weights_only=True, map_location="cpu")
+    return payload["model"]
+
+
+@pytest.fixture(scope="module")
+def reference_run(tmp_path_factory) -> Path:
+    run_dir = tmp_path_factory.mktemp("uninterrupted")
+    proc = _train(run_dir)
+    out, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 0, out
+    return run_dir
+
+
+def test_kills_at_random_instants_lose_nothing(tmp_path, reference_run):
+    """SIGKILL during training, collection, episode and checkpoint writes; restart until done."""
+    run_dir = tmp_path / "killed"
+    rng = random.Random(1234)
+    # Planted faults hit exact points (inside a checkpoint write, an episode write, a train step);
+    # timed kills land wherever the run happens to be.
+    plan = [("checkpoint", 2), ("episode", 4), ("train_step", 5), ("time", 0), ("episode", 1),
+            ("time", 0), ("checkpoint", 1), ("time", 0)]
+    killed = 0
+    for kind, n in plan:
+        if kind == "time":
+            proc = _train(run_dir)
+            time.sleep(rng.uniform(2.0, 7.0))
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGKILL)
+                killed += 1
+            out, _ = proc.communicate(timeout=300)
+        else:
+            proc = _train(run_dir, (kind, n))
+            out, _ = proc.communicate(timeout=300)
+            if proc.returncode == -signal.SIGKILL:
+                killed += 1
+            else:
+                assert proc.returncode == 0, out
+    assert killed >= 5, f"only {killed} kills landed"
+
+    proc = _train(run_dir)
+    out, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 0, out
+
+    storage = EpisodeStorage(run_dir / "episodes")
+    reference = EpisodeStorage(reference_run / "episodes")
+    assert storage.num_episodes == 2 + ITERATIONS  # smoke: 2 seed episodes + one per iteration
+    assert not any((run_dir / "quarantine").glob("*")), "a file was quarantined"
+    for mine, theirs in zip(storage.episode_paths, reference.episode_paths, strict=True):
+        a, b = storage.load_episode(mine), reference.load_episode(theirs)
+        for key in ("obs", "action", "reward", "terminal"):
+            np.testing.assert_array_equal(a[key], b[key], err_msg=f"{mine.name}:{key}")
+
+    final, expected = _final_weights(run_dir), _final_weights(reference_run)
+    assert final.keys() == expected.keys()
+    for key in expected:
+        assert torch.equal(final[key], expected[key]), f"weights differ at {key}"
