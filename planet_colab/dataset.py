@@ -1,0 +1,125 @@
+"""EpisodeDataset (RAM cache, virtual length, random subsequences) and collate_episode_batch (seed §3–§5).
+
+Build a new EpisodeDataset at the start of every iteration so newly collected episodes enter
+training (seed §6). Decoded episodes live in the EpisodeStorage's cache, so a rebuild decodes only
+files it has not seen and every dataset shares one uint8 copy of each episode in RAM.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset, get_worker_info
+
+from planet_colab.storage import DamagedEpisodeError, EpisodeStorage, episode_number
+
+Sample = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
+
+
+def _positive_int(name: str, value: object) -> int:
+    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+class EpisodeDataset(Dataset):
+    """`virtual_len` random `seq_len`-step slices of the stored episodes (index ignored, seed §4).
+
+    `seed` (int, np.random.Generator or None) is the only source of randomness: the same seed and
+    the same episodes give the same sequence of slices, which is what an exact resume needs.
+    `max_index` keeps only episodes numbered <= max_index (the episodes an uninterrupted run had).
+    Use it with `DataLoader(..., shuffle=False, num_workers=0)`: each worker would copy the generator
+    and draw the same slices, and slicing RAM is too cheap for workers to help.
+    """
+
+    def __init__(self, storage: EpisodeStorage, seq_len: int, virtual_len: int,
+                 seed: int | np.random.Generator | None = None, *, max_index: int | None = None) -> None:
+        self.storage = storage
+        self.seq_len = _positive_int("seq_len", seq_len)
+        self.virtual_len = _positive_int("virtual_len", virtual_len)
+        if max_index is not None and (not isinstance(max_index, (int, np.integer)) or max_index < 0):
+            raise ValueError(f"max_index must be a non-negative integer or None, got {max_index!r}")
+        if seed is not None and not isinstance(seed, (int, np.integer, np.random.Generator)):
+            raise ValueError(f"seed must be an int, a numpy Generator or None, got {type(seed).__name__}")
+        self.rng = np.random.default_rng(seed)  # a Generator passed in is used (and advanced) as is
+
+        all_paths = storage.episode_paths
+        paths = [p for p in all_paths if max_index is None or episode_number(p) <= max_index]
+        self.episodes: list[dict[str, np.ndarray]] = []
+        self.episode_paths = []
+        self.short_paths = []  # stored, but shorter than seq_len
+        for path in paths:
+            try:
+                episode = storage.load_cached(path)  # decodes only files not cached yet
+            except (DamagedEpisodeError, FileNotFoundError):
+                continue  # quarantined (and warned about) or moved away since listing
+            if len(episode["reward"]) < self.seq_len:
+                self.short_paths.append(path)
+                continue
+            self.episodes.append(episode)
+            self.episode_paths.append(path)
+        storage.forget(keep=all_paths)  # free RAM of files that were quarantined or removed
+
+        if not self.episodes:
+            where = storage.episode_dir if max_index is None else f"{storage.episode_dir} (numbers <= {max_index})"
+            if not paths:
+                raise ValueError(f"No episodes stored in {where}; collect seed episodes first "
+                                 "(planet_colab.env.collect_seed_episodes)")
+            lengths = [len(storage.load_cached(p)["reward"]) for p in self.short_paths]
+            raise ValueError(f"No stored episode is long enough for seq_len={self.seq_len}: "
+                             f"{len(paths)} file(s) in {where}, usable lengths {lengths}. "
+                             "Lower seq_len or collect longer episodes.")
+        action_dims = {ep["action"].shape[1] for ep in self.episodes}
+        if len(action_dims) > 1:
+            by_dim = {d: [p.name for p, ep in zip(self.episode_paths, self.episodes)
+                          if ep["action"].shape[1] == d][:3] for d in sorted(action_dims)}
+            raise ValueError(f"Stored episodes have different action sizes {by_dim}; "
+                             "were episodes of different environments put in one run directory?")
+
+    @property
+    def num_steps(self) -> int:
+        """Total steps over the usable episodes."""
+        return sum(len(ep["reward"]) for ep in self.episodes)
+
+    @property
+    def action_dim(self) -> int:
+        """Size of the stored actions."""
+        return int(self.episodes[0]["action"].shape[1])
+
+    def __len__(self) -> int:
+        return self.virtual_len
+
+    def __repr__(self) -> str:
+        return (f"EpisodeDataset(episodes={len(self.episodes)}, steps={self.num_steps}, "
+                f"seq_len={self.seq_len}, virtual_len={self.virtual_len})")
+
+    def __getitem__(self, index: int) -> Sample:
+        """A random contiguous slice (index ignored): obs float32 [0, 1] (T, 64, 64, 3), action (T, A), reward (T,), terminal (T,)."""
+        info = get_worker_info()
+        if info is not None and info.num_workers > 1:
+            raise ValueError("EpisodeDataset must be loaded with num_workers=0 or 1: every worker would "
+                             "copy the random generator and draw the same slices")
+        episode = self.episodes[self.rng.integers(len(self.episodes))]
+        start = int(self.rng.integers(len(episode["reward"]) - self.seq_len + 1))
+        window = slice(start, start + self.seq_len)
+        obs = episode["obs"][window].astype(np.float32)  # only the slice is converted
+        obs /= 255.0
+        # Copies, so a caller editing a batch in place cannot corrupt the shared cache.
+        return (torch.from_numpy(obs),
+                torch.from_numpy(episode["action"][window].copy()),
+                torch.from_numpy(episode["reward"][window].copy()),
+                torch.from_numpy(episode["terminal"][window].copy()))
+
+
+def collate_episode_batch(batch: Sequence[Sample]) -> Sample:
+    """Stack B samples time-first: obs (T, B, 64, 64, 3), action (T, B, A), reward (T, B), terminal (T, B)."""
+    if len(batch) == 0:
+        raise ValueError("collate_episode_batch: empty batch")
+    obs, action, reward, terminal = zip(*batch)
+    # Stacking on dim 1 gives the time-first layout directly and contiguous (a permute would not be).
+    return (torch.stack(obs, dim=1),       # (T, B, 64, 64, 3)
+            torch.stack(action, dim=1),    # (T, B, A)
+            torch.stack(reward, dim=1),    # (T, B)
+            torch.stack(terminal, dim=1))  # (T, B)
