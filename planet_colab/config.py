@@ -94,6 +94,13 @@ class Config:
             if not ok:
                 problems.append(msg)
 
+        # A mistyped value (e.g. "2" in a hand-edited config.json) must be reported, not raise TypeError.
+        def number(value: Any) -> bool:
+            return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+        def integer(value: Any) -> bool:
+            return isinstance(value, int) and not isinstance(value, bool)
+
         for name in ("action_repeat", "max_episode_steps", "cnn_depth", "deter_dim", "stoch_dim",
                      "hidden_dim", "batch_size", "seq_len", "train_steps", "horizon", "candidates",
                      "optim_iters", "top_k", "total_iterations", "collect_episodes",
@@ -101,20 +108,23 @@ class Config:
             value = getattr(self, name)
             need(isinstance(value, int) and not isinstance(value, bool) and value > 0,
                  f"{name} must be a positive integer, got {value!r}")
-        need(isinstance(self.seed_episodes, int) and self.seed_episodes >= 1,
+        need(integer(self.seed_episodes) and self.seed_episodes >= 1,
              f"seed_episodes must be at least 1 (training needs data), got {self.seed_episodes!r}")
-        need(isinstance(self.seed, int) and self.seed >= 0, f"seed must be an integer >= 0, got {self.seed!r}")
+        need(integer(self.seed) and self.seed >= 0, f"seed must be an integer >= 0, got {self.seed!r}")
         need(self.image_size == 64, f"image_size must be 64 (the conv encoder's input), got {self.image_size!r}")
-        need(1 <= self.bit_depth <= 8, f"bit_depth must be in 1..8, got {self.bit_depth!r}")
+        need(integer(self.bit_depth) and 1 <= self.bit_depth <= 8,
+             f"bit_depth must be an integer in 1..8, got {self.bit_depth!r}")
         need(self.precision in PRECISIONS, f"precision must be one of {PRECISIONS}, got {self.precision!r}")
         for name in ("learning_rate", "adam_eps", "grad_clip_norm", "min_std", "checkpoint_minutes"):
-            need(float(getattr(self, name)) > 0, f"{name} must be > 0, got {getattr(self, name)!r}")
-        need(self.free_nats >= 0, f"free_nats must be >= 0, got {self.free_nats!r}")
-        need(self.expl_noise >= 0, f"expl_noise must be >= 0, got {self.expl_noise!r}")
+            value = getattr(self, name)
+            need(number(value) and value > 0, f"{name} must be > 0, got {value!r}")
+        need(number(self.free_nats) and self.free_nats >= 0, f"free_nats must be >= 0, got {self.free_nats!r}")
+        need(number(self.expl_noise) and self.expl_noise >= 0, f"expl_noise must be >= 0, got {self.expl_noise!r}")
         if isinstance(self.top_k, int) and isinstance(self.candidates, int):
             need(self.top_k <= self.candidates,
                  f"top_k ({self.top_k}) must not exceed candidates ({self.candidates})")
-        if isinstance(self.seq_len, int) and isinstance(self.max_episode_steps, int) and self.action_repeat > 0:
+        if isinstance(self.seq_len, int) and isinstance(self.max_episode_steps, int) \
+                and isinstance(self.action_repeat, int) and self.action_repeat > 0:
             need(self.seq_len <= self.episode_len,
                  f"seq_len ({self.seq_len}) is longer than an episode ({self.episode_len} agent steps = "
                  f"max_episode_steps {self.max_episode_steps} / action_repeat {self.action_repeat}); "
