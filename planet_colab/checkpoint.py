@@ -67,8 +67,8 @@ def save_checkpoint(model: torch.nn.Module, optimizer: torch.optim.Optimizer | N
         "format_version": FORMAT_VERSION,
         "iteration": int(iteration),
         "episodes": int(episodes),
-        "model": model.state_dict(),
-        "optimizer": optimizer.state_dict() if optimizer is not None else None,
+        "model": _to_cpu(model.state_dict()),
+        "optimizer": _to_cpu(optimizer.state_dict()) if optimizer is not None else None,
         "config": sanitize(config_dict, "config"),
         "metrics": sanitize(list(metrics), "metrics"),
         "extra": sanitize(dict(extra or {}), "extra"),
@@ -184,7 +184,7 @@ def sanitize(obj: Any, key: str = "value") -> Any:
     if isinstance(obj, np.generic):  # before the primitives: np.float64 subclasses float
         return sanitize(obj.item(), key)
     if isinstance(obj, torch.Tensor):
-        return obj.detach()
+        return obj.detach().cpu()
     if isinstance(obj, np.ndarray):
         try:
             return torch.from_numpy(np.ascontiguousarray(obj))
@@ -237,6 +237,21 @@ def _keep_count(config: Any) -> int:
     if not isinstance(keep, int) or isinstance(keep, bool) or keep < 1:
         raise ValueError(f"keep_checkpoints must be a positive integer, got {keep!r}")
     return keep
+
+
+def _to_cpu(obj: Any) -> Any:
+    """State dict with every tensor on the CPU, so the file loads on a machine without a GPU."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().cpu()  # no copy when already on the CPU
+    if isinstance(obj, dict):
+        out = type(obj)((k, _to_cpu(v)) for k, v in obj.items()) if isinstance(obj, OrderedDict) \
+            else {k: _to_cpu(v) for k, v in obj.items()}
+        if hasattr(obj, "_metadata"):  # module versions that load_state_dict relies on
+            out._metadata = obj._metadata
+        return out
+    if type(obj) in (list, tuple):
+        return type(obj)(_to_cpu(v) for v in obj)
+    return obj
 
 
 def _list_checkpoints(ckpt_dir: Path) -> list[tuple[int, Path]]:
@@ -362,6 +377,10 @@ def _try_load(path: Path, entry: dict | None, map_location: str | torch.device) 
         return None, f"cannot be loaded: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
     if not isinstance(payload, dict) or any(k not in payload for k in _REQUIRED_KEYS):
         return None, "not a planet_colab checkpoint (keys missing)"
+    if not (type(payload["iteration"]) is int and type(payload["episodes"]) is int
+            and isinstance(payload["metrics"], list) and isinstance(payload["extra"], dict)
+            and isinstance(payload["model"], dict)):
+        return None, "not a planet_colab checkpoint (fields of the wrong type)"
     expected = int(_CKPT_RE.match(path.name).group(1))
     if payload["iteration"] != expected:
         return None, f"holds iteration {payload['iteration']}, but its name says {expected}"

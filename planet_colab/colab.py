@@ -69,7 +69,7 @@ def mount_drive(mountpoint: str | os.PathLike = DRIVE_MOUNTPOINT, retries: int =
 
 
 def default_run_dir(name: str) -> Path:
-    """Run directory for `name`: $PLANET_COLAB_RUN_DIR, else $PLANET_COLAB_RUN_ROOT/name, else Drive in Colab, else runs/name."""
+    """$PLANET_COLAB_RUN_DIR, else $PLANET_COLAB_RUN_ROOT/name, else Drive's planet_colab/name in Colab, else ./runs/name."""
     if not isinstance(name, str) or not name.strip() or name in (".", "..") or "/" in name or "\\" in name:
         raise ValueError(f"run name must be a non-empty name without path separators, got {name!r}")
     exact = os.environ.get(ENV_RUN_DIR, "").strip()

@@ -1,7 +1,6 @@
 """Checkpoints: round trip, safe loading, damage → fallback + quarantine, rotation, never a silent restart."""
 
 import json
-import warnings
 from pathlib import Path
 
 import numpy as np
