@@ -20,7 +20,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 __all__ = [
-    "show", "figure_png", "save_figure",
+    "show", "figure_png", "save_figure", "format_config",
     "plot_learning_curves", "LiveDashboard",
     "plot_frames", "reconstruct_episode", "plot_reconstructions",
     "open_loop_predict", "plot_open_loop",
@@ -54,6 +54,18 @@ def show(fig: Figure, dpi: int = 100) -> None:
     from IPython.display import Image, display
 
     display(Image(data=figure_png(fig, dpi)))
+
+
+def format_config(config: Any, columns: int = 3) -> str:
+    """A Config's fields as aligned `name = value` text in columns, for print()."""
+    if not hasattr(config, "to_dict"):
+        raise ValueError(f"config: expected a planet_colab Config, got {type(config).__name__}")
+    items = [f"{k} = {v!r}" for k, v in config.to_dict().items()]
+    rows = -(-len(items) // columns)
+    width = max(len(i) for i in items) + 2
+    cols = [items[c * rows:(c + 1) * rows] for c in range(columns)]
+    return "\n".join("".join(col[r].ljust(width) for col in cols if r < len(col)).rstrip()
+                     for r in range(rows))
 
 
 # ---- input checks --------------------------------------------------------------------------------
@@ -233,9 +245,18 @@ class LiveDashboard:
 
 # ---- frames --------------------------------------------------------------------------------------
 def plot_frames(frames: Any, ncols: int = 8, labels: Sequence[str] | None = None,
-                title: str | None = None) -> Figure:
-    """A grid of images (N, H, W, 3), uint8 or floats in [0, 1], with optional per-frame labels."""
+                title: str | None = None, num: int | None = None) -> Figure:
+    """A grid of images (N, H, W, 3), uint8 or floats in [0, 1]; `num` picks that many evenly spaced, labelled t=…."""
     imgs = _as_frames(frames)
+    if num is not None:
+        if not isinstance(num, int) or num < 1:
+            raise ValueError(f"num must be a positive integer, got {num!r}")
+        steps = np.unique(np.linspace(0, len(imgs) - 1, min(num, len(imgs))).round().astype(int))
+        imgs = imgs[steps]
+        if labels is None:
+            labels = [f"t={t}" for t in steps]
+        elif len(labels) != len(imgs):
+            labels = [labels[t] for t in steps]
     n = len(imgs)
     if labels is not None and len(labels) != n:
         raise ValueError(f"labels: expected {n} labels (one per frame), got {len(labels)}")
