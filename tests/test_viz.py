@@ -99,6 +99,19 @@ def test_frames_grid_of_a_stored_episode(tiny_run, tmp_path):
         viz.plot_frames(np.zeros((2, 64, 64)))
 
 
+def test_frames_grid_can_pick_evenly_spaced_steps(tiny_run):
+    _, _, episode, _ = tiny_run
+    fig = viz.plot_frames(episode["obs"], num=4)
+    titles = [ax.get_title() for ax in fig.axes if ax.get_title()]
+    assert titles == ["t=0", "t=5", "t=9", "t=14"]
+
+
+def test_config_is_printed_as_name_value_columns():
+    text = viz.format_config(get_config("smoke"), columns=3)
+    assert "preset = 'smoke'" in text and "horizon = 3" in text
+    assert len(text.splitlines()) == -(-len(get_config("smoke").to_dict()) // 3)
+
+
 def test_reconstructions_are_one_decoded_frame_per_step(tiny_run, tmp_path):
     _, _, episode, model = tiny_run
     recon = viz.reconstruct_episode(model, episode["obs"], episode["action"],
