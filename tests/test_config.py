@@ -1,0 +1,103 @@
+"""Config: presets validate, JSON round-trip, clear validation messages, command-line overrides."""
+
+import dataclasses
+
+import pytest
+
+from planet_colab.config import PRESETS, Config, get_config, parse_override
+
+
+@pytest.mark.parametrize("preset", sorted(PRESETS))
+def test_every_preset_validates(preset):
+    config = get_config(preset)
+    assert config.preset == preset
+    assert config.seq_len <= config.episode_len
+    assert config.virtual_len == config.batch_size * config.train_steps
+
+
+def test_seed_sizes_are_the_default():
+    config = get_config()
+    assert (config.batch_size, config.seq_len, config.train_steps, config.seed_episodes) == (16, 25, 50, 5)
+    assert config.virtual_len == 800 and config.episode_len == 100  # Pendulum: 200 steps / repeat 2
+    assert get_config("pendulum", action_repeat=3).episode_len == 67  # a partial last step still counts
+
+
+def test_json_round_trip(tmp_path):
+    config = get_config("smoke", seed=3, learning_rate=3e-4, precision="bf16")
+    path = tmp_path / "config.json"
+    config.save(path)
+    assert Config.load(path) == config
+    assert Config.from_dict(config.to_dict()) == config
+    assert [p.name for p in tmp_path.iterdir()] == ["config.json"]  # no temporary left behind
+
+
+def test_overrides_apply_on_top_of_the_preset():
+    config = get_config("smoke", batch_size=2)
+    assert config.batch_size == 2 and config.cnn_depth == PRESETS["smoke"]["cnn_depth"]
+    assert config.replace(seed=9).seed == 9 and config.seed == 0
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"seq_len": 101}, r"seq_len \(101\) is longer than an episode \(100 agent steps"),
+    ({"batch_size": 0}, "batch_size must be a positive integer, got 0"),
+    ({"top_k": 2000}, r"top_k \(2000\) must not exceed candidates \(1000\)"),
+    ({"seed_episodes": 0}, "seed_episodes must be at least 1"),
+    ({"precision": "fp8"}, "precision must be one of"),
+    ({"image_size": 32}, "image_size must be 64"),
+    ({"learning_rate": 0.0}, "learning_rate must be > 0"),
+    ({"free_nats": -1.0}, "free_nats must be >= 0"),
+    ({"action_repeat": "2"}, "action_repeat must be a positive integer, got '2'"),
+    ({"bit_depth": "5"}, "bit_depth must be an integer in 1..8"),
+    ({"learning_rate": "fast"}, "learning_rate must be > 0, got 'fast'"),
+])
+def test_validation_names_the_field_and_the_problem(changes, message):
+    with pytest.raises(ValueError, match=message):
+        get_config("pendulum", **changes)
+
+
+def test_every_problem_is_reported_at_once():
+    with pytest.raises(ValueError) as info:
+        get_config("pendulum", batch_size=0, horizon=-1)
+    assert "batch_size" in str(info.value) and "horizon" in str(info.value)
+
+
+def test_unknown_fields_and_presets_are_refused(tmp_path):
+    with pytest.raises(ValueError, match="Unknown config field.*batch_sise"):
+        get_config("pendulum", batch_sise=8)
+    with pytest.raises(ValueError, match="Unknown config field.*colour"):
+        Config.from_dict({**Config().to_dict(), "colour": "red"})
+    with pytest.raises(ValueError, match="Unknown preset 'atari'"):
+        get_config("atari")
+    broken = tmp_path / "config.json"
+    broken.write_text("{not json")
+    with pytest.raises(ValueError, match="not valid JSON"):
+        Config.load(broken)
+
+
+def test_shape_differences_name_fields_that_block_a_resume():
+    a, b = get_config("smoke"), get_config("smoke", deter_dim=32, learning_rate=1e-4)
+    assert a.shape_differences(b) == {"deter_dim": (16, 32)}
+
+
+def test_parse_override_types_values_like_the_field():
+    assert parse_override("batch_size=8") == ("batch_size", 8)
+    assert parse_override("learning_rate=3e-4") == ("learning_rate", 3e-4)
+    assert parse_override("precision=bf16") == ("precision", "bf16")
+    assert parse_override(" seed =2") == ("seed", 2)
+    key, value = parse_override("env_name=Pendulum-v1")
+    assert get_config("smoke", **{key: value}).env_name == "Pendulum-v1"
+
+
+@pytest.mark.parametrize("text, message", [
+    ("batch_size", "Expected key=value"),
+    ("batch_sise=8", "Unknown config field 'batch_sise'"),
+    ("batch_size=eight", "batch_size expects int, got 'eight'"),
+])
+def test_parse_override_refuses_bad_text(text, message):
+    with pytest.raises(ValueError, match=message):
+        parse_override(text)
+
+
+def test_every_field_has_a_default():
+    assert all(f.default is not dataclasses.MISSING for f in dataclasses.fields(Config))
+    Config().validate()
