@@ -12,6 +12,7 @@ import contextlib
 from typing import Any, Callable
 
 import torch
+import torch.nn.functional as F
 
 ACTION_LOW, ACTION_HIGH = -1.0, 1.0
 
@@ -87,36 +88,43 @@ class CEMPlanner:
         model_actions = getattr(model, "action_dim", self.action_dim)
         if model_actions != self.action_dim:
             raise ValueError(f"planner action_dim ({self.action_dim}) differs from the model's ({model_actions})")
-        with torch.inference_mode(), planning_autocast(self.precision, device):
+        resolved = resolve_planner_precision(self.precision, device)
+        dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[resolved]
+        with torch.inference_mode():
             return _cem(model, state, generator, self.action_dim, self.horizon, self.candidates,
-                        self.optim_iters, self.top_k)
+                        self.optim_iters, self.top_k, dtype)
 
 
-def _cem(model: Any, state: Any, generator: torch.Generator | None,
-         action_dim: int, horizon: int, candidates: int, optim_iters: int, top_k: int) -> torch.Tensor:
-    """The CEM loop proper (inside inference mode and autocast); see CEMPlanner."""
+def _cem(model: Any, state: Any, generator: torch.Generator | None, action_dim: int, horizon: int,
+         candidates: int, optim_iters: int, top_k: int, dtype: torch.dtype) -> torch.Tensor:
+    """The CEM loop proper (inside inference mode); see CEMPlanner."""
     n, device = state.deter.shape[0], state.deter.device
     H, J, K, A = horizon, candidates, top_k, action_dim
     # Every candidate of belief i starts from belief i: rows i*J … (i+1)*J-1.
     start = state._replace(deter=state.deter.repeat_interleave(J, dim=0),
                            stoch=state.stoch.repeat_interleave(J, dim=0))
+    rollout = FastRollout(model, start, H, dtype) if FastRollout.supports(model) else None
     mean = torch.zeros(H, n, 1, A, device=device)
     std = torch.ones(H, n, 1, A, device=device)
     offsets = (torch.arange(n, device=device) * J).unsqueeze(1)  # (n, 1)
     for _ in range(optim_iters):
         noise = torch.randn(H, n, J, A, generator=generator, device=device)
         actions = (mean + std * noise).clamp_(ACTION_LOW, ACTION_HIGH).view(H, n * J, A)  # (H, n·J, A)
-        returns = _imagined_returns(model, start, actions, generator).view(n, J)
-        top = returns.topk(K, dim=1, sorted=False).indices + offsets  # (n, K)
+        if rollout is not None:
+            returns = rollout(actions, generator)
+        else:
+            with _autocast_for(dtype, device):
+                returns = imagined_returns(model, start, actions, generator)
+        top = returns.view(n, J).topk(K, dim=1, sorted=False).indices + offsets  # (n, K)
         elite = actions[:, top.view(-1)].view(H, n, K, A)
         mean = elite.mean(dim=2, keepdim=True)
         std = elite.std(dim=2, unbiased=False, keepdim=True)
     return mean[0, :, 0].float()  # (n, A)
 
 
-def _imagined_returns(model: Any, state: Any, actions: torch.Tensor,
-                      generator: torch.Generator | None) -> torch.Tensor:
-    """Sum over the horizon of predicted rewards of imagining `actions` (H, B, A) from `state`; (B,) fp32."""
+def imagined_returns(model: Any, state: Any, actions: torch.Tensor,
+                     generator: torch.Generator | None = None) -> torch.Tensor:
+    """Sum of predicted rewards of imagining `actions` (H, B, A) from `state` (B rows) via the public API; (B,) fp32."""
     H = actions.shape[0]
     deters, stochs = [], []
     for t in range(H):
@@ -127,3 +135,116 @@ def _imagined_returns(model: Any, state: Any, actions: torch.Tensor,
     every = state._replace(deter=torch.cat(deters), stoch=torch.cat(stochs))  # (H·B, ·)
     return model.reward(every).float().view(H, -1).sum(0)
 
+
+def _autocast_for(dtype: torch.dtype, device: torch.device) -> contextlib.AbstractContextManager:
+    if dtype == torch.float32:
+        return contextlib.nullcontext()
+    _, autocast = _precision_tools()
+    name = "bf16" if dtype == torch.bfloat16 else "fp16"
+    return autocast(name, device) if autocast is not None else torch.autocast(device.type, dtype=dtype)
+
+
+class FastRollout:
+    """`imagined_returns` for planet_colab's WorldModel, rewritten for speed from its public submodules.
+
+    Same math as img_step + reward (checked against them once per model class, else unused): the
+    rollout is GEMM-bound (GRU 200×600 over all candidates) plus many small elementwise calls, so it
+    keeps every step's [stoch | deter | GRU input] in one preallocated buffer (no cat, no per-step
+    allocation of states), fuses the r/z gates of both GRU inputs into one matmul, projects the
+    actions of all H steps in one matmul, casts weights to the compute dtype once per plan instead
+    of once per call, and sums the reward head's last (linear) layer over time before applying it.
+    """
+
+    _verified: dict[type, bool] = {}
+
+    @classmethod
+    def supports(cls, model: Any) -> bool:
+        """Whether `model` has the WorldModel layout this rollout re-implements (and matches it numerically)."""
+        kind = type(model)
+        if kind not in cls._verified:
+            cls._verified[kind] = cls._has_layout(model) and cls._matches(model)
+        return cls._verified[kind]
+
+    @staticmethod
+    def _has_layout(model: Any) -> bool:
+        try:
+            head = model.reward_head
+            return (isinstance(model.img_in, torch.nn.Linear) and isinstance(model.gru, torch.nn.GRUCell)
+                    and isinstance(model.img_out, torch.nn.Linear) and isinstance(model.prior_head, torch.nn.Linear)
+                    and len(head) == 5 and all(isinstance(head[i], torch.nn.Linear) for i in (0, 2, 4))
+                    and all(isinstance(head[i], torch.nn.ReLU) for i in (1, 3))
+                    and isinstance(model.min_std, float))
+        except (AttributeError, TypeError):
+            return False
+
+    @classmethod
+    def _matches(cls, model: Any) -> bool:
+        """Compare with the model's own img_step/reward on a few random states (fp32)."""
+        device = model.img_in.weight.device
+        with torch.inference_mode():
+            g = torch.Generator(device=device).manual_seed(0)
+            B = 5
+            start = model.initial_state(B, device=device)
+            start = start._replace(deter=torch.randn(start.deter.shape, generator=g, device=device),
+                                   stoch=torch.randn(start.stoch.shape, generator=g, device=device))
+            actions = torch.rand(3, B, model.action_dim, generator=g, device=device) * 2 - 1
+            want = imagined_returns(model, start, actions, torch.Generator(device=device).manual_seed(1))
+            got = cls(model, start, 3, torch.float32)(actions, torch.Generator(device=device).manual_seed(1))
+        ok = torch.allclose(got, want, rtol=1e-4, atol=1e-4 * float(want.abs().max()) + 1e-5)
+        if not ok:
+            import warnings
+            warnings.warn("CEM fast rollout disagrees with the model's img_step/reward; planning with the "
+                          "slower generic path (update planet_colab/planner.py's FastRollout).", RuntimeWarning)
+        return ok
+
+    def __init__(self, model: Any, start: Any, horizon: int, dtype: torch.dtype) -> None:
+        S, D = start.stoch.shape[1], start.deter.shape[1]
+        B, device = start.deter.shape[0], start.deter.device
+        Hd = model.img_in.out_features
+        self.S, self.D, self.B, self.H, self.dtype = S, D, B, horizon, dtype
+        self.min_std = model.min_std
+        c = lambda w: w.detach().to(dtype)  # noqa: E731
+        w_in, gru = model.img_in.weight, model.gru
+        self.w_in_s, self.w_in_a, self.b_in = c(w_in[:, :S]).t(), c(w_in[:, S:]).t(), c(model.img_in.bias)
+        # GRU gates (r, z, n). r and z see W_h·h + W_i·x: one matmul on the row [h | x].
+        self.w_rz = c(torch.cat([gru.weight_hh[:2 * D], gru.weight_ih[:2 * D]], dim=1)).t()  # (D+Hd, 2D)
+        self.b_rz = c(gru.bias_ih[:2 * D] + gru.bias_hh[:2 * D])
+        self.w_xn, self.b_xn = c(gru.weight_ih[2 * D:]).t(), c(gru.bias_ih[2 * D:])
+        self.w_hn, self.b_hn = c(gru.weight_hh[2 * D:]).t(), c(gru.bias_hh[2 * D:])
+        self.w_out, self.b_out = c(model.img_out.weight).t(), c(model.img_out.bias)
+        self.w_prior, self.b_prior = c(model.prior_head.weight).t(), c(model.prior_head.bias)
+        r1, r2, r3 = model.reward_head[0], model.reward_head[2], model.reward_head[4]
+        # The buffer row is [stoch | deter]; the reward head expects [deter | stoch].
+        self.w_r1 = c(torch.cat([r1.weight[:, D:], r1.weight[:, :D]], dim=1)).t()
+        self.b_r1, self.w_r2, self.b_r2 = c(r1.bias), c(r2.weight).t(), c(r2.bias)
+        self.w_r3, self.b_r3 = r3.weight.detach().float().t(), r3.bias.detach().float()  # fp32: returns are ranked
+        # Row layout per step: [stoch_t (S) | deter_t (D) | GRU input x_t (Hd)]
+        self.buf = torch.empty(horizon + 1, B, S + D + Hd, device=device, dtype=dtype)
+        self.buf[0, :, :S] = start.stoch
+        self.buf[0, :, S:S + D] = start.deter
+
+    def __call__(self, actions: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+        """Predicted returns (B,) fp32 of action sequences (H, B, A)."""
+        S, D, H, B, buf = self.S, self.D, self.H, self.B, self.buf
+        gdev = generator.device if generator is not None else buf.device
+        act_proj = torch.addmm(self.b_in, actions.reshape(H * B, -1).to(self.dtype), self.w_in_a)  # (H·B, Hd)
+        for t in range(H):
+            cur, nxt = buf[t], buf[t + 1]
+            h, x = cur[:, S:S + D], cur[:, S + D:]
+            torch.addmm(act_proj[t * B:(t + 1) * B], cur[:, :S], self.w_in_s, out=x)
+            F.elu_(x)
+            rz = torch.addmm(self.b_rz, cur[:, S:], self.w_rz).sigmoid_()  # (B, 2D)
+            n = torch.addmm(self.b_xn, x, self.w_xn)
+            n.addcmul_(rz[:, :D], torch.addmm(self.b_hn, h, self.w_hn)).tanh_()
+            deter = nxt[:, S:S + D]
+            torch.lerp(n, h, rz[:, D:], out=deter)  # (1 - z)·n + z·h
+            stats = torch.addmm(self.b_prior, F.elu_(torch.addmm(self.b_out, deter, self.w_out)), self.w_prior)
+            mean, std = stats[:, :S].float(), F.softplus(stats[:, S:].float()) + self.min_std
+            eps = torch.randn(mean.shape, generator=generator, device=gdev).to(buf.device)
+            torch.addcmul(mean, std, eps, out=nxt[:, :S])
+        feats = buf[1:, :, :S + D].reshape(H * B, S + D)  # [stoch | deter] of every imagined state
+        hidden = torch.addmm(self.b_r1, feats, self.w_r1).relu_()
+        hidden = torch.addmm(self.b_r2, hidden, self.w_r2).relu_()  # (H·B, Hd)
+        # The last layer is linear, so Σ_t (w·h_t + b) = w·Σ_t h_t + H·b: one small fp32 matmul.
+        summed = hidden.view(H, B, -1).sum(0, dtype=torch.float32)  # (B, Hd)
+        return (summed @ self.w_r3).squeeze(1) + H * self.b_r3

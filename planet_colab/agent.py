@@ -1,0 +1,190 @@
+"""Acting with the world model: filter each observation into a belief, plan with CEM, explore, store.
+
+Every random draw of an episode (env reset, dequantisation noise, latent samples, CEM samples,
+exploration noise) comes from streams derived from (config.seed, "collect" | "eval", key, episode),
+so a resumed run re-collects bit for bit what an uninterrupted run would have collected.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+import numpy as np
+import torch
+
+from planet_colab.config import Config
+from planet_colab.models import preprocess_obs
+from planet_colab.planner import ACTION_HIGH, ACTION_LOW
+from planet_colab.seeding import derive_seed, torch_generator
+
+
+def _model_device(model: torch.nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+class Agent:
+    """Keeps the belief over one episode: `reset()` at its start, then `act(obs)` once per step."""
+
+    def __init__(self, model: torch.nn.Module, planner: Any, config: Config,
+                 device: torch.device | str | None = None) -> None:
+        self.model = model
+        self.planner = planner
+        self.config = config
+        self.device = torch.device(device) if device is not None else _model_device(model)
+        self.action_dim = int(model.action_dim)
+        self.precision = getattr(planner, "precision", config.precision)
+        self.reset()
+
+    def reset(self) -> None:
+        """Start of an episode: zero belief, zero previous action (the model's training convention)."""
+        self.state = self.model.initial_state(1, device=self.device)
+        self.prev_action = torch.zeros(1, self.action_dim, device=self.device)
+
+    def _filter_context(self) -> contextlib.AbstractContextManager:
+        try:
+            from planet_colab.precision import autocast_context
+        except ImportError:
+            return contextlib.nullcontext()
+        return autocast_context(self.precision, self.device)
+
+    def act(self, obs_uint8: np.ndarray, explore: bool, generator: torch.Generator | None = None) -> np.ndarray:
+        """Filter `obs_uint8` (64, 64, 3), plan, add N(0, expl_noise) if `explore`; return the action (A,) float32."""
+        obs = np.asarray(obs_uint8)
+        if obs.shape != (64, 64, 3) or obs.dtype != np.uint8:
+            raise ValueError(f"obs_uint8 must be a (64, 64, 3) uint8 image, got {obs.shape} {obs.dtype}")
+        with torch.inference_mode():
+            pixels = torch.from_numpy(obs.copy()).to(self.device).unsqueeze(0)  # (1, 64, 64, 3)
+            with self._filter_context():
+                embed = self.model.encode(preprocess_obs(pixels, self.config.bit_depth, generator))
+                state = self.model.obs_step(self.state, self.prev_action, embed, generator)[0]
+            state = state._replace(deter=state.deter.float(), stoch=state.stoch.float())
+            action = self.planner(self.model, state, generator)  # (1, A)
+            if explore and self.config.expl_noise > 0:
+                gdev = generator.device if generator is not None else self.device
+                noise = torch.randn(action.shape, generator=generator, device=gdev).to(self.device)
+                action = action + self.config.expl_noise * noise
+            action = action.clamp(ACTION_LOW, ACTION_HIGH)
+            self.state, self.prev_action = state, action
+            return action[0].cpu().numpy().astype(np.float32)
+
+
+def run_episode(env: Any, agent: Agent, *, env_seed: int, generator: torch.Generator, explore: bool,
+                max_steps: int | None = None, record_frames: bool = False, progress: bool = False,
+                desc: str = "episode") -> dict[str, Any]:
+    """One episode from `env.reset(seed=env_seed)`; per step the obs seen, action, reward, terminal flag."""
+    obs, _ = env.reset(seed=env_seed)
+    agent.reset()
+    steps: dict[str, Any] = {"obs": [], "action": [], "reward": [], "terminal": []}
+    frames = [obs] if record_frames else None
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+        bar = tqdm(total=max_steps, desc=desc, unit="step", leave=False)
+    try:
+        while max_steps is None or len(steps["reward"]) < max_steps:
+            action = agent.act(obs, explore=explore, generator=generator)
+            next_obs, reward, terminated, truncated, _ = env.step(action)
+            steps["obs"].append(obs)
+            steps["action"].append(action)
+            steps["reward"].append(float(reward))
+            steps["terminal"].append(bool(terminated))
+            if frames is not None:
+                frames.append(next_obs)
+            if bar is not None:
+                bar.update(1)
+            if terminated or truncated:
+                break
+            obs = next_obs
+    finally:
+        if bar is not None:
+            bar.close()
+    steps["return"] = float(np.sum(steps["reward"]))
+    if frames is not None:
+        steps["frames"] = np.stack(frames).astype(np.uint8)  # (T+1, 64, 64, 3)
+    return steps
+
+
+class _ActingMode:
+    """Model in eval mode while acting; its previous mode restored afterwards (even on error)."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        self.model = model
+
+    def __enter__(self) -> None:
+        self.was_training = self.model.training
+        self.model.eval()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.model.train(self.was_training)
+
+
+def _positive(name: str, value: Any) -> int:
+    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+def collect_experience(env: Any, model: torch.nn.Module, planner: Any, storage: Any, num_episodes: int,
+                       config: Config, *, iteration: int, device: torch.device | str | None = None,
+                       progress: bool = True) -> dict[str, list]:
+    """Run `num_episodes` exploring episodes with the planner, store each; returns dict(returns, lengths, paths).
+
+    Episode k of `iteration` draws all its randomness from (config.seed, "collect", iteration, k).
+    """
+    num_episodes = _positive("num_episodes", num_episodes)
+    if not isinstance(iteration, (int, np.integer)) or isinstance(iteration, bool) or iteration < 0:
+        raise ValueError(f"iteration must be an integer >= 0, got {iteration!r}")
+    agent = Agent(model, planner, config, device)
+    out: dict[str, list] = {"returns": [], "lengths": [], "paths": []}
+    with _ActingMode(model):
+        for k in range(num_episodes):
+            keys = (config.seed, "collect", int(iteration), k)
+            steps = run_episode(env, agent, env_seed=derive_seed(*keys, "env"),
+                                generator=torch_generator(*keys, device=agent.device), explore=True,
+                                max_steps=config.episode_len, progress=progress,
+                                desc=f"collect it {iteration} ep {k}")
+            path = storage.add_episode(steps["obs"], steps["action"], steps["reward"], steps["terminal"])
+            out["returns"].append(steps["return"])
+            out["lengths"].append(len(steps["reward"]))
+            out["paths"].append(path)
+    return out
+
+
+def evaluate(env_or_config: Any, model: torch.nn.Module, planner: Any, config: Config, *, num_episodes: int,
+             seed_key: int | str, device: torch.device | str | None = None, record_frames: bool = False,
+             progress: bool = False) -> dict[str, Any]:
+    """`num_episodes` noise-free episodes, each on its own env seed from (config.seed, "eval", seed_key, k).
+
+    Returns dict(mean, std, returns, lengths) and, with `record_frames`, frames: one (T+1, 64, 64, 3)
+    uint8 array per episode (the observations the agent saw, for a video).
+    """
+    num_episodes = _positive("num_episodes", num_episodes)
+    own_env = isinstance(env_or_config, Config)
+    if own_env:
+        from planet_colab.env import make_env_from_config
+        env = make_env_from_config(env_or_config)
+    else:
+        env = env_or_config
+    agent = Agent(model, planner, config, device)
+    returns, lengths, frames = [], [], []
+    try:
+        with _ActingMode(model):
+            for k in range(num_episodes):
+                keys = (config.seed, "eval", seed_key, k)
+                steps = run_episode(env, agent, env_seed=derive_seed(*keys, "env"),
+                                    generator=torch_generator(*keys, device=agent.device), explore=False,
+                                    max_steps=config.episode_len, record_frames=record_frames,
+                                    progress=progress, desc=f"evaluate ep {k}")
+                returns.append(steps["return"])
+                lengths.append(len(steps["reward"]))
+                if record_frames:
+                    frames.append(steps["frames"])
+    finally:
+        if own_env:
+            env.close()
+    result: dict[str, Any] = {"mean": float(np.mean(returns)), "std": float(np.std(returns)),
+                              "returns": returns, "lengths": lengths}
+    if record_frames:
+        result["frames"] = frames
+    return result
