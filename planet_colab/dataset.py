@@ -50,11 +50,13 @@ class EpisodeDataset(Dataset):
         self.episodes: list[dict[str, np.ndarray]] = []
         self.episode_paths = []
         self.short_paths = []  # stored, but shorter than seq_len
+        unreadable = 0
         for path in paths:
             try:
                 episode = storage.load_cached(path)  # decodes only files not cached yet
             except (DamagedEpisodeError, FileNotFoundError):
-                continue  # quarantined (and warned about) or moved away since listing
+                unreadable += 1  # quarantined (and warned about) or moved away since listing
+                continue
             if len(episode["reward"]) < self.seq_len:
                 self.short_paths.append(path)
                 continue
@@ -64,8 +66,10 @@ class EpisodeDataset(Dataset):
 
         if not self.episodes:
             where = storage.episode_dir if max_index is None else f"{storage.episode_dir} (numbers <= {max_index})"
-            if not paths:
-                raise ValueError(f"No episodes stored in {where}; collect seed episodes first "
+            if len(paths) == unreadable:
+                damaged = (f" ({unreadable} damaged file(s) moved to {storage.quarantine_dir})"
+                           if unreadable else "")
+                raise ValueError(f"No episodes stored in {where}{damaged}; collect seed episodes first "
                                  "(planet_colab.env.collect_seed_episodes)")
             lengths = [len(storage.load_cached(p)["reward"]) for p in self.short_paths]
             raise ValueError(f"No stored episode is long enough for seq_len={self.seq_len}: "
@@ -96,7 +100,7 @@ class EpisodeDataset(Dataset):
                 f"seq_len={self.seq_len}, virtual_len={self.virtual_len})")
 
     def __getitem__(self, index: int) -> Sample:
-        """A random contiguous slice (index ignored): obs float32 [0, 1] (T, 64, 64, 3), action (T, A), reward (T,), terminal (T,)."""
+        """A random slice (index ignored): obs float32 [0,1] (T,64,64,3), action (T,A), reward (T,), terminal (T,)."""
         info = get_worker_info()
         if info is not None and info.num_workers > 1:
             raise ValueError("EpisodeDataset must be loaded with num_workers=0 or 1: every worker would "

@@ -44,7 +44,7 @@ class DamagedEpisodeError(ValueError):
 
 def episode_number(path: str | os.PathLike) -> int | None:
     """The episode number in `episode_000042.npz` (42), or None for any other name."""
-    match = _EPISODE_RE.match(Path(path).name)
+    match = _EPISODE_RE.match(os.path.basename(path))
     return int(match.group(1)) if match else None
 
 
@@ -154,9 +154,10 @@ class EpisodeStorage:
         self.episode_dir = Path(episode_dir)
         self.episode_dir.mkdir(parents=True, exist_ok=True)
         self.quarantine_dir = self.episode_dir.parent / "quarantine"
-        # path -> ((size, mtime_ns), episode): decoded episodes, shared by every EpisodeDataset built
-        # from this storage so that a refresh decodes only new files (and RAM holds one copy).
-        self._cache: dict[Path, tuple[tuple[int, int], dict[str, np.ndarray]]] = {}
+        # str(path) -> ((size, mtime_ns), episode): decoded episodes, shared by every EpisodeDataset
+        # built from this storage so that a refresh decodes only new files (and RAM holds one copy).
+        # Keyed by str, not Path: hashing hundreds of Paths would cost as much as decoding an episode.
+        self._cache: dict[str, tuple[tuple[int, int], dict[str, np.ndarray]]] = {}
         self._highest_written = 0
         self.clean_temporaries()
 
@@ -291,20 +292,20 @@ class EpisodeStorage:
 
     def load_cached(self, path: str | os.PathLike) -> dict[str, np.ndarray]:
         """Like `load_episode`, but reuses the decoded arrays while the file's size and mtime are unchanged."""
-        path = Path(path)
-        stat = path.stat()
+        name = os.fspath(path)
+        stat = os.stat(name)
         key = (stat.st_size, stat.st_mtime_ns)
-        hit = self._cache.get(path)
+        hit = self._cache.get(name)
         if hit is not None and hit[0] == key:
             return hit[1]
-        self._cache.pop(path, None)
-        episode = self.load_episode(path)
-        self._cache[path] = (key, episode)
+        self._cache.pop(name, None)
+        episode = self.load_episode(name)
+        self._cache[name] = (key, episode)
         return episode
 
     def forget(self, keep: Sequence[Path] | None = None) -> None:
         """Drop cached episodes (all, or all but `keep`) so their RAM can be freed."""
-        keep_set = set(keep or ())
+        keep_set = set(map(os.fspath, keep or ()))
         for path in list(self._cache):
             if path not in keep_set:
                 del self._cache[path]
@@ -312,7 +313,7 @@ class EpisodeStorage:
     def quarantine(self, path: str | os.PathLike, reason: str) -> Path | None:
         """Move a damaged file to the quarantine folder (never delete it) and warn; return its new path."""
         path = Path(path)
-        self._cache.pop(path, None)
+        self._cache.pop(os.fspath(path), None)
         number = episode_number(path)
         if number is not None:
             self._highest_written = max(self._highest_written, number)  # its number is never reused

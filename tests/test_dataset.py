@@ -160,3 +160,9 @@ def test_collate_is_time_first():
     assert reward.shape == (3, 4) and terminal.shape == (3, 4)
     assert torch.equal(reward[1], torch.tensor([1.0, 11.0, 21.0, 31.0]))  # obs_seq[t] = batch at time t
     assert torch.equal(obs[2, 3], torch.full((64, 64, 3), 3.0))
+
+
+def test_only_damaged_files_says_where_they_went(store):
+    store.path_for(1).write_bytes(b"not an episode")
+    with pytest.warns(DamagedEpisodeWarning), pytest.raises(ValueError, match="1 damaged file.*quarantine"):
+        EpisodeDataset(store, seq_len=5, virtual_len=8)

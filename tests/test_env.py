@@ -1,4 +1,4 @@
-"""The pixel environment: 64×64×3 uint8, actions in [-1, 1], action repeat, truncation vs terminal; seed episodes."""
+"""The pixel env: 64×64×3 uint8, actions in [-1, 1], action repeat, truncation vs terminal; seed episodes."""
 
 import math
 
