@@ -100,7 +100,7 @@ class EpisodeDataset(Dataset):
                 f"seq_len={self.seq_len}, virtual_len={self.virtual_len})")
 
     def __getitem__(self, index: int) -> Sample:
-        """A random slice (index ignored): obs float32 [0,1] (T,64,64,3), action (T,A), reward (T,), terminal (T,)."""
+        """Random slice, index ignored: obs float32 [0,1] (T,64,64,3), action (T,A), reward, terminal (T,)."""
         info = get_worker_info()
         if info is not None and info.num_workers > 1:
             raise ValueError("EpisodeDataset must be loaded with num_workers=0 or 1: every worker would "
