@@ -29,19 +29,14 @@ from planet_colab.env import collect_seed_episodes, make_env_from_config
 from planet_colab.losses import make_optimizer, train_step
 from planet_colab.models import WorldModel
 from planet_colab.planner import CEMPlanner
-from planet_colab.precision import resolve_precision, select_device
+from planet_colab.precision import make_grad_scaler, resolve_precision, select_device
 from planet_colab.seeding import derive_seed, numpy_rng, torch_generator
-from planet_colab.storage import EpisodeStorage
+from planet_colab.storage import EpisodeStorage, episode_number
 
 __all__ = ["train_planner", "train_step", "collect_experience", "evaluate", "build_agent_parts",
-           "episode_number", "read_metrics"]
+           "read_metrics"]
 
 LOSS_KEYS = ("loss", "obs_loss", "reward_loss", "kl_loss", "grad_norm")
-
-
-def episode_number(path: Path) -> int:
-    """The number in `episode_000042.npz` (42)."""
-    return int(Path(path).stem.split("_")[-1])
 
 
 def check_resume_config(config: Config, run_dir: Path) -> None:
@@ -129,7 +124,7 @@ def train_planner(config: Config, run_dir: str | os.PathLike, *, device: torch.d
 
     model, planner, device, precision = build_agent_parts(config, run_dir, device)
     optimizer = make_optimizer(model)
-    scaler = torch.amp.GradScaler("cuda") if precision == "fp16" else None
+    scaler = make_grad_scaler(precision, device)
     ckpt = load_checkpoint(run_dir, model, optimizer, map_location=device)
     if ckpt is None:
         start, metrics = 0, []
@@ -206,7 +201,7 @@ def train_planner(config: Config, run_dir: str | os.PathLike, *, device: torch.d
             if storage.num_episodes >= stored_after:
                 # A run killed after storing this iteration's episode: reuse it, never collect twice.
                 mine = storage.episode_paths[known:stored_after]
-                rewards = [storage.load_episode(p)["reward"] for p in mine]
+                rewards = [storage.load_cached(p)["reward"] for p in mine]
                 returns = [float(r.sum()) for r in rewards]
                 lengths = [len(r) for r in rewards]
             else:
