@@ -1,0 +1,85 @@
+"""Benchmark full world-model train steps: `python -m planet_colab.bench train --batch 16 --seq 25`.
+
+Synthetic data (random pixels, actions, rewards) with the chosen preset's model sizes; prints human
+lines, then one JSON object: frames_per_s (B·L per second of full train steps after warm-up),
+ms_per_step (best of the timed steps' median-of-rounds), precision and the setup.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import time
+
+import torch
+
+from planet_colab.config import PRECISIONS, get_config
+from planet_colab.losses import make_optimizer, train_step
+from planet_colab.models import WorldModel
+from planet_colab.precision import resolve_precision, select_device
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Parse options, time `train_step`, print lines and a final JSON line."""
+    p = argparse.ArgumentParser(prog="python -m planet_colab.bench train", description=__doc__)
+    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--seq", type=int, default=25)
+    p.add_argument("--precision", choices=PRECISIONS, default="auto")
+    p.add_argument("--preset", default="pendulum", help="config preset for the model sizes")
+    p.add_argument("--steps", type=int, default=10, help="timed steps per round")
+    p.add_argument("--rounds", type=int, default=3, help="timed rounds (the best is reported)")
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--action-dim", type=int, default=1)
+    args = p.parse_args(argv)
+    for name in ("batch", "seq", "steps", "rounds", "threads", "action_dim"):
+        if getattr(args, name) <= 0:
+            p.error(f"--{name.replace('_', '-')} must be positive")
+    if args.seq < 2:
+        p.error("--seq must be at least 2")
+
+    torch.set_num_threads(args.threads)
+    device = select_device()
+    config = get_config(args.preset, precision=args.precision)
+    precision = resolve_precision(config.precision, device)
+    torch.manual_seed(0)
+    model = WorldModel(args.action_dim, config).to(device)
+    optimizer = make_optimizer(model)
+    gen = torch.Generator().manual_seed(0)
+    T, B = args.seq, args.batch
+    obs = torch.randint(0, 256, (T, B, 64, 64, 3), generator=gen).float().div_(255)
+    act = torch.rand(T, B, args.action_dim, generator=gen) * 2 - 1
+    rew = torch.randn(T, B, generator=gen)
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    print(f"device={device} precision={precision} threads={args.threads} preset={args.preset} "
+          f"B={B} L={T} params={sum(q.numel() for q in model.parameters()):,} load1={load:.2f}")
+
+    t0 = time.perf_counter()
+    for _ in range(args.warmup):
+        train_step(model, optimizer, obs, act, rew, device, generator=gen)
+    print(f"warm-up: {args.warmup} steps in {time.perf_counter() - t0:.2f} s")
+
+    round_ms = []
+    for r in range(args.rounds):
+        times = []
+        for _ in range(args.steps):
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            t = time.perf_counter()
+            out = train_step(model, optimizer, obs, act, rew, device, generator=gen)
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            times.append(time.perf_counter() - t)
+        ms = 1e3 * statistics.median(times)
+        round_ms.append(ms)
+        print(f"round {r + 1}: median {ms:.1f} ms/step, min {1e3 * min(times):.1f} ms "
+              f"→ {B * T / ms * 1e3:.0f} frames/s (loss {out['loss']:.1f})")
+    best = min(round_ms)
+    load_end = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    print(json.dumps({
+        "bench": "train", "frames_per_s": round(B * T / best * 1e3, 1), "ms_per_step": round(best, 2),
+        "typical_ms_per_step": round(statistics.median(round_ms), 2), "precision": precision,
+        "device": str(device), "batch": B, "seq": T, "threads": args.threads, "load1": round(load_end, 2),
+    }))

@@ -1,0 +1,75 @@
+"""Device/precision selection and the reduced-precision paths of the world model."""
+
+import pytest
+import torch
+
+from planet_colab.config import get_config
+from planet_colab.losses import make_optimizer, train_step
+from planet_colab.models import WorldModel, preprocess_obs
+from planet_colab.precision import (autocast_context, cpu_has_fast_bf16, make_grad_scaler,
+                                    resolve_precision, select_device)
+
+
+def test_explicit_precisions_pass_through_and_unknown_ones_are_refused():
+    for p in ("fp32", "bf16", "fp16"):
+        assert resolve_precision(p, "cpu") == p
+    with pytest.raises(ValueError, match="precision"):
+        resolve_precision("fp8", "cpu")
+
+
+def test_auto_on_cpu_uses_bf16_only_with_native_bf16():
+    assert resolve_precision("auto", "cpu") == ("bf16" if cpu_has_fast_bf16() else "fp32")
+    assert select_device().type in ("cpu", "cuda")
+
+
+@pytest.mark.parametrize("capability, expected", [((7, 5), "fp16"), ((8, 0), "bf16"), ((9, 0), "bf16")])
+def test_auto_on_cuda_picks_fp16_on_t4_and_bf16_on_ampere(monkeypatch, capability, expected):
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
+    assert resolve_precision("auto", "cuda") == expected
+
+
+def test_grad_scaler_only_for_fp16():
+    assert make_grad_scaler("fp32", "cpu") is None
+    assert make_grad_scaler("bf16", "cpu") is None
+    assert make_grad_scaler("fp16", "cpu") is not None
+
+
+def test_autocast_context_lowers_matmuls_only_when_asked():
+    lin = torch.nn.Linear(4, 4)
+    with autocast_context("fp32", "cpu"):
+        assert lin(torch.ones(2, 4)).dtype == torch.float32
+    with autocast_context("bf16", "cpu"):
+        assert lin(torch.ones(2, 4)).dtype == torch.bfloat16
+
+
+def test_bf16_and_fp32_forward_passes_agree_closely():
+    cfg = get_config("smoke")
+    torch.manual_seed(0)
+    model = WorldModel(2, cfg)
+    g = torch.Generator().manual_seed(0)
+    obs = preprocess_obs(torch.rand(4, 3, 64, 64, 3, generator=g), 5, g)
+    act = torch.rand(4, 3, 2, generator=g)
+    ref = model(obs, act, generator=torch.Generator().manual_seed(1))
+    with autocast_context("bf16", "cpu"):
+        low = model(obs, act, generator=torch.Generator().manual_seed(1))
+    for key in ("post_mean", "prior_mean", "post_std", "reward"):
+        assert low[key].dtype == torch.float32, key  # statistics and rewards come out in fp32
+        torch.testing.assert_close(low[key], ref[key], rtol=0.05, atol=0.05)
+    torch.testing.assert_close(low["recon"].float(), ref["recon"], rtol=0.05, atol=0.03)
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_reduced_precision_train_step_keeps_fp32_master_weights(precision):
+    cfg = get_config("smoke", precision=precision)
+    torch.manual_seed(0)
+    model = WorldModel(1, cfg)
+    opt = make_optimizer(model)
+    g = torch.Generator().manual_seed(0)
+    obs, act, rew = torch.rand(5, 2, 64, 64, 3, generator=g), torch.rand(5, 2, 1, generator=g), torch.rand(5, 2)
+    res = [train_step(model, opt, obs, act, rew, "cpu", generator=g) for _ in range(2)]
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+    assert all(r["loss"] == r["loss"] for r in res)  # finite, not NaN
+    if precision == "fp16":
+        assert getattr(opt, "planet_grad_scaler", None) is not None  # scale persists across steps
+    else:
+        assert all(r["skipped"] == 0.0 for r in res)
