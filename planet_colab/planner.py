@@ -51,7 +51,7 @@ class CEMPlanner:
     """CEM over action sequences: call it as `planner(model, state, generator) -> (N, A)` actions in [-1, 1]."""
 
     def __init__(self, action_dim: int, horizon: int = 12, candidates: int = 1000, optim_iters: int = 10,
-                 top_k: int = 100, precision: str = "fp32") -> None:
+                 top_k: int = 100, precision: str = "fp32", *, fast_rollout: bool = True) -> None:
         for name, value in (("action_dim", action_dim), ("horizon", horizon), ("candidates", candidates),
                             ("optim_iters", optim_iters), ("top_k", top_k)):
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
@@ -66,6 +66,8 @@ class CEMPlanner:
         self.optim_iters = optim_iters
         self.top_k = top_k
         self.precision = precision
+        # False forces the generic img_step/reward path (for comparison and for models it cannot verify).
+        self.fast_rollout = fast_rollout
 
     @classmethod
     def from_config(cls, config: Any, action_dim: int, precision: str | None = None) -> "CEMPlanner":
@@ -92,18 +94,18 @@ class CEMPlanner:
         dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[resolved]
         with torch.inference_mode():
             return _cem(model, state, generator, self.action_dim, self.horizon, self.candidates,
-                        self.optim_iters, self.top_k, dtype)
+                        self.optim_iters, self.top_k, dtype, self.fast_rollout)
 
 
 def _cem(model: Any, state: Any, generator: torch.Generator | None, action_dim: int, horizon: int,
-         candidates: int, optim_iters: int, top_k: int, dtype: torch.dtype) -> torch.Tensor:
+         candidates: int, optim_iters: int, top_k: int, dtype: torch.dtype, fast: bool = True) -> torch.Tensor:
     """The CEM loop proper (inside inference mode); see CEMPlanner."""
     n, device = state.deter.shape[0], state.deter.device
     H, J, K, A = horizon, candidates, top_k, action_dim
     # Every candidate of belief i starts from belief i: rows i*J … (i+1)*J-1.
     start = state._replace(deter=state.deter.repeat_interleave(J, dim=0),
                            stoch=state.stoch.repeat_interleave(J, dim=0))
-    rollout = FastRollout(model, start, H, dtype) if FastRollout.supports(model) else None
+    rollout = FastRollout(model, start, H, dtype) if fast and FastRollout.supports(model) else None
     mean = torch.zeros(H, n, 1, A, device=device)
     std = torch.ones(H, n, 1, A, device=device)
     offsets = (torch.arange(n, device=device) * J).unsqueeze(1)  # (n, 1)
@@ -149,10 +151,10 @@ class FastRollout:
 
     Same math as img_step + reward (checked against them once per model class, else unused): the
     rollout is GEMM-bound (GRU 200×600 over all candidates) plus many small elementwise calls, so it
-    keeps every step's [stoch | deter | GRU input] in one preallocated buffer (no cat, no per-step
-    allocation of states), fuses the r/z gates of both GRU inputs into one matmul, projects the
-    actions of all H steps in one matmul, casts weights to the compute dtype once per plan instead
-    of once per call, and sums the reward head's last (linear) layer over time before applying it.
+    keeps every step's [action | stoch | deter | GRU input] in one preallocated buffer (no cat, no
+    per-step allocation of states, biases folded into the matmuls), fuses the r/z gates of both GRU
+    inputs into one matmul, casts weights to the compute dtype once per plan instead of once per
+    call, and sums the reward head's last (linear) layer over time before applying it.
     """
 
     _verified: dict[type, bool] = {}
@@ -200,51 +202,67 @@ class FastRollout:
     def __init__(self, model: Any, start: Any, horizon: int, dtype: torch.dtype) -> None:
         S, D = start.stoch.shape[1], start.deter.shape[1]
         B, device = start.deter.shape[0], start.deter.device
-        Hd = model.img_in.out_features
-        self.S, self.D, self.B, self.H, self.dtype = S, D, B, horizon, dtype
+        A, Hd = model.img_in.in_features - S, model.img_in.out_features
+        self.A, self.S, self.D, self.B, self.H, self.dtype = A, S, D, B, horizon, dtype
         self.min_std = model.min_std
-        c = lambda w: w.detach().to(dtype)  # noqa: E731
+        # Row layout per step: [a_t (A) | stoch_t (S) | 1 | deter_t (D) | x_t (Hd) | 1], x_t = GRU input.
+        # The constant-1 columns carry the biases inside the matmuls (addmm would first copy the
+        # bias into every output row: one more pass over memory per layer), and every layer's
+        # input is a column range of the row, so nothing is concatenated.
+        self.o = A + S  # the first 1 column
+        self.buf = torch.empty(horizon + 1, B, A + S + D + Hd + 2, device=device, dtype=dtype)
+        self.buf[:, :, self.o] = 1
+        self.buf[:, :, -1] = 1
+        self.buf[0, :, A:A + S] = start.stoch
+        self.buf[0, :, self.o + 1:self.o + 1 + D] = start.deter
+
+        def w(*blocks: torch.Tensor) -> torch.Tensor:
+            """Stack input-blocks of (out, in) weights/biases into one (in_total, out) matrix."""
+            return torch.cat([b.detach().reshape(b.shape[0], -1) if b.dim() == 2 else b.detach()[:, None]
+                              for b in blocks], dim=1).t().to(dtype).contiguous()
+
         w_in, gru = model.img_in.weight, model.gru
-        self.w_in_s, self.w_in_a, self.b_in = c(w_in[:, :S]).t(), c(w_in[:, S:]).t(), c(model.img_in.bias)
-        # GRU gates (r, z, n). r and z see W_h·h + W_i·x: one matmul on the row [h | x].
-        self.w_rz = c(torch.cat([gru.weight_hh[:2 * D], gru.weight_ih[:2 * D]], dim=1)).t()  # (D+Hd, 2D)
-        self.b_rz = c(gru.bias_ih[:2 * D] + gru.bias_hh[:2 * D])
-        self.w_xn, self.b_xn = c(gru.weight_ih[2 * D:]).t(), c(gru.bias_ih[2 * D:])
-        self.w_hn, self.b_hn = c(gru.weight_hh[2 * D:]).t(), c(gru.bias_hh[2 * D:])
-        self.w_out, self.b_out = c(model.img_out.weight).t(), c(model.img_out.bias)
-        self.w_prior, self.b_prior = c(model.prior_head.weight).t(), c(model.prior_head.bias)
+        self.w_in = w(w_in[:, S:], w_in[:, :S], model.img_in.bias)  # on [a | stoch | 1]
+        # GRU gates (r, z, n): r and z see W_h·h + W_i·x, one matmul on [1 | h | x]; n needs them apart.
+        self.w_rz = w(gru.bias_ih[:2 * D] + gru.bias_hh[:2 * D], gru.weight_hh[:2 * D], gru.weight_ih[:2 * D])
+        self.w_hn = w(gru.bias_hh[2 * D:], gru.weight_hh[2 * D:])  # on [1 | h]
+        self.w_xn = w(gru.weight_ih[2 * D:], gru.bias_ih[2 * D:])  # on [x | 1]
+        self.w_out = w(model.img_out.bias, model.img_out.weight)  # on [1 | h]
+        prior_w, prior_b = model.prior_head.weight, model.prior_head.bias
+        self.w_mean, self.b_mean = prior_w[:S].t().to(dtype), prior_b[:S].to(dtype)
+        self.w_std, self.b_std = prior_w[S:].t().to(dtype), prior_b[S:].to(dtype)
         r1, r2, r3 = model.reward_head[0], model.reward_head[2], model.reward_head[4]
-        # The buffer row is [stoch | deter]; the reward head expects [deter | stoch].
-        self.w_r1 = c(torch.cat([r1.weight[:, D:], r1.weight[:, :D]], dim=1)).t()
-        self.b_r1, self.w_r2, self.b_r2 = c(r1.bias), c(r2.weight).t(), c(r2.bias)
+        self.w_r1 = w(r1.weight[:, D:], r1.bias, r1.weight[:, :D])  # on [stoch | 1 | deter]
+        self.w_r2 = w(r2.weight, r2.bias)  # on [hidden | 1]
         self.w_r3, self.b_r3 = r3.weight.detach().float().t(), r3.bias.detach().float()  # fp32: returns are ranked
-        # Row layout per step: [stoch_t (S) | deter_t (D) | GRU input x_t (Hd)]
-        self.buf = torch.empty(horizon + 1, B, S + D + Hd, device=device, dtype=dtype)
-        self.buf[0, :, :S] = start.stoch
-        self.buf[0, :, S:S + D] = start.deter
+        self.hidden = torch.empty(horizon * B, Hd + 1, device=device, dtype=dtype)
+        self.hidden[:, -1] = 1
 
     def __call__(self, actions: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
         """Predicted returns (B,) fp32 of action sequences (H, B, A)."""
-        S, D, H, B, buf = self.S, self.D, self.H, self.B, self.buf
+        A, S, D, H, B, o, buf = self.A, self.S, self.D, self.H, self.B, self.o, self.buf
         gdev = generator.device if generator is not None else buf.device
-        act_proj = torch.addmm(self.b_in, actions.reshape(H * B, -1).to(self.dtype), self.w_in_a)  # (H·B, Hd)
+        buf[:H, :, :A] = actions
         for t in range(H):
             cur, nxt = buf[t], buf[t + 1]
-            h, x = cur[:, S:S + D], cur[:, S + D:]
-            torch.addmm(act_proj[t * B:(t + 1) * B], cur[:, :S], self.w_in_s, out=x)
-            F.elu_(x)
-            rz = torch.addmm(self.b_rz, cur[:, S:], self.w_rz).sigmoid_()  # (B, 2D)
-            n = torch.addmm(self.b_xn, x, self.w_xn)
-            n.addcmul_(rz[:, :D], torch.addmm(self.b_hn, h, self.w_hn)).tanh_()
-            deter = nxt[:, S:S + D]
-            torch.lerp(n, h, rz[:, D:], out=deter)  # (1 - z)·n + z·h
-            stats = torch.addmm(self.b_prior, F.elu_(torch.addmm(self.b_out, deter, self.w_out)), self.w_prior)
-            mean, std = stats[:, :S].float(), F.softplus(stats[:, S:].float()) + self.min_std
+            x = cur[:, o + 1 + D:-1]
+            F.elu_(torch.mm(cur[:, :o + 1], self.w_in, out=x))
+            rz = torch.mm(cur[:, o:-1], self.w_rz).sigmoid_()  # (B, 2D)
+            n = torch.mm(cur[:, o + 1 + D:], self.w_xn)
+            n.addcmul_(rz[:, :D], torch.mm(cur[:, o:o + 1 + D], self.w_hn)).tanh_()
+            torch.lerp(n, cur[:, o + 1:o + 1 + D], rz[:, D:], out=nxt[:, o + 1:o + 1 + D])  # (1 - z)·n + z·h
+            hid = F.elu_(torch.mm(nxt[:, o:o + 1 + D], self.w_out))
+            mean = torch.addmm(self.b_mean, hid, self.w_mean).float()
+            std = F.softplus(torch.addmm(self.b_std, hid, self.w_std).float()).add_(self.min_std)
             eps = torch.randn(mean.shape, generator=generator, device=gdev).to(buf.device)
-            torch.addcmul(mean, std, eps, out=nxt[:, :S])
-        feats = buf[1:, :, :S + D].reshape(H * B, S + D)  # [stoch | deter] of every imagined state
-        hidden = torch.addmm(self.b_r1, feats, self.w_r1).relu_()
-        hidden = torch.addmm(self.b_r2, hidden, self.w_r2).relu_()  # (H·B, Hd)
+            torch.addcmul(mean, std, eps, out=nxt[:, A:A + S])
+        hidden = self.hidden
+        torch.mm(buf[1:, :, A:].reshape(H * B, -1)[:, :S + 1 + D], self.w_r1, out=hidden[:, :-1]).relu_()
+        hidden2 = torch.mm(hidden, self.w_r2).relu_()  # (H·B, Hd)
         # The last layer is linear, so Σ_t (w·h_t + b) = w·Σ_t h_t + H·b: one small fp32 matmul.
-        summed = hidden.view(H, B, -1).sum(0, dtype=torch.float32)  # (B, Hd)
+        # Accumulating step by step into fp32 avoids converting all H·B rows to fp32 first.
+        hidden2 = hidden2.view(H, B, -1)
+        summed = hidden2[0].float()  # (B, Hd)
+        for t in range(1, H):
+            summed.add_(hidden2[t])
         return (summed @ self.w_r3).squeeze(1) + H * self.b_r3

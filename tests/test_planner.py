@@ -113,3 +113,51 @@ def test_bf16_planning_still_finds_the_optimum():
     action = small_planner(precision="bf16")(ToyModel(), beliefs(0.7), torch.Generator().manual_seed(0))
     assert action.dtype == torch.float32
     assert action.item() == pytest.approx(0.7, abs=0.05)
+
+
+# ---- the fused rollout used for planet_colab's WorldModel ------------------------------------------
+from planet_colab.models import WorldModel  # noqa: E402
+from planet_colab.planner import FastRollout, imagined_returns  # noqa: E402
+
+
+def _world_model_and_start(action_dim: int, batch: int, preset: str = "smoke"):
+    torch.manual_seed(0)
+    model = WorldModel(action_dim, get_config(preset)).eval()
+    g = torch.Generator().manual_seed(0)
+    with torch.inference_mode():
+        obs = torch.rand(1, 64, 64, 3, generator=g) - 0.5
+        belief = model.obs_step(model.initial_state(1), torch.zeros(1, action_dim), model.encode(obs), g)[0]
+    start = belief._replace(deter=belief.deter.repeat(batch, 1), stoch=belief.stoch.repeat(batch, 1))
+    actions = (torch.randn(4, batch, action_dim, generator=g)).clamp(-1, 1)  # (H, B, A)
+    return model, belief, start, actions
+
+
+@pytest.mark.parametrize("action_dim", [1, 3])
+def test_fast_rollout_predicts_the_same_returns_as_img_step_and_reward(action_dim):
+    model, _, start, actions = _world_model_and_start(action_dim, 64)
+    assert FastRollout.supports(model)
+    with torch.inference_mode():
+        want = imagined_returns(model, start, actions, torch.Generator().manual_seed(1))
+        got = FastRollout(model, start, 4, torch.float32)(actions, torch.Generator().manual_seed(1))
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_bf16_rollout_ranks_candidates_like_fp32():
+    model, _, start, actions = _world_model_and_start(1, 400, preset="pendulum")
+    with torch.inference_mode():
+        exact = FastRollout(model, start, 4, torch.float32)(actions, torch.Generator().manual_seed(1))
+        fast = FastRollout(model, start, 4, torch.bfloat16)(actions, torch.Generator().manual_seed(1))
+    assert fast.dtype == torch.float32
+    best = lambda r: set(r.topk(40).indices.tolist())  # noqa: E731
+    assert len(best(exact) & best(fast)) >= 36
+
+
+def test_world_model_planning_is_batched_bounded_and_the_same_with_either_rollout():
+    model, belief, _, _ = _world_model_and_start(2, 1)
+    beliefs = belief._replace(deter=belief.deter.repeat(3, 1), stoch=belief.stoch.repeat(3, 1))
+    planner = CEMPlanner.from_config(get_config("smoke"), 2)
+    fast = planner(model, beliefs, torch.Generator().manual_seed(0))
+    planner.fast_rollout = False
+    generic = planner(model, beliefs, torch.Generator().manual_seed(0))
+    assert fast.shape == (3, 2) and fast.abs().max() <= 1
+    torch.testing.assert_close(fast, generic, rtol=1e-4, atol=1e-5)

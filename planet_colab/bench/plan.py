@@ -1,0 +1,107 @@
+"""Planner benchmark: `python -m planet_colab.bench plan [--repeats N] [--compare] [--no-episode]`.
+
+Times one CEM action at the paper's settings (horizon 12, 1000 candidates, 10 iterations, top 100)
+with the pendulum preset's WorldModel (paper sizes; random weights: the cost does not depend on
+them), then collects one whole Pendulum episode with collect_experience into a temporary storage
+(env steps = agent steps × action repeat). `--compare` also times the generic img_step/reward
+path and fp32. The last line is JSON: ms_per_action, env_steps_per_s, precision, load. Target on
+the 2-core dev box: <= 200 ms per action.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import tempfile
+import time
+from typing import Any
+
+import torch
+
+
+def _time_plan(model: Any, state: Any, planner: Any, repeats: int) -> list[float]:
+    """Milliseconds of `repeats` planner calls after one warm-up call."""
+    g = torch.Generator().manual_seed(0)
+    planner(model, state, g)
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        planner(model, state, g)
+        times.append(1e3 * (time.perf_counter() - t0))
+    return times
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the benchmark and print human lines, then one JSON line."""
+    parser = argparse.ArgumentParser(prog="python -m planet_colab.bench plan")
+    parser.add_argument("--repeats", type=int, default=5, help="timed planner calls (after a warm-up)")
+    parser.add_argument("--precision", default="auto", help="auto | fp32 | bf16 | fp16")
+    parser.add_argument("--compare", action="store_true", help="also time the generic path and fp32")
+    parser.add_argument("--no-episode", action="store_true", help="skip the collected episode")
+    args = parser.parse_args(argv)
+
+    from planet_colab.agent import collect_experience
+    from planet_colab.config import get_config
+    from planet_colab.env import make_env_from_config
+    from planet_colab.models import WorldModel
+    from planet_colab.planner import CEMPlanner, resolve_planner_precision
+    from planet_colab.storage import EpisodeStorage
+
+    torch.set_num_threads(2)
+    load_before = os.getloadavg()[0]
+    config = get_config("pendulum", precision=args.precision)
+    torch.manual_seed(0)
+    model = WorldModel(1, config).eval()
+    precision = resolve_planner_precision(config.precision, torch.device("cpu"))
+    planner = CEMPlanner.from_config(config, 1, precision=precision)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, load average {load_before:.2f}")
+    print(f"{planner}")
+
+    # A belief as the agent would plan from: one filtering step on a random image.
+    with torch.inference_mode():
+        g = torch.Generator().manual_seed(0)
+        obs = torch.rand(1, 64, 64, 3, generator=g) - 0.5
+        state = model.obs_step(model.initial_state(1), torch.zeros(1, 1), model.encode(obs), g)[0]
+
+    variants = [("fast", precision, True)]
+    if args.compare:
+        variants += [("fast", "fp32", True), ("generic", precision, False), ("generic", "fp32", False)]
+    results: dict[str, float] = {}
+    for name, prec, fast in variants:
+        p = CEMPlanner.from_config(config, 1, precision=prec)
+        p.fast_rollout = fast
+        times = _time_plan(model, state, p, args.repeats)
+        results[f"{name}_{prec}"] = statistics.median(times)
+        print(f"{name:8s} {prec:5s} ms/action: median {statistics.median(times):7.1f}  min {min(times):7.1f}  "
+              f"({', '.join(f'{t:.0f}' for t in times)})")
+    ms_per_action = results[f"fast_{precision}"]
+
+    env_steps_per_s = None
+    if not args.no_episode:
+        env = make_env_from_config(config)
+        with tempfile.TemporaryDirectory(prefix="plan_bench_") as tmp:
+            t0 = time.perf_counter()
+            out = collect_experience(env, model, planner, EpisodeStorage(tmp), 1, config,
+                                     iteration=0, progress=False)
+            seconds = time.perf_counter() - t0
+        env.close()
+        steps = out["lengths"][0] * config.action_repeat
+        env_steps_per_s = steps / seconds
+        print(f"episode: {out['lengths'][0]} agent steps = {steps} env steps in {seconds:.1f} s "
+              f"-> {env_steps_per_s:.2f} env steps/s ({1e3 * seconds / out['lengths'][0]:.0f} ms per agent step)")
+
+    load_after = os.getloadavg()[0]
+    print(f"target <= 200 ms per action: {'met' if ms_per_action <= 200 else 'not met'}")
+    summary = {"bench": "plan", "ms_per_action": round(ms_per_action, 1), "precision": precision,
+               "horizon": planner.horizon, "candidates": planner.candidates,
+               "optim_iters": planner.optim_iters, "top_k": planner.top_k,
+               "env_steps_per_s": None if env_steps_per_s is None else round(env_steps_per_s, 2),
+               "load_avg_before": round(load_before, 2), "load_avg_after": round(load_after, 2),
+               **{f"ms_{k}": round(v, 1) for k, v in results.items()}}
+    print(json.dumps(summary))
+
+
+if __name__ == "__main__":
+    main()
