@@ -18,6 +18,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 __all__ = [
     "show", "figure_png", "save_figure", "format_config",
@@ -136,9 +137,11 @@ def _draw_curves(fig: Figure, rows: Sequence[Mapping[str, Any]], title: str | No
         if len(x):
             ax_loss.plot(x, y, marker=".", label=key.removesuffix("_loss"))
     ax_loss.set_title("world-model losses (per iteration mean)")
-    ax_loss.set_xlabel("iteration")
     if ax_loss.lines:
         ax_loss.legend(fontsize="small")
+        # The observation loss is hundreds of times the KL (held at the free nats): a log axis shows both.
+        if all((line.get_ydata() > 0).all() for line in ax_loss.lines):
+            ax_loss.set_yscale("log")
 
     x, y = _series(rows, "collect_return")
     if len(x):
@@ -150,7 +153,6 @@ def _draw_curves(fig: Figure, rows: Sequence[Mapping[str, Any]], title: str | No
         ax_ret.errorbar(x, mean, yerr=std, marker="o", capsize=3, color="tab:red",
                         label="evaluation mean ± std (no noise)")
     ax_ret.set_title("episode return")
-    ax_ret.set_xlabel("iteration")
     if ax_ret.lines:
         ax_ret.legend(fontsize="small")
 
@@ -162,17 +164,18 @@ def _draw_curves(fig: Figure, rows: Sequence[Mapping[str, Any]], title: str | No
             ax_time.bar(iters, vals, bottom=bottom, width=0.8, label=key.removesuffix("_s"))
             bottom += vals
     ax_time.set_title("seconds per iteration")
-    ax_time.set_xlabel("iteration")
     if bottom.any():
         ax_time.legend(fontsize="small")
 
     x, y = _series(rows, "grad_norm")
     if len(x):
         ax_grad.plot(x, y, marker=".", color="tab:purple")
-        if (y > 0).all():
+        if (y > 0).all() and y.max() > 10 * y.min():
             ax_grad.set_yscale("log")
     ax_grad.set_title("gradient norm (before clipping)")
-    ax_grad.set_xlabel("iteration")
+    for ax in (ax_loss, ax_ret, ax_time, ax_grad):
+        ax.set_xlabel("iteration")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
 
 
 def plot_learning_curves(rows: Sequence[Mapping[str, Any]], title: str | None = None) -> Figure:
@@ -265,11 +268,14 @@ def plot_frames(frames: Any, ncols: int = 8, labels: Sequence[str] | None = None
     fig = Figure(figsize=(1.3 * ncols, 1.3 * nrows + (0.4 if title else 0.0)), layout="constrained")
     axes = np.atleast_1d(fig.subplots(nrows, ncols, squeeze=False)).ravel()
     for i, ax in enumerate(axes):
-        ax.axis("off")
-        if i < n:
-            ax.imshow(imgs[i], interpolation="nearest")
-            if labels is not None:
-                ax.set_title(labels[i], fontsize=8)
+        if i >= n:
+            ax.axis("off")
+            continue
+        ax.imshow(imgs[i], interpolation="nearest")
+        ax.set_xticks([])  # keep the frame's outline: Pendulum's background is white
+        ax.set_yticks([])
+        if labels is not None:
+            ax.set_title(labels[i], fontsize=8)
     if title:
         fig.suptitle(title)
     return fig
@@ -466,14 +472,19 @@ def storage_size_table(episodes: str | os.PathLike | Sequence[str | os.PathLike]
     return rows
 
 
+def _number(value: Any) -> str:
+    if not isinstance(value, float):
+        return str(value)
+    return f"{value:,.1f}" if abs(value) >= 10 else f"{value:.3g}"
+
+
 def format_size_table(rows: Sequence[Mapping[str, Any]]) -> str:
     """The storage table as aligned text for print()."""
     if not rows:
         raise ValueError("rows: empty storage table")
     keys = [k for k in rows[0] if k != "format"]
     header = ["format"] + keys
-    cells = [[str(r["format"])] + [f"{r[k]:,.2f}" if isinstance(r[k], float) else str(r[k]) for k in keys]
-             for r in rows]
+    cells = [[str(r["format"])] + [_number(r[k]) for k in keys] for r in rows]
     widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(header)]
     line = lambda items: "  ".join(s.ljust(w) if i == 0 else s.rjust(w)  # noqa: E731
                                    for i, (s, w) in enumerate(zip(items, widths)))
