@@ -16,14 +16,15 @@ from planet_colab.storage import EpisodeStorage
 
 ROOT = Path(__file__).resolve().parents[1]
 LAUNCHER = Path(__file__).with_name("fault_launcher.py")
-ITERATIONS = 6
+ITERATIONS = 12
 TRAIN_ARGS = ["train", "--preset", "smoke", "--iterations", str(ITERATIONS), "--no-progress",
               "--set", "checkpoint_every=2", "eval_every=3"]
 
 
 def _env() -> dict:
     env = dict(os.environ, SDL_VIDEODRIVER="dummy", SDL_AUDIODRIVER="dummy", PYTHONHASHSEED="0",
-               OMP_NUM_THREADS="1")
+               OMP_NUM_THREADS="1",
+               PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
     env.pop("PLANET_COLAB_RUN_DIR", None)
     return env
 
@@ -59,25 +60,32 @@ def test_kills_at_random_instants_lose_nothing(tmp_path, reference_run):
     rng = random.Random(1234)
     # Planted faults hit exact points (inside a checkpoint write, an episode write, a train step);
     # timed kills land wherever the run happens to be.
-    plan = [("checkpoint", 2), ("episode", 4), ("train_step", 5), ("time", 0), ("episode", 1),
-            ("time", 0), ("checkpoint", 1), ("time", 0)]
-    killed = 0
+    plan = [("time", 0), ("checkpoint", 1), ("episode", 1), ("train_step", 4), ("time", 0),
+            ("checkpoint", 2), ("time", 0), ("episode", 2)]
+    killed, outcomes = 0, []
     for kind, n in plan:
         if kind == "time":
             proc = _train(run_dir)
-            time.sleep(rng.uniform(2.0, 7.0))
+            # Wait until the loop has started (imports take seconds), then kill at a random moment.
+            for line in proc.stdout:
+                if line.startswith(("Starting", "Resumed", "Done")):
+                    break
+            time.sleep(rng.uniform(0.1, 1.5))
             if proc.poll() is None:
                 proc.send_signal(signal.SIGKILL)
                 killed += 1
             out, _ = proc.communicate(timeout=300)
+            outcomes.append((kind, proc.returncode))
         else:
             proc = _train(run_dir, (kind, n))
             out, _ = proc.communicate(timeout=300)
+            outcomes.append((kind, n, proc.returncode))
             if proc.returncode == -signal.SIGKILL:
                 killed += 1
             else:
                 assert proc.returncode == 0, out
-    assert killed >= 5, f"only {killed} kills landed"
+    print(f"{killed} of {len(plan)} kills landed: {outcomes}")
+    assert killed >= 5, f"only {killed} kills landed: {outcomes}"
 
     proc = _train(run_dir)
     out, _ = proc.communicate(timeout=300)
