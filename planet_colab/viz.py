@@ -165,7 +165,8 @@ def _draw_curves(fig: Figure, rows: Sequence[Mapping[str, Any]], title: str | No
             bottom += vals
     ax_time.set_title("seconds per iteration")
     if bottom.any():
-        ax_time.legend(fontsize="small")
+        ax_time.set_ylim(0, 1.3 * bottom.max())  # headroom for the legend above the bars
+        ax_time.legend(fontsize="small", ncol=5, loc="upper center", columnspacing=0.8, handlelength=1.2)
 
     x, y = _series(rows, "grad_norm")
     if len(x):
