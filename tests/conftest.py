@@ -2,6 +2,9 @@
 
 import os
 import tempfile
+from pathlib import Path
+
+ROOT = str(Path(__file__).resolve().parents[1])
 
 os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
 os.environ.setdefault("SDL_AUDIODRIVER", "dummy")
@@ -9,6 +12,8 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 
 
 def pytest_configure(config):
-    """Point notebooks (run under nbval in child kernels) at a temporary run root."""
+    """Point notebooks (run under nbval in child kernels) at a temporary run root and this checkout."""
+    # Child kernels and subprocesses must import this checkout, installed or not.
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [ROOT, os.environ.get("PYTHONPATH")]))
     if "PLANET_COLAB_RUN_ROOT" not in os.environ:
         os.environ["PLANET_COLAB_RUN_ROOT"] = tempfile.mkdtemp(prefix="planet_colab_nb_")
