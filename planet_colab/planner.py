@@ -237,32 +237,40 @@ class FastRollout:
         self.w_r3, self.b_r3 = r3.weight.detach().float().t(), r3.bias.detach().float()  # fp32: returns are ranked
         self.hidden = torch.empty(horizon * B, Hd + 1, device=device, dtype=dtype)
         self.hidden[:, -1] = 1
+        # Temporaries reused by every step and iteration: CPU tensors this size are not cached by
+        # PyTorch's allocator, and fresh pages cost page faults.
+        e = lambda *shape, dt=dtype: torch.empty(*shape, device=device, dtype=dt)  # noqa: E731
+        self.t_rz, self.t_xn, self.t_hn, self.t_hid = e(B, 2 * D), e(B, D), e(B, D), e(B, Hd)
+        self.t_mean, self.t_raw = e(B, S), e(B, S)
+        self.t_mean32, self.t_std32, self.t_eps = (e(B, S, dt=torch.float32) for _ in range(3))
+        self.t_hidden2 = e(horizon * B, Hd)
 
     def __call__(self, actions: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
         """Predicted returns (B,) fp32 of action sequences (H, B, A)."""
         A, S, D, H, B, o, buf = self.A, self.S, self.D, self.H, self.B, self.o, self.buf
-        gdev = generator.device if generator is not None else buf.device
+        same_device = generator is None or generator.device == buf.device
         buf[:H, :, :A] = actions
         for t in range(H):
             cur, nxt = buf[t], buf[t + 1]
             x = cur[:, o + 1 + D:-1]
             F.elu_(torch.mm(cur[:, :o + 1], self.w_in, out=x))
-            rz = torch.mm(cur[:, o:-1], self.w_rz).sigmoid_()  # (B, 2D)
-            n = torch.mm(cur[:, o + 1 + D:], self.w_xn)
-            n.addcmul_(rz[:, :D], torch.mm(cur[:, o:o + 1 + D], self.w_hn)).tanh_()
+            rz = torch.mm(cur[:, o:-1], self.w_rz, out=self.t_rz).sigmoid_()  # (B, 2D)
+            n = torch.mm(cur[:, o + 1 + D:], self.w_xn, out=self.t_xn)
+            n.addcmul_(rz[:, :D], torch.mm(cur[:, o:o + 1 + D], self.w_hn, out=self.t_hn)).tanh_()
             torch.lerp(n, cur[:, o + 1:o + 1 + D], rz[:, D:], out=nxt[:, o + 1:o + 1 + D])  # (1 - z)·n + z·h
-            hid = F.elu_(torch.mm(nxt[:, o:o + 1 + D], self.w_out))
-            mean = torch.addmm(self.b_mean, hid, self.w_mean).float()
-            std = F.softplus(torch.addmm(self.b_std, hid, self.w_std).float()).add_(self.min_std)
-            eps = torch.randn(mean.shape, generator=generator, device=gdev).to(buf.device)
-            torch.addcmul(mean, std, eps, out=nxt[:, A:A + S])
+            hid = F.elu_(torch.mm(nxt[:, o:o + 1 + D], self.w_out, out=self.t_hid))
+            # The prior's mean and std in fp32, as the model's img_step computes them.
+            mean = self.t_mean32.copy_(torch.addmm(self.b_mean, hid, self.w_mean, out=self.t_mean))
+            std = F.softplus(self.t_std32.copy_(torch.addmm(self.b_std, hid, self.w_std, out=self.t_raw)))
+            if same_device:
+                eps = self.t_eps.normal_(generator=generator)
+            else:
+                eps = torch.randn(mean.shape, generator=generator, device=generator.device).to(buf.device)
+            torch.addcmul(mean, std.add_(self.min_std), eps, out=nxt[:, A:A + S])
         hidden = self.hidden
         torch.mm(buf[1:, :, A:].reshape(H * B, -1)[:, :S + 1 + D], self.w_r1, out=hidden[:, :-1]).relu_()
-        hidden2 = torch.mm(hidden, self.w_r2).relu_()  # (H·B, Hd)
+        hidden2 = torch.mm(hidden, self.w_r2, out=self.t_hidden2).relu_()  # (H·B, Hd)
         # The last layer is linear, so Σ_t (w·h_t + b) = w·Σ_t h_t + H·b: one small fp32 matmul.
-        # Accumulating step by step into fp32 avoids converting all H·B rows to fp32 first.
-        hidden2 = hidden2.view(H, B, -1)
-        summed = hidden2[0].float()  # (B, Hd)
-        for t in range(1, H):
-            summed.add_(hidden2[t])
+        # (sum accumulates in fp32 internally even for bf16 input.)
+        summed = hidden2.view(H, B, -1).sum(0).float()  # (B, Hd)
         return (summed @ self.w_r3).squeeze(1) + H * self.b_r3
