@@ -118,7 +118,7 @@ def train_planner(config: Config, run_dir: str | os.PathLike, *, device: torch.d
     run_dir.mkdir(parents=True, exist_ok=True)
     check_resume_config(config, run_dir)
     storage = EpisodeStorage(run_dir / "episodes")
-    collected = collect_seed_episodes(config, storage)
+    collected = collect_seed_episodes(config, storage, progress=progress)
     if collected:
         print(f"Collected {collected} random seed episodes into {storage.episode_dir}")
 

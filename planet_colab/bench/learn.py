@@ -1,0 +1,156 @@
+"""`python -m planet_colab.bench learn`: train (or resume) a run, then publish its learning curve.
+
+Writes under --out (default docs/results): <preset>.png (noise-free evaluation return vs episodes and
+env steps, mean ± std over the evaluation episodes, random policy on the same plot), <preset>.md
+(table, config, machine, wall-clock split) and <preset>.json (the figures). Last line: the JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from planet_colab.config import Config, get_config, parse_override
+from planet_colab.env import make_env_from_config, run_random_episode
+from planet_colab.seeding import derive_seed, numpy_rng
+from planet_colab.train import read_metrics, train_planner
+
+PHASES = ("train_s", "collect_s", "eval_s", "io_s", "checkpoint_s")
+
+
+def random_baseline(config: Config, episodes: int) -> list[float]:
+    """Returns of a uniform-random policy on `episodes` distinct evaluation seeds."""
+    env = make_env_from_config(config)
+    try:
+        return [float(sum(run_random_episode(env, numpy_rng(config.seed, "random_baseline", k),
+                                             env_seed=derive_seed(config.seed, "random_baseline", k, "env")
+                                             )["reward"]))
+                for k in range(episodes)]
+    finally:
+        env.close()
+
+
+def machine() -> str:
+    """One line describing this machine (CPU, cores, torch)."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+    return (f"{cpu}, {os.cpu_count()} cores, {gpu}; Python {platform.python_version()}, "
+            f"torch {torch.__version__} ({torch.get_num_threads()} threads)")
+
+
+def summarize(rows: list[dict[str, Any]], random_returns: list[float], wall_clock_s: float) -> dict[str, Any]:
+    """The published figures of a run: final evaluation, random baseline, curve."""
+    evals = [r for r in rows if "eval_mean" in r]
+    if not evals:
+        raise SystemExit("The run has no evaluation yet; train at least `eval_every` iterations")
+    last = evals[-1]
+    return {
+        "episodes": int(last["episodes"]), "env_steps": int(last["env_steps"]),
+        "eval_mean_return": float(last["eval_mean"]), "eval_std": float(last["eval_std"]),
+        "eval_episodes": len(last.get("eval_returns", [])),
+        "best_eval_mean_return": float(max(r["eval_mean"] for r in evals)),
+        "random_mean_return": float(np.mean(random_returns)),
+        "random_std": float(np.std(random_returns)),
+        "wall_clock_s": float(wall_clock_s),
+        "seconds_per_iteration": {k: float(np.mean([r.get(k, 0.0) for r in rows])) for k in PHASES},
+        "curve": [[int(r["episodes"]), float(r["eval_mean"]), float(r["eval_std"])] for r in evals],
+        "curve_env_steps": [int(r["env_steps"]) for r in evals],
+    }
+
+
+def plot(summary: dict[str, Any], title: str, path: Path) -> None:
+    """Evaluation return ± std vs episodes (env steps on the top axis), random baseline as a band."""
+    from matplotlib.figure import Figure
+
+    curve = np.array(summary["curve"], dtype=float)
+    fig = Figure(figsize=(7, 4.2), layout="constrained")
+    ax = fig.add_subplot()
+    ax.plot(curve[:, 0], curve[:, 1], "o-", color="C0", label="PlaNet (noise-free evaluation)")
+    ax.fill_between(curve[:, 0], curve[:, 1] - curve[:, 2], curve[:, 1] + curve[:, 2], color="C0", alpha=0.2)
+    rnd, rsd = summary["random_mean_return"], summary["random_std"]
+    ax.axhline(rnd, color="C3", ls="--", label="random policy")
+    ax.axhspan(rnd - rsd, rnd + rsd, color="C3", alpha=0.1)
+    ax.axhline(-300, color="0.5", ls=":", lw=1, label="target −300")
+    ax.set_xlabel("collected episodes (seed + planner)")
+    ax.set_ylabel("return (mean ± std over evaluation episodes)")
+    steps_per_episode = summary["env_steps"] / max(summary["episodes"], 1)
+    top = ax.secondary_xaxis("top", functions=(lambda e: e * steps_per_episode, lambda s: s / steps_per_episode))
+    top.set_xlabel("environment steps")
+    ax.set_title(title)
+    ax.legend(loc="lower right", fontsize=8)
+    ax.grid(alpha=0.3)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+
+
+def markdown(summary: dict[str, Any], config: Config, run_dir: Path, png: Path) -> str:
+    """The results page: table, wall-clock split, config and machine."""
+    lines = [f"# PlaNet on {config.env_name} from pixels ({config.preset} preset)", "",
+             f"![learning curve]({png.name})", "",
+             f"Final noise-free evaluation after {summary['episodes']} episodes "
+             f"({summary['env_steps']:,} env steps): **{summary['eval_mean_return']:.1f} ± "
+             f"{summary['eval_std']:.1f}** over {summary['eval_episodes']} episodes on distinct seeds "
+             f"(best {summary['best_eval_mean_return']:.1f}); random policy "
+             f"{summary['random_mean_return']:.1f} ± {summary['random_std']:.1f}.", "",
+             "| episodes | env steps | eval return (mean) | std |", "|---:|---:|---:|---:|"]
+    for (ep, mean, std), steps in zip(summary["curve"], summary["curve_env_steps"]):
+        lines.append(f"| {ep} | {steps:,} | {mean:.1f} | {std:.1f} |")
+    split = summary["seconds_per_iteration"]
+    lines += ["", f"Wall-clock: {summary['wall_clock_s'] / 3600:.2f} h in iterations "
+              f"({summary['wall_clock_s']:.0f} s). Seconds per iteration, mean: "
+              + ", ".join(f"{k[:-2]} {v:.1f}" for k, v in split.items()) + ".", "",
+              f"Machine: {machine()}.", "", f"Run directory: `{run_dir}`.", "",
+              "Config:", "", "```json", json.dumps(config.to_dict(), indent=1, sort_keys=True), "```", ""]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Train/resume, then write the curve, table and JSON; print the JSON last."""
+    p = argparse.ArgumentParser(prog="python -m planet_colab.bench learn")
+    p.add_argument("--preset", default="pendulum")
+    p.add_argument("--iterations", type=int)
+    p.add_argument("--run-dir", type=Path, required=True)
+    p.add_argument("--out", type=Path, default=Path("docs/results"))
+    p.add_argument("--set", dest="overrides", nargs="*", default=[], metavar="KEY=VALUE")
+    p.add_argument("--no-train", action="store_true", help="only publish what the run has so far")
+    args = p.parse_args(argv)
+
+    changes = dict(parse_override(o) for o in args.overrides)
+    if args.iterations is not None:
+        changes["total_iterations"] = args.iterations
+    stored = args.run_dir / "config.json"
+    config = (Config.load(stored).replace(**changes) if stored.exists()
+              else get_config(args.preset, **changes))
+    if not args.no_train:
+        t0 = time.perf_counter()
+        train_planner(config, args.run_dir, progress=False)
+        print(f"train_planner returned after {time.perf_counter() - t0:.0f} s in this process")
+    rows = read_metrics(args.run_dir)
+    # Iterations redone after a kill are logged once (metrics.jsonl is rebuilt from the checkpoint).
+    wall = float(sum(r.get("seconds", 0.0) + r.get("checkpoint_s", 0.0) for r in rows))
+    random_returns = random_baseline(config, config.eval_episodes)
+    summary = summarize(rows, random_returns, wall)
+    name = config.preset
+    png = args.out / f"{name}.png"
+    plot(summary, f"PlaNet, {config.env_name} from 64×64 pixels", png)
+    (args.out / f"{name}.md").write_text(markdown(summary, config, args.run_dir, png))
+    (args.out / f"{name}.json").write_text(json.dumps(summary, indent=1) + "\n")
+    print(f"Wrote {png}, {args.out / (name + '.md')}, {args.out / (name + '.json')}")
+    print(f"final eval {summary['eval_mean_return']:.1f} ± {summary['eval_std']:.1f} after "
+          f"{summary['episodes']} episodes; random {summary['random_mean_return']:.1f}")
+    print(json.dumps(summary))
