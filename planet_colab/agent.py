@@ -7,7 +7,6 @@ so a resumed run re-collects bit for bit what an uninterrupted run would have co
 
 from __future__ import annotations
 
-import contextlib
 from typing import Any
 
 import numpy as np
@@ -16,6 +15,7 @@ import torch
 from planet_colab.config import Config
 from planet_colab.models import preprocess_obs
 from planet_colab.planner import ACTION_HIGH, ACTION_LOW
+from planet_colab.precision import autocast_context
 from planet_colab.seeding import derive_seed, torch_generator
 
 
@@ -41,13 +41,6 @@ class Agent:
         self.state = self.model.initial_state(1, device=self.device)
         self.prev_action = torch.zeros(1, self.action_dim, device=self.device)
 
-    def _filter_context(self) -> contextlib.AbstractContextManager:
-        try:
-            from planet_colab.precision import autocast_context
-        except ImportError:
-            return contextlib.nullcontext()
-        return autocast_context(self.precision, self.device)
-
     def act(self, obs_uint8: np.ndarray, explore: bool, generator: torch.Generator | None = None) -> np.ndarray:
         """Filter `obs_uint8` (64, 64, 3), plan, add N(0, expl_noise) if `explore`; return the action (A,) float32."""
         obs = np.asarray(obs_uint8)
@@ -55,7 +48,7 @@ class Agent:
             raise ValueError(f"obs_uint8 must be a (64, 64, 3) uint8 image, got {obs.shape} {obs.dtype}")
         with torch.inference_mode():
             pixels = torch.from_numpy(obs.copy()).to(self.device).unsqueeze(0)  # (1, 64, 64, 3)
-            with self._filter_context():
+            with autocast_context(self.precision, self.device):
                 embed = self.model.encode(preprocess_obs(pixels, self.config.bit_depth, generator))
                 state = self.model.obs_step(self.state, self.prev_action, embed, generator)[0]
             state = state._replace(deter=state.deter.float(), stoch=state.stoch.float())

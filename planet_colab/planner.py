@@ -9,42 +9,24 @@ is the plan. The class only holds hyperparameters: a call is a pure function of 
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 
+from planet_colab.precision import autocast_context, resolve_precision
+
 ACTION_LOW, ACTION_HIGH = -1.0, 1.0
 
 
-def _precision_tools() -> tuple[Callable[[str, torch.device], str] | None, Callable[..., Any] | None]:
-    """planet_colab.precision's (resolve_precision, autocast_context), or (None, None) if absent."""
-    try:
-        from planet_colab.precision import autocast_context, resolve_precision
-    except ImportError:
-        return None, None
-    return resolve_precision, autocast_context
+_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
-def resolve_planner_precision(precision: str, device: torch.device) -> str:
-    """The precision a planner asked for `precision` runs at on `device` ("fp32" | "bf16" | "fp16")."""
-    resolve, _ = _precision_tools()
-    if resolve is not None:
-        return resolve(precision, device)
-    # Without the precision module only explicit requests are honoured; "auto" stays exact.
-    return precision if precision in ("bf16", "fp16") else "fp32"
-
-
-def planning_autocast(precision: str, device: torch.device) -> contextlib.AbstractContextManager:
-    """Context manager running the model's matmuls at the resolved `precision` on `device`."""
-    resolved = resolve_planner_precision(precision, device)
-    if resolved == "fp32":
+def _autocast_for(dtype: torch.dtype, device: torch.device) -> contextlib.AbstractContextManager:
+    """Autocast to `dtype` on `device` for the generic path (a no-op for fp32)."""
+    if dtype == torch.float32:
         return contextlib.nullcontext()
-    _, autocast = _precision_tools()
-    if autocast is not None:
-        return autocast(resolved, device)
-    dtype = torch.bfloat16 if resolved == "bf16" else torch.float16
-    return torch.autocast(device_type=device.type, dtype=dtype)
+    return autocast_context("bf16" if dtype == torch.bfloat16 else "fp16", device)
 
 
 class CEMPlanner:
@@ -90,8 +72,8 @@ class CEMPlanner:
         model_actions = getattr(model, "action_dim", self.action_dim)
         if model_actions != self.action_dim:
             raise ValueError(f"planner action_dim ({self.action_dim}) differs from the model's ({model_actions})")
-        resolved = resolve_planner_precision(self.precision, device)
-        dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[resolved]
+        # "auto" → bf16 on CPUs with native bf16 dot products / Ampere+ GPUs, else fp32 (or fp16 on older GPUs).
+        dtype = _DTYPES[resolve_precision(self.precision, device)]
         with torch.inference_mode():
             return _cem(model, state, generator, self.action_dim, self.horizon, self.candidates,
                         self.optim_iters, self.top_k, dtype, self.fast_rollout)
@@ -136,14 +118,6 @@ def imagined_returns(model: Any, state: Any, actions: torch.Tensor,
     # One reward call over all H·B imagined states: bigger matmuls, no per-step Python overhead.
     every = state._replace(deter=torch.cat(deters), stoch=torch.cat(stochs))  # (H·B, ·)
     return model.reward(every).float().view(H, -1).sum(0)
-
-
-def _autocast_for(dtype: torch.dtype, device: torch.device) -> contextlib.AbstractContextManager:
-    if dtype == torch.float32:
-        return contextlib.nullcontext()
-    _, autocast = _precision_tools()
-    name = "bf16" if dtype == torch.bfloat16 else "fp16"
-    return autocast(name, device) if autocast is not None else torch.autocast(device.type, dtype=dtype)
 
 
 class FastRollout:

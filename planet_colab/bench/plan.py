@@ -46,7 +46,8 @@ def main(argv: list[str] | None = None) -> None:
     from planet_colab.config import get_config
     from planet_colab.env import make_env_from_config
     from planet_colab.models import WorldModel
-    from planet_colab.planner import CEMPlanner, resolve_planner_precision
+    from planet_colab.planner import CEMPlanner
+    from planet_colab.precision import resolve_precision
     from planet_colab.storage import EpisodeStorage
 
     torch.set_num_threads(2)
@@ -54,7 +55,7 @@ def main(argv: list[str] | None = None) -> None:
     config = get_config("pendulum", precision=args.precision)
     torch.manual_seed(0)
     model = WorldModel(1, config).eval()
-    precision = resolve_planner_precision(config.precision, torch.device("cpu"))
+    precision = resolve_precision(config.precision, torch.device("cpu"))
     planner = CEMPlanner.from_config(config, 1, precision=precision)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, load average {load_before:.2f}")
     print(f"{planner}")
