@@ -55,6 +55,75 @@ def preprocess_obs(obs: Tensor, bit_depth: int, generator: torch.Generator | Non
     return (x + u) / bins - 0.5
 
 
+def _compute_dtype(device: torch.device) -> torch.dtype:
+    """The dtype autocast would run convolutions in on `device` (fp32 when autocast is off)."""
+    if torch.is_autocast_enabled(device.type):
+        return torch.get_autocast_dtype(device.type)
+    return torch.float32
+
+
+def _subpixel_weight(w: Tensor) -> Tensor:
+    """ConvTranspose2d weight (Cin, Cout, k, k), k ∈ {5, 6}, stride 2 → an equivalent conv weight (4·Cout, Cin, 3, 3).
+
+    Output pixel (2m+a, 2n+b) of the transposed conv only sees taps k ≡ a, b (mod 2): each of the
+    4 phases (a, b) is a plain 3×3 conv of the input padded by 2, so one conv with 4·Cout
+    channels (ordered a, b, c) followed by depth-to-space computes it (k = 5 is padded to 6 with zeros).
+    """
+    cin, cout, k, _ = w.shape
+    if k == 5:
+        w = F.pad(w, (0, 1, 0, 1))
+    w = w.reshape(cin, cout, 3, 2, 3, 2).flip(2, 4)  # (cin, c, jr, a, jc, b), taps reversed
+    return w.permute(3, 5, 1, 0, 2, 4).reshape(4 * cout, cin, 3, 3)
+
+
+class _ConvFn(torch.autograd.Function):
+    """conv2d / conv_transpose2d (stride 2, no padding) with layouts chosen for CPU oneDNN speed.
+
+    Runs in x's dtype on channels-last tensors; the backward calls convolution_backward directly
+    with the weight already cast and laid out (autocast's path re-orders per call and is ~2× slower
+    here). A transposed conv may run its forward as the equivalent sub-pixel conv (much faster for
+    oneDNN when the input is tiny or the output has few channels); its backward stays the native one.
+    """
+
+    @staticmethod
+    def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor, transposed: bool, subpixel: bool) -> Tensor:
+        w = weight.to(x.dtype).contiguous(memory_format=torch.channels_last)
+        b = bias.to(x.dtype)
+        ctx.save_for_backward(x, w)
+        ctx.transposed, ctx.bias_len = transposed, bias.shape[0]
+        if not transposed:
+            return F.conv2d(x, w, b, stride=2)
+        if not subpixel:
+            return F.conv_transpose2d(x, w, b, stride=2)
+        n, _, h, wd = x.shape
+        k, cout = weight.shape[-1], weight.shape[1]
+        ws = _subpixel_weight(w)
+        bs = b.repeat(4)
+        extra = (-4 * cout) % 16  # oneDNN is slow for a handful of output channels
+        if extra:
+            ws, bs = F.pad(ws, (0, 0, 0, 0, 0, 0, 0, extra)), F.pad(bs, (0, extra))
+        y = F.conv2d(x, ws.contiguous(memory_format=torch.channels_last), bs, padding=2)
+        y = y.permute(0, 2, 3, 1)[..., : 4 * cout]  # (N, H+2, W+2, 4·Cout)
+        y = y.reshape(n, h + 2, wd + 2, 2, 2, cout).transpose(2, 3).reshape(n, 2 * h + 4, 2 * wd + 4, cout)
+        if k == 5:
+            y = y[:, : 2 * h + 3, : 2 * wd + 3]
+        return y.permute(0, 3, 1, 2).contiguous(memory_format=torch.channels_last)  # (N, Cout, H', W')
+
+    @staticmethod
+    def backward(ctx, gy: Tensor):
+        x, w = ctx.saved_tensors
+        gy = gy.to(x.dtype).contiguous(memory_format=torch.channels_last)
+        gx, gw, gb = torch.ops.aten.convolution_backward(
+            gy, x, w, [ctx.bias_len], [2, 2], [0, 0], [1, 1], ctx.transposed, [0, 0], 1,
+            [ctx.needs_input_grad[0], ctx.needs_input_grad[1], ctx.needs_input_grad[2]])
+        return gx, (gw.float() if gw is not None else None), (gb.float() if gb is not None else None), None, None
+
+
+def _conv(x: Tensor, layer: nn.Conv2d | nn.ConvTranspose2d, subpixel: bool = False) -> Tensor:
+    """Apply a stride-2 conv layer through `_ConvFn` (x channels-last in the compute dtype)."""
+    return _ConvFn.apply(x, layer.weight, layer.bias, isinstance(layer, nn.ConvTranspose2d), subpixel)
+
+
 def _sample(mean: Tensor, std: Tensor, generator: torch.Generator | None) -> Tensor:
     """mean + std·ε with ε ~ N(0, I) drawn from `generator` (the one sampling path of the model)."""
     gdev = generator.device if generator is not None else mean.device
@@ -144,14 +213,26 @@ class WorldModel(nn.Module):
 
     def encode(self, obs_pre: Tensor) -> Tensor:
         """Preprocessed observations (N, 64, 64, 3) → embeddings (N, embed_dim)."""
-        x = obs_pre.permute(0, 3, 1, 2)  # (N, 3, 64, 64), channels-last strides: no copy
-        return self.encoder(x).flatten(1)  # (N, 32·depth)
+        dtype = _compute_dtype(obs_pre.device)
+        x = obs_pre.to(dtype).permute(0, 3, 1, 2)  # (N, 3, 64, 64), channels-last strides: no copy
+        for conv in self.encoder[::2]:
+            x = torch.relu(_conv(x, conv))
+        return x.permute(0, 2, 3, 1).flatten(1)  # (N, 32·depth), flattened in PlaNet's (H, W, C) order
 
     def decode(self, state: RSSMState) -> Tensor:
         """States → reconstructed observations (N, 64, 64, 3) in the preprocessed space."""
-        x = self.decoder_in(torch.cat([state.deter, state.stoch], -1))
-        x = x.reshape(x.shape[0], -1, 1, 1).contiguous(memory_format=torch.channels_last)
-        return self.decoder(x).permute(0, 2, 3, 1)  # (N, 64, 64, 3)
+        dtype = _compute_dtype(state.deter.device)
+        n = state.deter.shape[0]
+        x = self.decoder_in(torch.cat([state.deter, state.stoch], -1)).to(dtype)  # (N, 32·depth)
+        # The first transposed conv sees a 1×1 input: it is a matmul onto its 5×5×C output.
+        first = self.decoder[0]
+        w = first.weight.to(dtype).permute(0, 2, 3, 1).reshape(first.in_channels, -1)  # (32·depth, 5·5·C)
+        x = torch.relu((x @ w).view(n, 5, 5, -1) + first.bias.to(dtype))  # (N, 5, 5, 4·depth)
+        x = x.permute(0, 3, 1, 2)  # channels-last NCHW view
+        x = torch.relu(_conv(x, self.decoder[2], subpixel=True))  # (N, 2·depth, 13, 13)
+        x = torch.relu(_conv(x, self.decoder[4]))  # (N, depth, 30, 30)
+        x = _conv(x, self.decoder[6], subpixel=True)  # (N, 3, 64, 64)
+        return x.permute(0, 2, 3, 1)  # (N, 64, 64, 3)
 
     def reward(self, state: RSSMState) -> Tensor:
         """Predicted reward (N,) for arriving in `state` (reward(s_{t+1}) ≈ r_t)."""
