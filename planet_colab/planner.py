@@ -202,22 +202,20 @@ class FastRollout:
         self.w_hn = w(gru.bias_hh[2 * D:], gru.weight_hh[2 * D:])  # on [1 | h]
         self.w_xn = w(gru.weight_ih[2 * D:], gru.bias_ih[2 * D:])  # on [x | 1]
         self.w_out = w(model.img_out.bias, model.img_out.weight)  # on [1 | h]
-        prior_w, prior_b = model.prior_head.weight, model.prior_head.bias
-        self.w_mean, self.b_mean = prior_w[:S].t().to(dtype), prior_b[:S].to(dtype)
-        self.w_std, self.b_std = prior_w[S:].t().to(dtype), prior_b[S:].to(dtype)
+        self.w_prior = model.prior_head.weight.detach().t().to(dtype).contiguous()  # (Hd, 2S): mean | std
+        self.b_prior = model.prior_head.bias.detach().to(dtype)
         r1, r2, r3 = model.reward_head[0], model.reward_head[2], model.reward_head[4]
         self.w_r1 = w(r1.weight[:, D:], r1.bias, r1.weight[:, :D])  # on [stoch | 1 | deter]
-        self.w_r2 = w(r2.weight, r2.bias)  # on [hidden | 1]
+        self.w_r2, self.b_r2 = r2.weight.detach().t().to(dtype), r2.bias.detach().to(dtype)
         self.w_r3, self.b_r3 = r3.weight.detach().float().t(), r3.bias.detach().float()  # fp32: returns are ranked
-        self.hidden = torch.empty(horizon * B, Hd + 1, device=device, dtype=dtype)
-        self.hidden[:, -1] = 1
         # Temporaries reused by every step and iteration: CPU tensors this size are not cached by
         # PyTorch's allocator, and fresh pages cost page faults.
         e = lambda *shape, dt=dtype: torch.empty(*shape, device=device, dtype=dt)  # noqa: E731
-        self.t_rz, self.t_xn, self.t_hn, self.t_hid = e(B, 2 * D), e(B, D), e(B, D), e(B, Hd)
-        self.t_mean, self.t_raw = e(B, S), e(B, S)
+        # Matmul outputs stay contiguous: MKL's fp32 GEMM is up to 2× slower writing into a strided view.
+        self.t_x, self.t_rz, self.t_xn, self.t_hn, self.t_hid = e(B, Hd), e(B, 2 * D), e(B, D), e(B, D), e(B, Hd)
+        self.t_stats = e(B, 2 * S)
         self.t_mean32, self.t_std32, self.t_eps = (e(B, S, dt=torch.float32) for _ in range(3))
-        self.t_hidden2 = e(horizon * B, Hd)
+        self.t_hidden1, self.t_hidden2 = e(horizon * B, Hd), e(horizon * B, Hd)
 
     def __call__(self, actions: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
         """Predicted returns (B,) fp32 of action sequences (H, B, A)."""
@@ -226,24 +224,25 @@ class FastRollout:
         buf[:H, :, :A] = actions
         for t in range(H):
             cur, nxt = buf[t], buf[t + 1]
-            x = cur[:, o + 1 + D:-1]
-            F.elu_(torch.mm(cur[:, :o + 1], self.w_in, out=x))
+            cur[:, o + 1 + D:-1] = F.elu_(torch.mm(cur[:, :o + 1], self.w_in, out=self.t_x))
             rz = torch.mm(cur[:, o:-1], self.w_rz, out=self.t_rz).sigmoid_()  # (B, 2D)
             n = torch.mm(cur[:, o + 1 + D:], self.w_xn, out=self.t_xn)
             n.addcmul_(rz[:, :D], torch.mm(cur[:, o:o + 1 + D], self.w_hn, out=self.t_hn)).tanh_()
             torch.lerp(n, cur[:, o + 1:o + 1 + D], rz[:, D:], out=nxt[:, o + 1:o + 1 + D])  # (1 - z)·n + z·h
             hid = F.elu_(torch.mm(nxt[:, o:o + 1 + D], self.w_out, out=self.t_hid))
             # The prior's mean and std in fp32, as the model's img_step computes them.
-            mean = self.t_mean32.copy_(torch.addmm(self.b_mean, hid, self.w_mean, out=self.t_mean))
-            std = F.softplus(self.t_std32.copy_(torch.addmm(self.b_std, hid, self.w_std, out=self.t_raw)))
+            stats = torch.addmm(self.b_prior, hid, self.w_prior, out=self.t_stats)  # (B, 2S)
+            # Contiguous fp32 copies: softplus on a strided half is ~10× slower than on a contiguous one.
+            mean = self.t_mean32.copy_(stats[:, :S])
+            std = F.softplus(self.t_std32.copy_(stats[:, S:]))
             if same_device:
                 eps = self.t_eps.normal_(generator=generator)
             else:
                 eps = torch.randn(mean.shape, generator=generator, device=generator.device).to(buf.device)
             torch.addcmul(mean, std.add_(self.min_std), eps, out=nxt[:, A:A + S])
-        hidden = self.hidden
-        torch.mm(buf[1:, :, A:].reshape(H * B, -1)[:, :S + 1 + D], self.w_r1, out=hidden[:, :-1]).relu_()
-        hidden2 = torch.mm(hidden, self.w_r2, out=self.t_hidden2).relu_()  # (H·B, Hd)
+        feats = buf[1:, :, A:].reshape(H * B, -1)[:, :S + 1 + D]  # [stoch | 1 | deter] of every imagined state
+        hidden = torch.mm(feats, self.w_r1, out=self.t_hidden1).relu_()
+        hidden2 = torch.addmm(self.b_r2, hidden, self.w_r2, out=self.t_hidden2).relu_()  # (H·B, Hd)
         # The last layer is linear, so Σ_t (w·h_t + b) = w·Σ_t h_t + H·b: one small fp32 matmul.
         # (sum accumulates in fp32 internally even for bf16 input.)
         summed = hidden2.view(H, B, -1).sum(0).float()  # (B, Hd)
