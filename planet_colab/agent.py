@@ -120,18 +120,21 @@ def _positive(name: str, value: Any) -> int:
 
 def collect_experience(env: Any, model: torch.nn.Module, planner: Any, storage: Any, num_episodes: int,
                        config: Config, *, iteration: int, device: torch.device | str | None = None,
-                       progress: bool = True) -> dict[str, list]:
+                       progress: bool = True, first_episode: int = 0) -> dict[str, list]:
     """Run `num_episodes` exploring episodes with the planner, store each; returns dict(returns, lengths, paths).
 
-    Episode k of `iteration` draws all its randomness from (config.seed, "collect", iteration, k).
+    Episode k (counted from `first_episode`: a resumed iteration that already stored some of its
+    episodes passes how many) of `iteration` draws all its randomness from
+    (config.seed, "collect", iteration, k).
     """
     num_episodes = _positive("num_episodes", num_episodes)
-    if not isinstance(iteration, (int, np.integer)) or isinstance(iteration, bool) or iteration < 0:
-        raise ValueError(f"iteration must be an integer >= 0, got {iteration!r}")
+    for name, value in (("iteration", iteration), ("first_episode", first_episode)):
+        if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 0:
+            raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
     agent = Agent(model, planner, config, device)
     out: dict[str, list] = {"returns": [], "lengths": [], "paths": []}
     with _ActingMode(model):
-        for k in range(num_episodes):
+        for k in range(int(first_episode), int(first_episode) + num_episodes):
             keys = (config.seed, "collect", int(iteration), k)
             steps = run_episode(env, agent, env_seed=derive_seed(*keys, "env"),
                                 generator=torch_generator(*keys, device=agent.device), explore=True,

@@ -165,10 +165,18 @@ def test_evaluation_uses_distinct_env_seeds_and_no_exploration(model, planner, c
     assert env2.reset_seeds == env.reset_seeds and not set(env3.reset_seeds) & set(env.reset_seeds)
 
 
-def test_collection_seeds_each_episode_differently_and_explores(model, planner, config, tmp_path):
+def test_collection_seeds_each_episode_differently_and_a_partial_rerun_continues_the_sequence(
+        model, planner, config, tmp_path):
     env = FakePixelEnv(length=3)
-    collect_experience(env, model, planner, EpisodeStorage(tmp_path), 3, config, iteration=0, progress=False)
+    whole = collect_experience(env, model, planner, EpisodeStorage(tmp_path / "a"), 3, config,
+                               iteration=0, progress=False)
     assert len(set(env.reset_seeds)) == 3
+    # A run killed after storing episode 0 of this iteration re-collects episodes 1 and 2 only.
+    rest_env = FakePixelEnv(length=3)
+    rest = collect_experience(rest_env, model, planner, EpisodeStorage(tmp_path / "b"), 2, config,
+                              iteration=0, progress=False, first_episode=1)
+    assert rest_env.reset_seeds == env.reset_seeds[1:]
+    assert rest["returns"] == whole["returns"][1:]
 
 
 def test_evaluate_accepts_a_config_and_refuses_bad_counts(model, planner, config):
