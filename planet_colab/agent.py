@@ -47,7 +47,7 @@ class Agent:
         if obs.shape != (64, 64, 3) or obs.dtype != np.uint8:
             raise ValueError(f"obs_uint8 must be a (64, 64, 3) uint8 image, got {obs.shape} {obs.dtype}")
         with torch.inference_mode():
-            pixels = torch.from_numpy(obs.copy()).to(self.device).unsqueeze(0)  # (1, 64, 64, 3)
+            pixels = torch.from_numpy(np.array(obs)).to(self.device).unsqueeze(0)  # (1, 64, 64, 3)
             with autocast_context(self.precision, self.device):
                 embed = self.model.encode(preprocess_obs(pixels, self.config.bit_depth, generator))
                 state = self.model.obs_step(self.state, self.prev_action, embed, generator)[0]
@@ -67,6 +67,7 @@ def run_episode(env: Any, agent: Agent, *, env_seed: int, generator: torch.Gener
                 desc: str = "episode") -> dict[str, Any]:
     """One episode from `env.reset(seed=env_seed)`; per step the obs seen, action, reward, terminal flag."""
     obs, _ = env.reset(seed=env_seed)
+    obs = np.array(obs, dtype=np.uint8)  # a copy: an env may reuse its frame buffer
     agent.reset()
     steps: dict[str, Any] = {"obs": [], "action": [], "reward": [], "terminal": []}
     frames = [obs] if record_frames else None
@@ -83,12 +84,12 @@ def run_episode(env: Any, agent: Agent, *, env_seed: int, generator: torch.Gener
             steps["reward"].append(float(reward))
             steps["terminal"].append(bool(terminated))
             if frames is not None:
-                frames.append(next_obs)
+                frames.append(np.array(next_obs, dtype=np.uint8))
             if bar is not None:
                 bar.update(1)
             if terminated or truncated:
                 break
-            obs = next_obs
+            obs = np.array(next_obs, dtype=np.uint8)
     finally:
         if bar is not None:
             bar.close()
