@@ -198,17 +198,17 @@ def train_planner(config: Config, run_dir: str | os.PathLike, *, device: torch.d
 
             t2 = time.perf_counter()
             stored_after = config.seed_episodes + (it + 1) * config.collect_episodes
-            if storage.num_episodes >= stored_after:
-                # A run killed after storing this iteration's episode: reuse it, never collect twice.
-                mine = storage.episode_paths[known:stored_after]
-                rewards = [storage.load_cached(p)["reward"] for p in mine]
-                returns = [float(r.sum()) for r in rewards]
-                lengths = [len(r) for r in rewards]
-            else:
-                todo = stored_after - storage.num_episodes
-                result = collect_experience(env, model, planner, storage, todo, config,
-                                            iteration=it, device=device, progress=progress)
-                returns, lengths = list(result["returns"]), list(result["lengths"])
+            # A run killed after storing some of this iteration's episodes: reuse them, never
+            # collect twice (the weights that collected them are the ones we have again now).
+            mine = storage.episode_paths[known:stored_after]
+            rewards = [storage.load_cached(p)["reward"] for p in mine]
+            returns, lengths = [float(r.sum()) for r in rewards], [len(r) for r in rewards]
+            if len(mine) < config.collect_episodes:
+                result = collect_experience(env, model, planner, storage,
+                                            config.collect_episodes - len(mine), config, iteration=it,
+                                            device=device, progress=progress, first_episode=len(mine))
+                returns += list(result["returns"])
+                lengths += list(result["lengths"])
             t_collect = time.perf_counter() - t2
 
             stored_steps = sum(len(ep["reward"]) for ep in dataset.episodes) + sum(lengths)
