@@ -179,10 +179,8 @@ class Config:
 
 
 PRESETS: dict[str, dict[str, Any]] = {
-    # The seed's Colab batch (16 × 25) with the paper's model, trained 100 steps per collected
-    # episode as in the paper (the seed's 50 gives half the updates per episode, and the learning
-    # target is counted in episodes); still 6× fewer frames per episode than the paper's 50 × 50.
-    "pendulum": {"train_steps": 100},
+    # The seed's Colab sizes with the paper's model: batch 16 × 25 steps, 50 steps per iteration.
+    "pendulum": {},
     # The paper's own training sizes (batch 50 × 50, 100 gradient steps per episode).
     "paper": {"batch_size": 50, "seq_len": 50, "train_steps": 100, "total_iterations": 1000},
     # Tiny everything, for CI and notebooks under nbval: seconds per iteration.
