@@ -40,6 +40,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--precision", default="auto", help="auto | fp32 | bf16 | fp16")
     parser.add_argument("--compare", action="store_true", help="also time the generic path and fp32")
     parser.add_argument("--no-episode", action="store_true", help="skip the collected episode")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads (the dev box and Colab have 2)")
+    parser.add_argument("--max-episode-steps", type=int, default=None,
+                        help="env steps of the collected episode (default: the preset's whole episode, 200)")
     args = parser.parse_args(argv)
 
     from planet_colab.agent import collect_experience
@@ -50,7 +53,7 @@ def main(argv: list[str] | None = None) -> None:
     from planet_colab.precision import resolve_precision
     from planet_colab.storage import EpisodeStorage
 
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
     load_before = os.getloadavg()[0]
     config = get_config("pendulum", precision=args.precision)
     torch.manual_seed(0)
@@ -79,16 +82,18 @@ def main(argv: list[str] | None = None) -> None:
               f"({', '.join(f'{t:.0f}' for t in times)})")
     ms_per_action = results[f"fast_{precision}"]
 
-    env_steps_per_s = None
+    env_steps_per_s, steps = None, 0
     if not args.no_episode:
-        env = make_env_from_config(config)
+        episode_config = config if args.max_episode_steps is None else config.replace(
+            max_episode_steps=args.max_episode_steps, seq_len=1)
+        env = make_env_from_config(episode_config)
         with tempfile.TemporaryDirectory(prefix="plan_bench_") as tmp:
             t0 = time.perf_counter()
-            out = collect_experience(env, model, planner, EpisodeStorage(tmp), 1, config,
+            out = collect_experience(env, model, planner, EpisodeStorage(tmp), 1, episode_config,
                                      iteration=0, progress=False)
             seconds = time.perf_counter() - t0
         env.close()
-        steps = out["lengths"][0] * config.action_repeat
+        steps = out["lengths"][0] * config.action_repeat  # the last step may be cut short by the limit
         env_steps_per_s = steps / seconds
         print(f"episode: {out['lengths'][0]} agent steps = {steps} env steps in {seconds:.1f} s "
               f"-> {env_steps_per_s:.2f} env steps/s ({1e3 * seconds / out['lengths'][0]:.0f} ms per agent step)")
@@ -96,9 +101,11 @@ def main(argv: list[str] | None = None) -> None:
     load_after = os.getloadavg()[0]
     print(f"target <= 200 ms per action: {'met' if ms_per_action <= 200 else 'not met'}")
     summary = {"bench": "plan", "ms_per_action": round(ms_per_action, 1), "precision": precision,
+               "threads": torch.get_num_threads(),
                "horizon": planner.horizon, "candidates": planner.candidates,
                "optim_iters": planner.optim_iters, "top_k": planner.top_k,
                "env_steps_per_s": None if env_steps_per_s is None else round(env_steps_per_s, 2),
+               "episode_env_steps": steps,
                "load_avg_before": round(load_before, 2), "load_avg_after": round(load_after, 2),
                **{f"ms_{k}": round(v, 1) for k, v in results.items()}}
     print(json.dumps(summary))
