@@ -84,3 +84,35 @@ def make_grad_scaler(precision: str, device: torch.device | str) -> torch.amp.Gr
     if resolve_precision(precision, device) != "fp16":
         return None
     return torch.amp.GradScaler(device.type)
+
+
+_ALLOCATOR_CONFIGURED: bool | None = None
+
+
+def configure_cpu_allocator() -> bool:
+    """Keep freed memory in glibc's heap instead of returning big blocks to the OS; True if applied.
+
+    By default glibc serves every allocation above 128 KiB–32 MiB with a fresh mmap and unmaps it
+    on free, so each train step page-faults its ~1 GB of activations in again (≈15% of a CPU step
+    here). Turning mmap off for malloc and raising the trim threshold lets PyTorch's CPU tensors
+    reuse warm pages. Process-wide and idempotent; a no-op (False) where glibc is not available.
+    """
+    global _ALLOCATOR_CONFIGURED
+    if _ALLOCATOR_CONFIGURED is not None:
+        return _ALLOCATOR_CONFIGURED
+    _ALLOCATOR_CONFIGURED = False
+    try:
+        import ctypes
+        import platform
+
+        if platform.system() != "Linux":
+            return False
+        libc = ctypes.CDLL("libc.so.6")
+        m_trim_threshold, m_top_pad, m_mmap_max = -1, -2, -4
+        ok = (libc.mallopt(m_mmap_max, 0) == 1
+              and libc.mallopt(m_trim_threshold, 1 << 30) == 1
+              and libc.mallopt(m_top_pad, 64 << 20) == 1)
+        _ALLOCATOR_CONFIGURED = bool(ok)
+    except (OSError, AttributeError):
+        pass
+    return _ALLOCATOR_CONFIGURED
