@@ -10,6 +10,7 @@ from pathlib import Path
 
 os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
 os.environ.setdefault("SDL_AUDIODRIVER", "dummy")
+os.environ.setdefault("SDL_NO_SIGNAL_HANDLERS", "1")  # keep Ctrl-C / Stop as KeyboardInterrupt
 
 from planet_colab.config import PRESETS, Config, get_config, parse_override  # noqa: E402
 

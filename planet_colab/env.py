@@ -9,6 +9,9 @@ import os
 
 os.environ.setdefault("SDL_VIDEODRIVER", "dummy")  # before pygame is imported by any renderer
 os.environ.setdefault("SDL_AUDIODRIVER", "dummy")
+# SDL otherwise takes over SIGINT/SIGTERM once it renders: Colab's Stop button (SIGINT) would no
+# longer raise KeyboardInterrupt, so the loop could not save its finished iterations.
+os.environ.setdefault("SDL_NO_SIGNAL_HANDLERS", "1")
 
 from typing import Any, SupportsFloat  # noqa: E402
 
