@@ -62,6 +62,11 @@ def _compute_dtype(device: torch.device) -> torch.dtype:
     return torch.float32
 
 
+def _cast_contiguous(t: Tensor, dtype: torch.dtype) -> Tensor:
+    """`t` as a contiguous tensor of `dtype` in one copy (`.to` alone keeps a same-dtype view as is)."""
+    return t.contiguous() if t.dtype == dtype else t.to(dtype, memory_format=torch.contiguous_format)
+
+
 def _subpixel_weight(w: Tensor) -> Tensor:
     """ConvTranspose2d weight (Cin, Cout, k, k), k ∈ {5, 6}, stride 2 → an equivalent conv weight (4·Cout, Cin, 3, 3).
 
@@ -117,12 +122,66 @@ class _ConvFn(torch.autograd.Function):
             gy, x, w, None, [2, 2], [0, 0], [1, 1], ctx.transposed, [0, 0], 1,
             [ctx.needs_input_grad[0], ctx.needs_input_grad[1], False])
         # The bias gradient separately: inside oneDNN's weight-gradient kernel it costs ~10× more.
-        gb = gy.sum((0, 2, 3), dtype=torch.float32) if ctx.needs_input_grad[2] else None
+        # (A bf16 sum accumulates in fp32 internally; asking for an fp32 result would copy gy first.)
+        gb = gy.sum((0, 2, 3)).float() if ctx.needs_input_grad[2] else None
         return gx, (gw.float() if gw is not None else None), gb, None, None
 
 
+class _PatchConvFn(torch.autograd.Function):
+    """Stride-2 conv (no padding) as im2col + one matmul each way: faster than oneDNN when the
+    output is only a few pixels (the last encoder layer: 6×6 → 2×2), where its kernels idle."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
+        xh = x.permute(0, 2, 3, 1)  # (N, H, W, Cin), contiguous for channels-last x
+        n, h, w, _ = xh.shape
+        cout, k = weight.shape[0], weight.shape[-1]
+        ho, wo = (h - k) // 2 + 1, (w - k) // 2 + 1
+        wm = _cast_contiguous(weight.permute(0, 2, 3, 1), x.dtype).view(cout, -1)  # (Cout, k·k·Cin)
+        ctx.save_for_backward(x, wm)
+        y = torch.addmm(bias.to(x.dtype), _im2col(xh, k, ho, wo), wm.t())  # (N·ho·wo, Cout)
+        return y.view(n, ho, wo, cout).permute(0, 3, 1, 2)  # channels-last NCHW
+
+    @staticmethod
+    def backward(ctx, gy: Tensor):
+        x, wm = ctx.saved_tensors
+        xh = x.permute(0, 2, 3, 1)
+        n, h, w, cin = xh.shape
+        cout, k = wm.shape[0], int(round((wm.shape[1] // cin) ** 0.5))
+        gy2 = gy.to(x.dtype).permute(0, 2, 3, 1).reshape(-1, cout)  # (N·ho·wo, Cout)
+        ho, wo = gy.shape[2], gy.shape[3]
+        gx = gw = gb = None
+        if ctx.needs_input_grad[0]:
+            gx = _col2im(gy2 @ wm, n, h, w, k, ho, wo).permute(0, 3, 1, 2)
+        if ctx.needs_input_grad[1]:
+            gw = (gy2.t() @ _im2col(xh, k, ho, wo)).view(cout, k, k, cin).permute(0, 3, 1, 2)
+            gw = _cast_contiguous(gw, torch.float32)
+        if ctx.needs_input_grad[2]:
+            gb = gy2.sum(0).float()
+        return gx, gw, gb
+
+
+def _im2col(x: Tensor, k: int, ho: int, wo: int) -> Tensor:
+    """NHWC x → (N·ho·wo, k·k·C) patches of stride-2 k×k windows (one copy)."""
+    n, _, _, c = x.shape
+    sn, sh, sw, sc = x.stride()
+    return x.as_strided((n, ho, wo, k, k, c), (sn, 2 * sh, 2 * sw, sh, sw, sc)).reshape(n * ho * wo, k * k * c)
+
+
+def _col2im(cols: Tensor, n: int, h: int, w: int, k: int, ho: int, wo: int) -> Tensor:
+    """Adjoint of `_im2col`: (N·ho·wo, k·k·C) → NHWC (N, h, w, C), overlapping windows summed."""
+    patches = cols.view(n, ho, wo, k, k, -1)
+    out = cols.new_zeros(n, h, w, patches.shape[-1])
+    for i in range(k):
+        for j in range(k):
+            out[:, i:i + 2 * ho - 1:2, j:j + 2 * wo - 1:2] += patches[:, :, :, i, j]
+    return out
+
+
 def _conv(x: Tensor, layer: nn.Conv2d | nn.ConvTranspose2d, subpixel: bool = False) -> Tensor:
-    """Apply a stride-2 conv layer through `_ConvFn` (x channels-last in the compute dtype)."""
+    """Apply a stride-2 conv layer (x channels-last in the compute dtype) on its fastest path."""
+    if isinstance(layer, nn.Conv2d) and (x.shape[-1] - layer.kernel_size[0]) // 2 + 1 <= 2:
+        return _PatchConvFn.apply(x, layer.weight, layer.bias)
     return _ConvFn.apply(x, layer.weight, layer.bias, isinstance(layer, nn.ConvTranspose2d), subpixel)
 
 
@@ -228,7 +287,7 @@ class WorldModel(nn.Module):
         x = self.decoder_in(torch.cat([state.deter, state.stoch], -1)).to(dtype)  # (N, 32·depth)
         # The first transposed conv sees a 1×1 input: it is a matmul onto its 5×5×C output.
         first = self.decoder[0]
-        w = first.weight.to(dtype).permute(0, 2, 3, 1).reshape(first.in_channels, -1)  # (32·depth, 5·5·C)
+        w = _cast_contiguous(first.weight.permute(0, 2, 3, 1), dtype).view(first.in_channels, -1)  # (32·depth, 5·5·C)
         x = torch.relu((x @ w).view(n, 5, 5, -1) + first.bias.to(dtype))  # (N, 5, 5, 4·depth)
         x = x.permute(0, 3, 1, 2)  # channels-last NCHW view
         x = torch.relu(_conv(x, self.decoder[2], subpixel=True))  # (N, 2·depth, 13, 13)
