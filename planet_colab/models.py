@@ -122,8 +122,7 @@ class _ConvFn(torch.autograd.Function):
             gy, x, w, None, [2, 2], [0, 0], [1, 1], ctx.transposed, [0, 0], 1,
             [ctx.needs_input_grad[0], ctx.needs_input_grad[1], False])
         # The bias gradient separately: inside oneDNN's weight-gradient kernel it costs ~10× more.
-        # (A bf16 sum accumulates in fp32 internally; asking for an fp32 result would copy gy first.)
-        gb = gy.sum((0, 2, 3)).float() if ctx.needs_input_grad[2] else None
+        gb = _bias_grad(gy, (0, 2, 3)) if ctx.needs_input_grad[2] else None
         return gx, (gw.float() if gw is not None else None), gb, None, None
 
 
@@ -157,8 +156,16 @@ class _PatchConvFn(torch.autograd.Function):
             gw = (gy2.t() @ _im2col(xh, k, ho, wo)).view(cout, k, k, cin).permute(0, 3, 1, 2)
             gw = _cast_contiguous(gw, torch.float32)
         if ctx.needs_input_grad[2]:
-            gb = gy2.sum(0).float()
+            gb = _bias_grad(gy2, (0,))
         return gx, gw, gb
+
+
+def _bias_grad(gy: Tensor, dims: tuple[int, ...]) -> Tensor:
+    """fp32 sum of `gy` over `dims`. A bf16 sum accumulates in fp32 internally and asking for an
+    fp32 result would copy all of gy first (25× slower); fp16 sums could overflow, so they do."""
+    if gy.dtype == torch.float16:
+        return gy.sum(dims, dtype=torch.float32)
+    return gy.sum(dims).float()
 
 
 def _im2col(x: Tensor, k: int, ho: int, wo: int) -> Tensor:

@@ -1,8 +1,11 @@
 """Benchmark full world-model train steps: `python -m planet_colab.bench train --batch 16 --seq 25`.
 
 Synthetic data (random pixels, actions, rewards) with the chosen preset's model sizes; prints human
-lines, then one JSON object: frames_per_s (B·L per second of full train steps after warm-up),
-ms_per_step (best of the timed steps' median-of-rounds), precision and the setup.
+lines, then one JSON object: frames_per_s (B·L per second of full train steps after warm-up, from
+the best round's median step), ms_per_step, typical_ms_per_step (median over rounds), cpu_ms_per_step
+(process CPU time per step: on a shared machine, wall time ≈ this / usable cores), precision, load1.
+On a CPU shared with other busy processes, use --threads 1: a 2-thread OpenMP pool whose second
+thread keeps being descheduled waits a time slice at every parallel op (10-50× slower steps).
 """
 
 from __future__ import annotations
@@ -61,9 +64,10 @@ def main(argv: list[str] | None = None) -> None:
         train_step(model, optimizer, obs, act, rew, device, generator=gen)
     print(f"warm-up: {args.warmup} steps in {time.perf_counter() - t0:.2f} s")
 
-    round_ms = []
+    round_ms, cpu_ms = [], []
     for r in range(args.rounds):
         times = []
+        cpu0 = time.process_time()
         for _ in range(args.steps):
             if device.type == "cuda":
                 torch.cuda.synchronize()
@@ -72,14 +76,16 @@ def main(argv: list[str] | None = None) -> None:
             if device.type == "cuda":
                 torch.cuda.synchronize()
             times.append(time.perf_counter() - t)
+        cpu_ms.append(1e3 * (time.process_time() - cpu0) / args.steps)
         ms = 1e3 * statistics.median(times)
         round_ms.append(ms)
-        print(f"round {r + 1}: median {ms:.1f} ms/step, min {1e3 * min(times):.1f} ms "
+        print(f"round {r + 1}: median {ms:.1f} ms/step, min {1e3 * min(times):.1f} ms, cpu {cpu_ms[-1]:.0f} ms/step "
               f"→ {B * T / ms * 1e3:.0f} frames/s (loss {out['loss']:.1f})")
     best = min(round_ms)
     load_end = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(json.dumps({
         "bench": "train", "frames_per_s": round(B * T / best * 1e3, 1), "ms_per_step": round(best, 2),
-        "typical_ms_per_step": round(statistics.median(round_ms), 2), "precision": precision,
+        "typical_ms_per_step": round(statistics.median(round_ms), 2),
+        "cpu_ms_per_step": round(min(cpu_ms), 1), "precision": precision,
         "device": str(device), "batch": B, "seq": T, "threads": args.threads, "load1": round(load_end, 2),
     }))
