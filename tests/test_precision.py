@@ -6,7 +6,7 @@ import torch
 from planet_colab.config import get_config
 from planet_colab.losses import make_optimizer, train_step
 from planet_colab.models import WorldModel, preprocess_obs
-from planet_colab.precision import (autocast_context, cpu_has_fast_bf16, make_grad_scaler,
+from planet_colab.precision import (autocast_context, configure_cpu_allocator, cpu_has_fast_bf16, make_grad_scaler,
                                     resolve_precision, select_device)
 
 
@@ -83,3 +83,8 @@ def test_reduced_precision_train_step_keeps_fp32_master_weights(precision):
         assert getattr(opt, "planet_grad_scaler", None) is not None  # scale persists across steps
     else:
         assert all(r["skipped"] == 0.0 for r in res)
+
+
+def test_allocator_tuning_is_idempotent():
+    first = configure_cpu_allocator()
+    assert isinstance(first, bool) and configure_cpu_allocator() is first
