@@ -9,6 +9,9 @@ ROOT = str(Path(__file__).resolve().parents[1])
 os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
 os.environ.setdefault("SDL_AUDIODRIVER", "dummy")
 os.environ.setdefault("MPLBACKEND", "Agg")
+# Tiny models gain nothing from a second thread, and two OpenMP pools sharing 2 cores (a notebook
+# kernel or subprocess next to this process) stall every parallel op.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
 def pytest_configure(config):

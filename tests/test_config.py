@@ -40,7 +40,7 @@ def test_overrides_apply_on_top_of_the_preset():
 @pytest.mark.parametrize("changes, message", [
     ({"seq_len": 101}, r"seq_len \(101\) is longer than an episode \(100 agent steps"),
     ({"batch_size": 0}, "batch_size must be a positive integer, got 0"),
-    ({"top_k": 2000}, r"top_k \(2000\) must not exceed candidates \(1000\)"),
+    ({"top_k": 2000}, r"top_k \(2000\) must not exceed candidates \(500\)"),
     ({"seed_episodes": 0}, "seed_episodes must be at least 1"),
     ({"precision": "fp8"}, "precision must be one of"),
     ({"image_size": 32}, "image_size must be 64"),

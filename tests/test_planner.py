@@ -92,9 +92,11 @@ def test_planning_imagines_horizon_steps_per_iteration_in_one_batch():
 
 
 def test_from_config_takes_the_paper_settings():
-    planner = CEMPlanner.from_config(get_config("pendulum"), action_dim=1)
+    planner = CEMPlanner.from_config(get_config("paper"), action_dim=1)
     assert (planner.horizon, planner.candidates, planner.optim_iters, planner.top_k) == (12, 1000, 10, 100)
-    assert planner.precision == get_config("pendulum").precision
+    assert planner.precision == get_config("paper").precision
+    pendulum = CEMPlanner.from_config(get_config("pendulum"), action_dim=1)
+    assert (pendulum.candidates, pendulum.optim_iters, pendulum.top_k) == (500, 5, 50)
     assert CEMPlanner.from_config(get_config("smoke"), 1, precision="bf16").precision == "bf16"
 
 
