@@ -4,6 +4,8 @@ import os
 import tempfile
 from pathlib import Path
 
+import pytest
+
 ROOT = str(Path(__file__).resolve().parents[1])
 
 os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
@@ -20,3 +22,14 @@ def pytest_configure(config):
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [ROOT, os.environ.get("PYTHONPATH")]))
     if "PLANET_COLAB_RUN_ROOT" not in os.environ:
         os.environ["PLANET_COLAB_RUN_ROOT"] = tempfile.mkdtemp(prefix="planet_colab_nb_")
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Every test single-threaded, whatever imported torch first (see OMP_NUM_THREADS above)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

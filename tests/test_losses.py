@@ -14,16 +14,6 @@ A = 1
 KEYS = {"obs_loss", "reward_loss", "kl", "kl_loss", "loss", "grad_norm", "skipped"}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Run single-threaded: tiny ops gain nothing from a second thread, and on the shared CI/dev CPU
-    an oversubscribed OpenMP pool makes each step 10-50× slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def fresh(cfg=None, seed=0):
     torch.manual_seed(seed)
     model = WorldModel(A, cfg or get_config("smoke"))

@@ -9,16 +9,6 @@ from planet_colab.models import RSSMState, WorldModel, preprocess_obs
 A = 2
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Run single-threaded: tiny ops gain nothing from a second thread, and on the shared CI/dev CPU
-    an oversubscribed OpenMP pool makes each step 10-50× slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def cfg():
     return get_config("smoke")

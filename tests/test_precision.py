@@ -10,16 +10,6 @@ from planet_colab.precision import (autocast_context, configure_cpu_allocator, c
                                     resolve_precision, select_device)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Run single-threaded: tiny ops gain nothing from a second thread, and on the shared CI/dev CPU
-    an oversubscribed OpenMP pool makes each step 10-50× slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_explicit_precisions_pass_through_and_unknown_ones_are_refused():
     for p in ("fp32", "bf16", "fp16"):
         assert resolve_precision(p, "cpu") == p
