@@ -111,12 +111,63 @@ def markdown(summary: dict[str, Any], config: Config, run_dir: Path, png: Path) 
     for (ep, mean, std), steps in zip(summary["curve"], summary["curve_env_steps"]):
         lines.append(f"| {ep} | {steps:,} | {mean:.1f} | {std:.1f} |")
     split = summary["seconds_per_iteration"]
+    diag = summary.get("diagnostics")
+    if diag:
+        lines += ["", f"World model after iteration {diag['checkpoint_iteration'] + 1}, open loop on the last "
+                  "stored episodes (5 frames filtered, then imagined from the recorded actions):", "",
+                  "| imagined step | " + " | ".join(str(i + 1) for i in range(len(diag["open_loop_reward_abs_error_by_step"]))) + " |",
+                  "|---" * (1 + len(diag["open_loop_reward_abs_error_by_step"])) + "|",
+                  "| reward abs error | " + " | ".join(f"{v:.1f}" for v in diag["open_loop_reward_abs_error_by_step"]) + " |",
+                  "| reward abs deviation (spread of the truth) | " + " | ".join(f"{v:.1f}" for v in diag["reward_abs_deviation_by_step"]) + " |",
+                  "| pixel MSE | " + " | ".join(f"{v:.4f}" for v in diag["open_loop_obs_mse_by_step"]) + " |",
+                  "", f"![reconstructions]({config.preset}_reconstructions.png)", "",
+                  f"![open loop]({config.preset}_open_loop.png)"]
     lines += ["", f"Wall-clock: {summary['wall_clock_s'] / 3600:.2f} h in iterations "
               f"({summary['wall_clock_s']:.0f} s). Seconds per iteration, mean: "
               + ", ".join(f"{k[:-2]} {v:.1f}" for k, v in split.items()) + ".", "",
               f"Machine: {machine()}.", "", f"Run directory: `{run_dir}`.", "",
               "Config:", "", "```json", json.dumps(config.to_dict(), indent=1, sort_keys=True), "```", ""]
     return "\n".join(lines)
+
+
+def model_diagnostics(config: Config, run_dir: Path, out: Path, episodes: int = 5) -> dict[str, Any]:
+    """Open-loop errors of the newest checkpoint on the last stored episodes, plus figures of one.
+
+    Reward error per imagined step tells whether the planner's returns can be trusted over its
+    horizon; it is what separates a model problem from a planner problem (see `bench oracle`).
+    """
+    from planet_colab import viz
+    from planet_colab.checkpoint import load_checkpoint
+    from planet_colab.seeding import torch_generator
+    from planet_colab.storage import EpisodeStorage
+    from planet_colab.train import build_agent_parts
+
+    model, _, device, _ = build_agent_parts(config, run_dir, torch.device("cpu"))
+    ckpt = load_checkpoint(run_dir, model, map_location="cpu")
+    model.eval()
+    storage = EpisodeStorage(run_dir / "episodes")
+    reward_err, obs_mse, real_abs = [], [], []
+    gen = torch_generator(config.seed, "diagnostics")
+    for path in storage.episode_paths[-episodes:]:
+        ep = storage.load_episode(path)
+        for start in range(0, len(ep["reward"]) - 5 - config.horizon + 1, 10):
+            r = viz.open_loop_predict(model, ep["obs"], ep["action"], ep["reward"], context=5,
+                                      horizon=config.horizon, start=start, generator=gen)
+            reward_err.append(np.abs(r["pred_reward"] - r["real_reward"]))
+            real_abs.append(np.abs(r["real_reward"] - r["real_reward"].mean()))
+            obs_mse.append(r["mse"][5:])
+    last = storage.load_episode(storage.episode_paths[-1])
+    recon = viz.reconstruct_episode(model, last["obs"], last["action"], generator=gen)
+    viz.save_figure(viz.plot_reconstructions(last["obs"], recon, title="reconstructions (posterior)"),
+                    out / f"{config.preset}_reconstructions.png")
+    ol = viz.open_loop_predict(model, last["obs"], last["action"], last["reward"], context=5,
+                               horizon=config.horizon, start=max(0, min(30, len(last["reward"]) - 5 - config.horizon)),
+                               generator=gen)
+    viz.save_figure(viz.plot_open_loop(ol), out / f"{config.preset}_open_loop.png")
+    return {"checkpoint_iteration": int(ckpt["iteration"]) if ckpt else None,
+            "open_loop_reward_abs_error_by_step": np.mean(reward_err, 0).round(2).tolist(),
+            "reward_abs_deviation_by_step": np.mean(real_abs, 0).round(2).tolist(),
+            "open_loop_obs_mse_by_step": np.mean(obs_mse, 0).round(5).tolist()}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -146,6 +197,8 @@ def main(argv: list[str] | None = None) -> None:
     random_returns = random_baseline(config, config.eval_episodes)
     summary = summarize(rows, random_returns, wall)
     name = config.preset
+    args.out.mkdir(parents=True, exist_ok=True)
+    summary["diagnostics"] = model_diagnostics(config, args.run_dir, args.out)
     png = args.out / f"{name}.png"
     plot(summary, f"PlaNet, {config.env_name} from 64×64 pixels", png)
     (args.out / f"{name}.md").write_text(markdown(summary, config, args.run_dir, png))
