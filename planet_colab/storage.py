@@ -56,6 +56,17 @@ def _as_array(name: str, value: Any) -> np.ndarray:
                          f"(steps of different shapes or types?): {e}") from None
 
 
+def _finite_float32(name: str, values: np.ndarray) -> np.ndarray:
+    """`values` as float32, refusing non-numbers and NaN/inf with the field and step named."""
+    if not (np.issubdtype(values.dtype, np.floating) or np.issubdtype(values.dtype, np.integer)):
+        raise ValueError(f"{name}: expected numbers, got dtype {values.dtype}")
+    values = values.astype(np.float32)
+    if not np.all(np.isfinite(values)):
+        step = int(np.argwhere(~np.isfinite(values))[0, 0])
+        raise ValueError(f"{name}: non-finite value ({values.flat[np.argmax(~np.isfinite(values))]}) at step {step}")
+    return values
+
+
 def validate_episode(obs: Any, action: Any, reward: Any, terminal: Any) -> dict[str, np.ndarray]:
     """Check and convert one episode's per-step data to the stored dtypes; ValueError names the field."""
     obs_a, act_a = _as_array("obs", obs), _as_array("action", action)
@@ -80,12 +91,7 @@ def validate_episode(obs: Any, action: Any, reward: Any, terminal: Any) -> dict[
         act_a = act_a[:, None]
     if act_a.ndim != 2 or act_a.shape[1] == 0:
         raise ValueError(f"action: expected shape (T, A), got {act_a.shape}")
-    if not (np.issubdtype(act_a.dtype, np.floating) or np.issubdtype(act_a.dtype, np.integer)):
-        raise ValueError(f"action: expected numbers, got dtype {act_a.dtype}")
-    act_a = act_a.astype(np.float32)
-    if not np.all(np.isfinite(act_a)):
-        step = int(np.argwhere(~np.isfinite(act_a))[0, 0])
-        raise ValueError(f"action: non-finite value at step {step}")
+    act_a = _finite_float32("action", act_a)
     if np.any(np.abs(act_a) > 1.0 + 1e-6):
         raise ValueError(f"action: values must be in [-1, 1] (the agent's normalised action space), "
                          f"got range [{act_a.min():.3g}, {act_a.max():.3g}]; store the clipped action "
@@ -95,12 +101,7 @@ def validate_episode(obs: Any, action: Any, reward: Any, terminal: Any) -> dict[
         rew_a = rew_a[:, 0]
     if rew_a.ndim != 1:
         raise ValueError(f"reward: expected shape (T,), got {rew_a.shape}")
-    if not (np.issubdtype(rew_a.dtype, np.floating) or np.issubdtype(rew_a.dtype, np.integer)):
-        raise ValueError(f"reward: expected numbers, got dtype {rew_a.dtype}")
-    rew_a = rew_a.astype(np.float32)
-    if not np.all(np.isfinite(rew_a)):
-        step = int(np.argwhere(~np.isfinite(rew_a))[0, 0])
-        raise ValueError(f"reward: non-finite value ({rew_a[step]}) at step {step}")
+    rew_a = _finite_float32("reward", rew_a)
 
     if term_a.ndim == 2 and term_a.shape[1] == 1:
         term_a = term_a[:, 0]
