@@ -8,25 +8,14 @@ is the plan. The class only holds hyperparameters: a call is a pure function of 
 
 from __future__ import annotations
 
-import contextlib
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
-from planet_colab.precision import autocast_context, resolve_precision
+from planet_colab.precision import autocast_context, autocast_dtype, resolve_precision
 
 ACTION_LOW, ACTION_HIGH = -1.0, 1.0
-
-
-_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-
-
-def _autocast_for(dtype: torch.dtype, device: torch.device) -> contextlib.AbstractContextManager:
-    """Autocast to `dtype` on `device` for the generic path (a no-op for fp32)."""
-    if dtype == torch.float32:
-        return contextlib.nullcontext()
-    return autocast_context("bf16" if dtype == torch.bfloat16 else "fp16", device)
 
 
 class CEMPlanner:
@@ -73,16 +62,17 @@ class CEMPlanner:
         if model_actions != self.action_dim:
             raise ValueError(f"planner action_dim ({self.action_dim}) differs from the model's ({model_actions})")
         # "auto" → bf16 on CPUs with native bf16 dot products / Ampere+ GPUs, else fp32 (or fp16 on older GPUs).
-        dtype = _DTYPES[resolve_precision(self.precision, device)]
+        precision = resolve_precision(self.precision, device)
         with torch.inference_mode():
             return _cem(model, state, generator, self.action_dim, self.horizon, self.candidates,
-                        self.optim_iters, self.top_k, dtype, self.fast_rollout)
+                        self.optim_iters, self.top_k, precision, self.fast_rollout)
 
 
 def _cem(model: Any, state: Any, generator: torch.Generator | None, action_dim: int, horizon: int,
-         candidates: int, optim_iters: int, top_k: int, dtype: torch.dtype, fast: bool = True) -> torch.Tensor:
-    """The CEM loop proper (inside inference mode); see CEMPlanner."""
+         candidates: int, optim_iters: int, top_k: int, precision: str, fast: bool = True) -> torch.Tensor:
+    """The CEM loop proper (inside inference mode, `precision` resolved); see CEMPlanner."""
     n, device = state.deter.shape[0], state.deter.device
+    dtype = autocast_dtype(precision) or torch.float32
     H, J, K, A = horizon, candidates, top_k, action_dim
     # Every candidate of belief i starts from belief i: rows i*J … (i+1)*J-1.
     start = state._replace(deter=state.deter.repeat_interleave(J, dim=0),
@@ -97,7 +87,7 @@ def _cem(model: Any, state: Any, generator: torch.Generator | None, action_dim: 
         if rollout is not None:
             returns = rollout(actions, generator)
         else:
-            with _autocast_for(dtype, device):
+            with autocast_context(precision, device):
                 returns = imagined_returns(model, start, actions, generator)
         top = returns.view(n, J).topk(K, dim=1, sorted=False).indices + offsets  # (n, K)
         elite = actions[:, top.view(-1)].view(H, n, K, A)
