@@ -72,7 +72,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from planet_colab.train import build_agent_parts, evaluate
 
     config = _require_run(args.run_dir)
-    model, planner, device, _ = build_agent_parts(config, args.run_dir)
+    model, planner, device, _ = build_agent_parts(config)
     ckpt = load_checkpoint(args.run_dir, model, map_location=device)
     if ckpt is None:
         raise SystemExit(f"{args.run_dir} has no checkpoint yet; train first")

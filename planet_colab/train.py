@@ -54,7 +54,7 @@ def check_resume_config(config: Config, run_dir: Path) -> None:
             "Use the run's own values (see its config.json) or start a new run directory.")
 
 
-def build_agent_parts(config: Config, run_dir: Path | None = None, device: torch.device | None = None
+def build_agent_parts(config: Config, device: torch.device | None = None
                       ) -> tuple[WorldModel, CEMPlanner, torch.device, str]:
     """A world model initialised from the config's seed, its planner, the device and precision."""
     device = device or select_device()
@@ -122,7 +122,7 @@ def train_planner(config: Config, run_dir: str | os.PathLike, *, device: torch.d
     if collected:
         print(f"Collected {collected} random seed episodes into {storage.episode_dir}")
 
-    model, planner, device, precision = build_agent_parts(config, run_dir, device)
+    model, planner, device, precision = build_agent_parts(config, device)
     optimizer = make_optimizer(model)
     scaler = make_grad_scaler(precision, device)
     ckpt = load_checkpoint(run_dir, model, optimizer, map_location=device)

@@ -142,7 +142,7 @@ def model_diagnostics(config: Config, run_dir: Path, out: Path, episodes: int = 
     from planet_colab.storage import EpisodeStorage
     from planet_colab.train import build_agent_parts
 
-    model, _, device, _ = build_agent_parts(config, run_dir, torch.device("cpu"))
+    model, _, device, _ = build_agent_parts(config, torch.device("cpu"))
     ckpt = load_checkpoint(run_dir, model, map_location="cpu")
     model.eval()
     storage = EpisodeStorage(run_dir / "episodes")
