@@ -46,6 +46,7 @@ def test_overrides_apply_on_top_of_the_preset():
     ({"image_size": 32}, "image_size must be 64"),
     ({"learning_rate": 0.0}, "learning_rate must be > 0"),
     ({"free_nats": -1.0}, "free_nats must be >= 0"),
+    ({"kl_balance": 1.0}, r"kl_balance must be in \(0, 1\)"),
     ({"action_repeat": "2"}, "action_repeat must be a positive integer, got '2'"),
     ({"bit_depth": "5"}, "bit_depth must be an integer in 1..8"),
     ({"learning_rate": "fast"}, "learning_rate must be > 0, got 'fast'"),

@@ -70,6 +70,32 @@ def test_kl_below_free_nats_is_clamped_and_gives_no_gradient():
     assert torch.count_nonzero(post_mean2.grad) > 0
 
 
+def _kl_grads(cfg):
+    """Gradients reaching the posterior and prior means through the KL term, and the terms."""
+    T, B, S = 3, 2, cfg.stoch_dim
+    g = torch.Generator().manual_seed(1)
+    post_mean = torch.randn(T, B, S, generator=g).mul(2).requires_grad_()
+    prior_mean = torch.randn(T, B, S, generator=g).requires_grad_()
+    post_std = (torch.rand(T, B, S, generator=g) + 0.5).requires_grad_()
+    prior_std = (torch.rand(T, B, S, generator=g) + 0.5).requires_grad_()
+    out = {"recon": torch.zeros(T, B, 64, 64, 3), "reward": torch.zeros(T, B), "post_mean": post_mean,
+           "post_std": post_std, "prior_mean": prior_mean, "prior_std": prior_std}
+    terms = world_model_loss(out, torch.zeros(T, B, 64, 64, 3), torch.zeros(T, B), cfg)
+    terms["kl_loss"].backward()
+    return terms, post_mean.grad, prior_mean.grad, post_std.grad, prior_std.grad
+
+
+def test_kl_balance_keeps_the_value_and_moves_the_prior_more():
+    plain = _kl_grads(get_config("smoke", free_nats=0.0))
+    balanced = _kl_grads(get_config("smoke", free_nats=0.0, kl_balance=0.8))
+    assert balanced[0]["kl_loss"].item() == pytest.approx(plain[0]["kl_loss"].item(), rel=1e-6)
+    # α = 0.8: the prior's side gets 2α = 1.6 of the plain gradient, the posterior's 2(1 − α) = 0.4.
+    torch.testing.assert_close(balanced[2], 1.6 * plain[2])
+    torch.testing.assert_close(balanced[4], 1.6 * plain[4])
+    torch.testing.assert_close(balanced[1], 0.4 * plain[1])
+    torch.testing.assert_close(balanced[3], 0.4 * plain[3])
+
+
 def test_reward_loss_pairs_reward_head_at_t_with_reward_t_minus_1():
     cfg = get_config("smoke")
     T, B, S = 4, 1, cfg.stoch_dim
