@@ -16,9 +16,12 @@ def test_every_preset_validates(preset):
 
 
 def test_seed_sizes_are_the_default():
-    config = get_config()
+    config = Config()
     assert (config.batch_size, config.seq_len, config.train_steps, config.seed_episodes) == (16, 25, 50, 5)
     assert config.virtual_len == 800 and config.episode_len == 100  # Pendulum: 200 steps / repeat 2
+    # The pendulum preset keeps the seed's batch shape and doubles the gradient steps per episode.
+    pendulum = get_config("pendulum")
+    assert (pendulum.batch_size, pendulum.seq_len, pendulum.train_steps) == (16, 25, 100)
     assert get_config("pendulum", action_repeat=3).episode_len == 67  # a partial last step still counts
 
 
