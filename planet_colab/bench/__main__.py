@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-BENCHES = ("data", "train", "plan", "learn", "oracle")
+BENCHES = ("data", "train", "plan", "learn", "oracle", "openloop")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from planet_colab.bench.openloop import open_loop_errors
 from planet_colab.config import Config, get_config, parse_override
 from planet_colab.env import make_env_from_config, run_random_episode
 from planet_colab.seeding import derive_seed, numpy_rng
@@ -146,16 +147,9 @@ def model_diagnostics(config: Config, run_dir: Path, out: Path, episodes: int = 
     ckpt = load_checkpoint(run_dir, model, map_location="cpu")
     model.eval()
     storage = EpisodeStorage(run_dir / "episodes")
-    reward_err, obs_mse, real_abs = [], [], []
     gen = torch_generator(config.seed, "diagnostics")
-    for path in storage.episode_paths[-episodes:]:
-        ep = storage.load_episode(path)
-        for start in range(0, len(ep["reward"]) - 5 - config.horizon + 1, 10):
-            r = viz.open_loop_predict(model, ep["obs"], ep["action"], ep["reward"], context=5,
-                                      horizon=config.horizon, start=start, generator=gen)
-            reward_err.append(np.abs(r["pred_reward"] - r["real_reward"]))
-            real_abs.append(np.abs(r["real_reward"] - r["real_reward"].mean()))
-            obs_mse.append(r["mse"][5:])
+    errors = open_loop_errors(model, [storage.load_episode(p) for p in storage.episode_paths[-episodes:]],
+                              config.horizon, gen)
     last = storage.load_episode(storage.episode_paths[-1])
     recon = viz.reconstruct_episode(model, last["obs"], last["action"], generator=gen)
     viz.save_figure(viz.plot_reconstructions(last["obs"], recon, title="reconstructions (posterior)"),
@@ -164,10 +158,7 @@ def model_diagnostics(config: Config, run_dir: Path, out: Path, episodes: int = 
                                horizon=config.horizon, start=max(0, min(30, len(last["reward"]) - 5 - config.horizon)),
                                generator=gen)
     viz.save_figure(viz.plot_open_loop(ol), out / f"{config.preset}_open_loop.png")
-    return {"checkpoint_iteration": int(ckpt["iteration"]) if ckpt else None,
-            "open_loop_reward_abs_error_by_step": np.mean(reward_err, 0).round(2).tolist(),
-            "reward_abs_deviation_by_step": np.mean(real_abs, 0).round(2).tolist(),
-            "open_loop_obs_mse_by_step": np.mean(obs_mse, 0).round(5).tolist()}
+    return {"checkpoint_iteration": int(ckpt["iteration"]) if ckpt else None, **errors}
 
 
 def main(argv: list[str] | None = None) -> None:
