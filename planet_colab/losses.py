@@ -6,8 +6,9 @@ Objective per sequence batch (time-first, see WorldModel for the time alignment)
   reward_loss = E_{t≥1,b} ½(reward(s_t) − r_{t-1})²  (unit-variance Gaussian NLL)
   kl_loss     = max(E_{t,b} KL(post_t ‖ prior_t), free_nats)  with the KL summed over state dims.
 The free-nats clamp is applied to the mean KL, as PlaNet's code does (tf.maximum on the averaged
-divergence): while the average KL is below `free_nats` it gets no gradient at all. All of these are
-computed in fp32 whatever the autocast precision of the forward pass.
+divergence): while the average KL is below `free_nats` it gets no gradient at all. `kl_balance` α
+(DreamerV2) splits the KL's gradient: 2α to the prior, 2(1 − α) to the posterior, same value; α = 0.5
+is the plain KL. All of these are computed in fp32 whatever the autocast precision of the forward pass.
 """
 
 from __future__ import annotations
