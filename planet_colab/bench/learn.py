@@ -71,6 +71,8 @@ def summarize(rows: list[dict[str, Any]], random_returns: list[float], wall_cloc
         "seconds_per_iteration": {k: float(np.mean([r.get(k, 0.0) for r in rows])) for k in PHASES},
         "curve": [[int(r["episodes"]), float(r["eval_mean"]), float(r["eval_std"])] for r in evals],
         "curve_env_steps": [int(r["env_steps"]) for r in evals],
+        # Every collected episode's return (with exploration noise): learning between evaluations.
+        "collect_curve": [[int(r["episodes"]), float(r["collect_return"])] for r in rows if "collect_return" in r],
     }
 
 
@@ -81,6 +83,10 @@ def plot(summary: dict[str, Any], title: str, path: Path) -> None:
     curve = np.array(summary["curve"], dtype=float)
     fig = Figure(figsize=(7, 4.2), layout="constrained")
     ax = fig.add_subplot()
+    collect = np.array(summary.get("collect_curve") or np.empty((0, 2)), dtype=float)
+    if len(collect):
+        ax.plot(collect[:, 0], collect[:, 1], ".-", color="0.6", lw=0.8, ms=3,
+                label="collected episodes (exploration noise 0.3)")
     ax.plot(curve[:, 0], curve[:, 1], "o-", color="C0", label="PlaNet (noise-free evaluation)")
     ax.fill_between(curve[:, 0], curve[:, 1] - curve[:, 2], curve[:, 1] + curve[:, 2], color="C0", alpha=0.2)
     rnd, rsd = summary["random_mean_return"], summary["random_std"]
