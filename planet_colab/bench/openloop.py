@@ -4,7 +4,7 @@ Trains a fresh model for --steps gradient steps on the first --train-episodes st
 (the run's config, with --set overrides), then measures the open-loop reward error per imagined step
 on the held-out episodes: 5 real frames filtered, then the recorded actions imagined for `horizon`
 steps, as the planner does. An A/B for loss settings (free nats, KL balance, train steps) without the
-whole online loop. Last line: JSON with the error and the true reward's spread per step.
+whole online loop; it trains on the CPU. Last line: JSON with the error and the true reward's spread per step.
 """
 
 from __future__ import annotations
