@@ -182,8 +182,9 @@ class Config:
 
 
 PRESETS: dict[str, dict[str, Any]] = {
-    # The seed's Colab batch (16 × 25 steps) with the paper's model. Pendulum's action is 1-D, so CEM searches 12 numbers: 500 candidates × 5 refits (elite 10%)
-    # find its optimum and cost a quarter of the paper's 1000 × 10, the bulk of a CPU iteration.
+    # The seed's Colab batch (16 × 25 steps) with the paper's model. Pendulum's action is 1-D, so CEM
+    # searches 12 numbers: 500 candidates × 5 refits (elite 10%) find its optimum and cost a quarter of
+    # the paper's 1000 × 10.
     # Its KL terms (measured, docs/results/pendulum_analysis.md): with 3 free nats the mean KL sat at the
     # clamp, so the prior got no gradient and imagined rewards drifted off within 6 steps; 1 free nat
     # with DreamerV2's KL balancing (0.8 to the prior) cut the 6-step open-loop reward error 7.5 -> 1.3.
