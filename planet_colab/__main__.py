@@ -12,7 +12,7 @@ os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
 os.environ.setdefault("SDL_AUDIODRIVER", "dummy")
 os.environ.setdefault("SDL_NO_SIGNAL_HANDLERS", "1")  # keep Ctrl-C / Stop as KeyboardInterrupt
 
-from planet_colab.config import PRESETS, Config, get_config, parse_override  # noqa: E402
+from planet_colab.config import PRESETS, Config, config_for_run, parse_override  # noqa: E402
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -41,10 +41,7 @@ def resolve_config(run_dir: Path, preset: str | None, iterations: int | None,
     changes = dict(parse_override(o) for o in overrides)
     if iterations is not None:
         changes["total_iterations"] = iterations
-    stored = run_dir / "config.json"
-    if stored.exists() and preset is None:
-        return Config.load(stored).replace(**changes)
-    return get_config(preset or "pendulum", **changes)
+    return config_for_run(run_dir, preset, **changes)
 
 
 def cmd_train(args: argparse.Namespace) -> int:

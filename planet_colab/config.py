@@ -230,3 +230,11 @@ def parse_override(text: str) -> tuple[str, Any]:
     except ValueError:
         raise ValueError(f"{key} expects {kind}, got {raw!r}") from None
     return key, raw
+
+
+def config_for_run(run_dir: str | os.PathLike, preset: str | None = None, **changes: Any) -> Config:
+    """The run's stored config.json (or, for a new run or an explicit preset, the preset's) with changes."""
+    stored = Path(run_dir) / "config.json"
+    if stored.exists() and preset is None:
+        return Config.load(stored).replace(**changes)
+    return get_config(preset or "pendulum", **changes)

@@ -50,15 +50,16 @@ def world_model_loss(out: dict[str, Tensor], obs_pre: Tensor, rew: Tensor, confi
     obs_loss = F.mse_loss(out["recon"].float(), obs_pre.float(), reduction="sum") * (0.5 / (T * B))
     # reward(s_t) predicts r_{t-1}: compare predictions 1..T-1 with rewards 0..T-2.
     reward_loss = 0.5 * (out["reward"][1:].float() - rew[:-1].float()).pow(2).mean()
-    kl = gaussian_kl(out["post_mean"], out["post_std"], out["prior_mean"], out["prior_std"]).mean()
     alpha = float(config.kl_balance)
-    if alpha != 0.5:
-        # Same value as kl; the gradient reaches the prior with weight 2α and the posterior with 2(1 − α).
-        post_mean, post_std = out["post_mean"].detach(), out["post_std"].detach()
-        prior_mean, prior_std = out["prior_mean"].detach(), out["prior_std"].detach()
-        to_prior = gaussian_kl(post_mean, post_std, out["prior_mean"], out["prior_std"]).mean()
-        to_post = gaussian_kl(out["post_mean"], out["post_std"], prior_mean, prior_std).mean()
-        kl = 2 * (alpha * to_prior + (1 - alpha) * to_post) - kl.detach()
+    if alpha == 0.5:
+        kl = gaussian_kl(out["post_mean"], out["post_std"], out["prior_mean"], out["prior_std"]).mean()
+    else:
+        # Both halves have the KL's value; the gradient reaches the prior with weight 2α, the posterior 2(1 − α).
+        to_prior = gaussian_kl(out["post_mean"].detach(), out["post_std"].detach(),
+                               out["prior_mean"], out["prior_std"]).mean()
+        to_post = gaussian_kl(out["post_mean"], out["post_std"],
+                              out["prior_mean"].detach(), out["prior_std"].detach()).mean()
+        kl = 2 * (alpha * to_prior + (1 - alpha) * to_post) - to_prior.detach()
     kl_loss = torch.clamp(kl, min=float(config.free_nats))
     return {"obs_loss": obs_loss, "reward_loss": reward_loss, "kl": kl, "kl_loss": kl_loss,
             "loss": obs_loss + reward_loss + kl_loss}

@@ -105,3 +105,12 @@ def test_parse_override_refuses_bad_text(text, message):
 def test_every_field_has_a_default():
     assert all(f.default is not dataclasses.MISSING for f in dataclasses.fields(Config))
     Config().validate()
+
+
+def test_config_for_run_prefers_the_runs_stored_config(tmp_path):
+    from planet_colab.config import config_for_run
+    assert config_for_run(tmp_path, learning_rate=5e-4).preset == "pendulum"  # a new run
+    get_config("smoke", seed=7).save(tmp_path / "config.json")
+    resumed = config_for_run(tmp_path, total_iterations=9)
+    assert (resumed.preset, resumed.seed, resumed.total_iterations) == ("smoke", 7, 9)
+    assert config_for_run(tmp_path, "paper").preset == "paper"  # an explicit preset is taken as asked

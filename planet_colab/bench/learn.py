@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from planet_colab.bench.openloop import open_loop_errors
-from planet_colab.config import Config, get_config, parse_override
+from planet_colab.config import Config, config_for_run, parse_override
 from planet_colab.env import make_env_from_config, run_random_episode
 from planet_colab.seeding import derive_seed, numpy_rng
 from planet_colab.train import read_metrics, train_planner
@@ -170,7 +170,7 @@ def model_diagnostics(config: Config, run_dir: Path, out: Path, episodes: int = 
 def main(argv: list[str] | None = None) -> None:
     """Train/resume, then write the curve, table and JSON; print the JSON last."""
     p = argparse.ArgumentParser(prog="python -m planet_colab.bench learn")
-    p.add_argument("--preset", default="pendulum")
+    p.add_argument("--preset", help="for a new run (default pendulum); an existing run keeps its config.json")
     p.add_argument("--iterations", type=int)
     p.add_argument("--run-dir", type=Path, required=True)
     p.add_argument("--out", type=Path, default=Path("docs/results"))
@@ -181,9 +181,7 @@ def main(argv: list[str] | None = None) -> None:
     changes = dict(parse_override(o) for o in args.overrides)
     if args.iterations is not None:
         changes["total_iterations"] = args.iterations
-    stored = args.run_dir / "config.json"
-    config = (Config.load(stored).replace(**changes) if stored.exists()
-              else get_config(args.preset, **changes))
+    config = config_for_run(args.run_dir, args.preset, **changes)
     if not args.no_train:
         t0 = time.perf_counter()
         train_planner(config, args.run_dir, progress=False)

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from planet_colab.config import Config, get_config, parse_override
+from planet_colab.config import config_for_run, parse_override
 from planet_colab.dataset import EpisodeDataset, collate_episode_batch
 from planet_colab.losses import make_optimizer, train_step
 from planet_colab.models import WorldModel
@@ -60,9 +60,7 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
 
     changes = dict(parse_override(o) for o in args.overrides)
-    stored = args.run_dir / "config.json"
-    config: Config = (Config.load(stored).replace(**changes) if stored.exists()
-                      else get_config("pendulum", **changes))
+    config = config_for_run(args.run_dir, **changes)
     storage = EpisodeStorage(args.run_dir / "episodes")
     paths = storage.episode_paths
     if len(paths) <= args.train_episodes:
