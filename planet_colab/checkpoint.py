@@ -5,8 +5,8 @@ Layout inside a run directory:
     checkpoints/latest.json      index: the newest file with its sha256, and {file: sha256, …} of all kept
     quarantine/                  damaged checkpoints moved aside (never deleted)
 
-Every file is written under a temporary name starting with "." (so it never matches ckpt_*.pt),
-fsynced, then renamed; a kill leaves the old file or the new one, never half of one. Payloads hold
+Every file is written by `safeio.write_atomic` (temporary name that never matches ckpt_*.pt, fsync,
+rename), hashed as it streams out; a kill leaves the old file or the new one, never half of one. Payloads hold
 only tensors and Python primitives so `torch.load(..., weights_only=True)` can read them: loading a
 checkpoint never runs code from a file that Drive sync or a person may have altered.
 """
@@ -19,14 +19,15 @@ import json
 import os
 import re
 import time
-import uuid
 import warnings
 from collections import OrderedDict
 from pathlib import Path, PurePath
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
+
+from planet_colab import safeio
 
 FORMAT_VERSION = 1
 CHECKPOINT_DIR = "checkpoints"
@@ -34,10 +35,6 @@ QUARANTINE_DIR = "quarantine"
 INDEX_NAME = "latest.json"
 DEFAULT_KEEP = 3
 _CKPT_RE = re.compile(r"^ckpt_(\d+)\.pt$")
-_TMP_MARK = ".tmp-"
-# A load must not delete the temporary of a save running right now in another process (a second
-# notebook on the same Drive run); only temporaries this old are certainly left by a killed save.
-_STALE_TMP_SECONDS = 15 * 60
 _REQUIRED_KEYS = ("format_version", "iteration", "episodes", "model", "optimizer", "config",
                   "metrics", "extra")
 
@@ -61,7 +58,7 @@ def save_checkpoint(model: torch.nn.Module, optimizer: torch.optim.Optimizer | N
 
     ckpt_dir = Path(run_dir) / CHECKPOINT_DIR
     ckpt_dir.mkdir(parents=True, exist_ok=True)
-    _clean_temporaries(ckpt_dir, min_age=0.0)
+    safeio.clean_temporaries(ckpt_dir, max_age_s=0.0)
 
     payload = {
         "format_version": FORMAT_VERSION,
@@ -82,7 +79,7 @@ def save_checkpoint(model: torch.nn.Module, optimizer: torch.optim.Optimizer | N
         warnings.warn(f"Saving {path.name} while later checkpoints exist ({', '.join(later)}); "
                       "load_checkpoint will still prefer the later ones.", stacklevel=2)
 
-    digest, size = _atomic_write(path, lambda f: torch.save(payload, f))
+    digest, size = safeio.write_atomic(path, lambda f: torch.save(payload, f))
 
     # The index is rewritten before old files are deleted, so it never lists a file that is gone.
     index = _read_index(ckpt_dir, quarantine_damaged=True)
@@ -105,7 +102,9 @@ def load_checkpoint(run_dir: str | os.PathLike, model: torch.nn.Module | None = 
     ckpt_dir = Path(run_dir) / CHECKPOINT_DIR
     if not ckpt_dir.is_dir():
         return None
-    _clean_temporaries(ckpt_dir, min_age=_STALE_TMP_SECONDS)
+    # A load must not delete the temporary of a save running right now in another process (a
+    # notebook on the same Drive run): only stale ones go.
+    safeio.clean_temporaries(ckpt_dir, safeio.STALE_TEMP_AGE_S)
     index = _read_index(ckpt_dir, quarantine_damaged=True)
     entries: dict[str, dict] = dict(index.get("checkpoints", {}))
     candidates = _list_checkpoints(ckpt_dir)
@@ -140,9 +139,8 @@ def load_checkpoint(run_dir: str | os.PathLike, model: torch.nn.Module | None = 
             "syncing, wait and retry; to start over anyway, move these files away or use a new run directory.")
 
     for path, problem in failures:
-        dest = _quarantine(path, Path(run_dir))
-        warnings.warn(f"Checkpoint {path.name} is damaged ({problem}); moved to {dest}. "
-                      f"Resuming from the older {payload['path'].name} instead.", stacklevel=2)
+        safeio.quarantine(path, Path(run_dir) / QUARANTINE_DIR,
+                          f"{problem}; resuming from the older {payload['path'].name} instead", UserWarning)
         entries.pop(path.name, None)
     if failures:
         _write_index(ckpt_dir, {n: e for n, e in entries.items() if (ckpt_dir / n).exists()})
@@ -264,76 +262,12 @@ def _list_checkpoints(ckpt_dir: Path) -> list[tuple[int, Path]]:
     return sorted(found, key=lambda t: t[0], reverse=True)
 
 
-class _HashingWriter:
-    """File wrapper that hashes bytes as torch.save streams them, so a large file is never read back."""
-
-    def __init__(self, f: io.BufferedWriter) -> None:
-        self.f, self.sha, self.size = f, hashlib.sha256(), 0
-
-    def write(self, data: bytes) -> int:
-        self.sha.update(data)
-        n = self.f.write(data)
-        self.size += n
-        return n
-
-    def flush(self) -> None:
-        self.f.flush()
-
-
-def _atomic_write(path: Path, write: Callable[[Any], None]) -> tuple[str, int]:
-    """Write via a dot-temporary, fsync, rename over `path`; return (sha256 hex, size)."""
-    tmp = path.with_name(f".{path.name}{_TMP_MARK}{os.getpid()}-{uuid.uuid4().hex[:8]}")
-    try:
-        with open(tmp, "wb") as f:
-            writer = _HashingWriter(f)
-            write(writer)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException as e:
-        try:
-            tmp.unlink()
-        except OSError:
-            pass
-        if isinstance(e, OSError):
-            raise OSError(e.errno, f"Could not write {path} ({e.strerror or e}); the previous checkpoints "
-                          "are untouched. If Google Drive is full, free space (and empty Drive's Trash).") from e
-        raise
-    _fsync_dir(path.parent)
-    return writer.sha.hexdigest(), writer.size
-
-
-def _fsync_dir(directory: Path) -> None:
-    # Makes the rename durable on local disks; Drive's FUSE mount may not support it, which is fine.
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def _clean_temporaries(ckpt_dir: Path, min_age: float) -> None:
-    now = time.time()
-    for p in ckpt_dir.iterdir():
-        if p.name.startswith(".") and _TMP_MARK in p.name:
-            try:
-                if now - p.stat().st_mtime >= min_age:
-                    p.unlink()
-            except OSError:
-                pass  # another process may have just renamed or removed it
-
-
 def _read_index(ckpt_dir: Path, quarantine_damaged: bool) -> dict:
     path = ckpt_dir / INDEX_NAME
     if not path.exists():
         return {}
     try:
-        index = json.loads(path.read_text())
+        index = json.loads(safeio.retry_io(path.read_text, path=path, what="read"))
         if not isinstance(index, dict) or not isinstance(index.get("checkpoints", {}), dict):
             raise ValueError("not an index object")
         for name, e in index.get("checkpoints", {}).items():
@@ -342,10 +276,11 @@ def _read_index(ckpt_dir: Path, quarantine_damaged: bool) -> dict:
                 raise ValueError(f"bad entry for {name!r}")
         return index
     except (OSError, ValueError) as e:
+        if safeio.is_transient(e):
+            raise  # the mount dropped: the index may be fine
         if quarantine_damaged:
-            dest = _quarantine(path, ckpt_dir.parent)
-            warnings.warn(f"Checkpoint index {path} is damaged ({e}); moved to {dest}. Checkpoints are "
-                          "loaded without hash verification until the next save rewrites it.", stacklevel=3)
+            safeio.quarantine(path, ckpt_dir.parent / QUARANTINE_DIR, f"{e}; checkpoints are loaded without "
+                              "hash verification until the next save rewrites it", UserWarning)
         return {}
 
 
@@ -357,17 +292,19 @@ def _write_index(ckpt_dir: Path, entries: dict[str, dict]) -> None:
         index.update(file=newest, sha256=ordered[newest]["sha256"], iteration=ordered[newest]["iteration"])
     index["checkpoints"] = ordered
     text = json.dumps(index, indent=2) + "\n"
-    _atomic_write(ckpt_dir / INDEX_NAME, lambda f: f.write(text.encode()))
+    safeio.write_atomic(ckpt_dir / INDEX_NAME, text)
 
 
 def _try_load(path: Path, entry: dict | None, map_location: str | torch.device) -> tuple[dict | None, str]:
     """(payload, "") when `path` is intact and valid, else (None, what is wrong with it)."""
     try:
-        size = path.stat().st_size
+        size = safeio.retry_io(lambda: path.stat().st_size, path=path, what="read")
         if entry is not None and size != entry.get("size", size):
             return None, f"truncated or altered: {size} bytes, {entry['size']} were written"
-        data = path.read_bytes()  # one read, hashed and unpickled from memory
+        data = safeio.retry_io(path.read_bytes, path=path, what="read")  # hashed and unpickled from memory
     except OSError as e:
+        if safeio.is_transient(e):
+            raise  # the mount dropped, not the file: quarantining it would throw progress away
         return None, f"unreadable: {e}"
     if entry is not None and hashlib.sha256(data).hexdigest() != entry.get("sha256"):
         return None, "sha256 does not match the one recorded when it was written"
@@ -389,18 +326,6 @@ def _try_load(path: Path, entry: dict | None, map_location: str | torch.device) 
                       "was lost); it loaded cleanly, so it is used without hash verification.", stacklevel=3)
     payload["path"] = path
     return payload, ""
-
-
-def _quarantine(path: Path, run_dir: Path) -> Path:
-    qdir = run_dir / QUARANTINE_DIR
-    qdir.mkdir(parents=True, exist_ok=True)
-    dest = qdir / path.name
-    n = 1
-    while dest.exists():
-        dest = qdir / f"{path.name}.{n}"
-        n += 1
-    os.replace(path, dest)
-    return dest
 
 
 def _delete_for_good(path: Path) -> None:

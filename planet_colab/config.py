@@ -13,6 +13,8 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from planet_colab.safeio import retry_io, write_atomic
+
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 # Fields that change the model's parameters, the stored data's shapes, or which stored episode
@@ -156,21 +158,14 @@ class Config:
         return cls(**data).validate()
 
     def save(self, path: str | os.PathLike) -> None:
-        """Write as JSON atomically (temporary name, flush, rename), as every file of a run is."""
-        path = Path(path)
-        tmp = path.with_name(f".{path.name}.tmp")
-        with open(tmp, "w") as f:
-            json.dump(self.to_dict(), f, indent=2, sort_keys=True)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        """Write as JSON with `safeio.write_atomic`, as every file of a run is."""
+        write_atomic(path, json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n")
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "Config":
         """Read a config JSON written by `save`."""
         try:
-            data = json.loads(Path(path).read_text())
+            data = json.loads(retry_io(Path(path).read_text, path=path, what="read"))
         except json.JSONDecodeError as e:
             raise ValueError(f"{path} is not valid JSON ({e}); fix or delete it") from None
         return cls.from_dict(data)

@@ -1,40 +1,43 @@
 """EpisodeStorage: one compressed .npz per episode, written atomically, damaged files quarantined.
 
-Layout (seed §2): `<run>/episodes/episode_000001.npz` … with obs uint8 (T, 64, 64, 3), action float32
+Layout: `<run>/episodes/episode_000001.npz` … with obs uint8 (T, 64, 64, 3), action float32
 (T, A), reward float32 (T,), terminal bool (T,). Step t holds the observation seen, the action taken
-in it, the reward received for that action and whether the episode truly ended there.
+in it, the reward received for that action and whether the episode truly ended there. Only the name
+`path_for(n)` writes counts as episode n; any other file in the folder is ignored.
 
-Google Drive facts that shape this file: a mount can drop mid-write ("Transport endpoint is not
-connected"), and a file being synced may be read half-written. So each episode is written once
-under a temporary name that never matches `episode_*.npz`, flushed, then renamed; files are never
-appended to or rewritten; and a file that still fails to load is moved to `<run>/quarantine/` with a
-warning instead of being deleted or crashing training.
+Each episode is written once through `safeio.write_atomic` (temporary name, fsync, rename; Drive's
+transient errors retried). Stored data is trusted no further than new data: a file that fails to load
+or holds values `validate_episode` would refuse is moved to `<run>/quarantine/` with a warning
+instead of being deleted or reaching training.
 """
 
 from __future__ import annotations
 
+import io
 import os
 import re
-import time
-import uuid
 import warnings
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
+from planet_colab import safeio
+
 IMAGE_SHAPE = (64, 64, 3)
 EPISODE_KEYS = ("obs", "action", "reward", "terminal")
 _EPISODE_RE = re.compile(r"^episode_(\d{6,})\.npz$")
 _NUMBER_RE = re.compile(r"^episode_(\d{6,})\b")  # also matches quarantined copies, e.g. episode_000003.1.npz
-_TEMP_PREFIX = ".tmp_episode_"
-_TEMP_SUFFIX = ".partial"
-# A temporary younger than this may belong to a writer in another process (e.g. training while a
-# notebook inspects the run), so only older leftovers are removed.
-TEMP_MAX_AGE_S = 600.0
+TEMP_MAX_AGE_S = safeio.STALE_TEMP_AGE_S
+# The largest |reward| of one step stored. The reward head's squared error, summed over a batch of
+# thousands of steps, must stay finite in float32 (max 3.4e38): 1e6 keeps it below 1e16, while 1e18
+# would already overflow and make every train step skip. Real environments are many orders below
+# (DMC: [0, 1] per step; Pendulum: >= -16.3), even summed over an action repeat.
+MAX_ABS_REWARD = 1e6
+_ACTION_TOLERANCE = 1e-6  # float32 rounding of an action clipped to [-1, 1]
 
 
-class DamagedEpisodeWarning(UserWarning):
+class DamagedEpisodeWarning(safeio.QuarantineWarning):
     """An episode file failed to load and was moved to the quarantine folder."""
 
 
@@ -43,9 +46,18 @@ class DamagedEpisodeError(ValueError):
 
 
 def episode_number(path: str | os.PathLike) -> int | None:
-    """The episode number in `episode_000042.npz` (42), or None for any other name."""
-    match = _EPISODE_RE.match(os.path.basename(path))
-    return int(match.group(1)) if match else None
+    """The episode number in `episode_000042.npz` (42), or None for any name `path_for` would not write."""
+    name = os.path.basename(path)
+    match = _EPISODE_RE.match(name)
+    if match is None:
+        return None
+    number = int(match.group(1))
+    # "episode_0000042.npz" is not what the writer makes: a stray copy, never episode 42.
+    return number if number >= 1 and name == _episode_name(number) else None
+
+
+def _episode_name(number: int) -> str:
+    return f"episode_{number:06d}.npz"
 
 
 def _as_array(name: str, value: Any) -> np.ndarray:
@@ -56,15 +68,28 @@ def _as_array(name: str, value: Any) -> np.ndarray:
                          f"(steps of different shapes or types?): {e}") from None
 
 
-def _finite_float32(name: str, values: np.ndarray) -> np.ndarray:
-    """`values` as float32, refusing non-numbers and NaN/inf with the field and step named."""
+def _as_float32(name: str, values: np.ndarray) -> np.ndarray:
     if not (np.issubdtype(values.dtype, np.floating) or np.issubdtype(values.dtype, np.integer)):
         raise ValueError(f"{name}: expected numbers, got dtype {values.dtype}")
-    values = values.astype(np.float32)
-    if not np.all(np.isfinite(values)):
-        step = int(np.argwhere(~np.isfinite(values))[0, 0])
-        raise ValueError(f"{name}: non-finite value ({values.flat[np.argmax(~np.isfinite(values))]}) at step {step}")
-    return values
+    return values.astype(np.float32)
+
+
+def _value_problem(action: np.ndarray, reward: np.ndarray) -> str | None:
+    """Why float32 actions (T, A) and rewards (T,) are outside their valid range, or None; names field and step."""
+    for name, values in (("action", action), ("reward", reward)):
+        bad = ~np.isfinite(values)
+        if bad.any():
+            step = int(np.argwhere(bad)[0, 0])
+            return f"{name}: non-finite value ({values[bad][0]}) at step {step}"
+    if np.any(np.abs(action) > 1.0 + _ACTION_TOLERANCE):
+        return (f"action: values must be in [-1, 1] (the agent's normalised action space), "
+                f"got range [{action.min():.3g}, {action.max():.3g}]")
+    big = np.abs(reward) > MAX_ABS_REWARD
+    if big.any():
+        step = int(np.argmax(big))
+        return (f"reward: {reward[step]:.3g} at step {step} is beyond ±{MAX_ABS_REWARD:.0e}, more than any "
+                "environment gives and enough to overflow the reward loss")
+    return None
 
 
 def validate_episode(obs: Any, action: Any, reward: Any, terminal: Any) -> dict[str, np.ndarray]:
@@ -91,17 +116,18 @@ def validate_episode(obs: Any, action: Any, reward: Any, terminal: Any) -> dict[
         act_a = act_a[:, None]
     if act_a.ndim != 2 or act_a.shape[1] == 0:
         raise ValueError(f"action: expected shape (T, A), got {act_a.shape}")
-    act_a = _finite_float32("action", act_a)
-    if np.any(np.abs(act_a) > 1.0 + 1e-6):
-        raise ValueError(f"action: values must be in [-1, 1] (the agent's normalised action space), "
-                         f"got range [{act_a.min():.3g}, {act_a.max():.3g}]; store the clipped action "
-                         "the agent chose, not the environment's scaled one")
+    act_a = _as_float32("action", act_a)
 
     if rew_a.ndim == 2 and rew_a.shape[1] == 1:
         rew_a = rew_a[:, 0]
     if rew_a.ndim != 1:
         raise ValueError(f"reward: expected shape (T,), got {rew_a.shape}")
-    rew_a = _finite_float32("reward", rew_a)
+    rew_a = _as_float32("reward", rew_a)
+    problem = _value_problem(act_a, rew_a)
+    if problem is not None:
+        hint = "; store the clipped action the agent chose, not the environment's scaled one" \
+            if problem.startswith("action: values") else ""
+        raise ValueError(problem + hint)
 
     if term_a.ndim == 2 and term_a.shape[1] == 1:
         term_a = term_a[:, 0]
@@ -138,14 +164,19 @@ def _check_loaded(data: dict[str, np.ndarray]) -> str | None:
         return f"inconsistent lengths {lengths}"
     if lengths["obs"] == 0:
         return "empty episode"
-    if not (np.all(np.isfinite(reward)) and np.all(np.isfinite(action))):
-        return "non-finite reward or action"
-    return None
+    return _value_problem(action, reward)
 
 
-def _is_transient(error: BaseException) -> bool:
-    """An I/O error from the mount itself (Drive dropped), not from the file's contents."""
-    return isinstance(error, OSError) and error.errno is not None
+def _npz_bytes(data: dict[str, np.ndarray]) -> bytes:
+    """The episode as `np.savez_compressed` writes it, in memory: a retried write rewrites the same bytes."""
+    buf = io.BytesIO()  # seekable, unlike a hashing file wrapper: the zip is laid out as on a plain file
+    np.savez_compressed(buf, **data)
+    return buf.getvalue()
+
+
+def _read_npz(path: Path) -> dict[str, np.ndarray]:
+    with np.load(path, allow_pickle=False) as npz:
+        return {k: np.array(npz[k]) for k in npz.files}
 
 
 class EpisodeStorage:
@@ -170,7 +201,7 @@ class EpisodeStorage:
     def episode_paths(self) -> list[Path]:
         """Every stored episode file, in episode-number order."""
         found = []
-        for name in os.listdir(self.episode_dir):
+        for name in self._listdir(self.episode_dir):
             number = episode_number(name)
             if number is not None:
                 found.append((number, self.episode_dir / name))
@@ -185,16 +216,20 @@ class EpisodeStorage:
         """Where episode number `index` is (or would be) stored."""
         if not isinstance(index, (int, np.integer)) or isinstance(index, bool) or index < 1:
             raise ValueError(f"index: episode numbers start at 1, got {index!r}")
-        return self.episode_dir / f"episode_{int(index):06d}.npz"
+        return self.episode_dir / _episode_name(int(index))
 
     def has_episode(self, index: int) -> bool:
         """Whether episode number `index` is stored (a quarantined one is not)."""
         return self.path_for(index).exists()
 
+    @staticmethod
+    def _listdir(directory: Path) -> list[str]:
+        return safeio.retry_io(lambda: os.listdir(directory), path=directory, what="list")
+
     def _used_numbers(self) -> list[int]:
-        numbers = [n for n in map(episode_number, os.listdir(self.episode_dir)) if n is not None]
+        numbers = [n for n in map(episode_number, self._listdir(self.episode_dir)) if n is not None]
         if self.quarantine_dir.is_dir():
-            for name in os.listdir(self.quarantine_dir):
+            for name in self._listdir(self.quarantine_dir):
                 match = _NUMBER_RE.match(name)
                 if match:
                     numbers.append(int(match.group(1)))
@@ -220,49 +255,13 @@ class EpisodeStorage:
         if path.exists():
             raise ValueError(f"index: episode {index} already exists at {path}; "
                              "stored episodes are never overwritten")
-        self._write_atomic(path, data)
+        safeio.write_atomic(path, _npz_bytes(data))
         self._highest_written = max(self._highest_written, int(index))
         return path
 
-    def _write_atomic(self, path: Path, data: dict[str, np.ndarray]) -> None:
-        tmp = self.episode_dir / f"{_TEMP_PREFIX}{path.stem}_{uuid.uuid4().hex[:8]}{_TEMP_SUFFIX}"
-        try:
-            # A file object, not a name: np.savez_compressed would append ".npz" to a name.
-            with open(tmp, "wb") as f:
-                np.savez_compressed(f, **data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            try:
-                tmp.unlink(missing_ok=True)
-            except OSError:
-                pass  # the mount is gone; the leftover never matches episode_*.npz and is cleaned later
-            raise
-        try:  # make the rename durable where the filesystem allows it (Drive's FUSE may not)
-            fd = os.open(self.episode_dir, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-        except OSError:
-            pass
-
     def clean_temporaries(self, max_age_s: float = TEMP_MAX_AGE_S) -> list[Path]:
         """Delete leftover temporaries of interrupted writes older than `max_age_s`; return them."""
-        removed = []
-        now = time.time()
-        for name in os.listdir(self.episode_dir):
-            if not (name.startswith(_TEMP_PREFIX) and name.endswith(_TEMP_SUFFIX)):
-                continue
-            tmp = self.episode_dir / name
-            try:
-                if now - tmp.stat().st_mtime >= max_age_s:
-                    tmp.unlink()
-                    removed.append(tmp)
-            except FileNotFoundError:
-                pass
-        return removed
+        return safeio.clean_temporaries(self.episode_dir, max_age_s)
 
     # ------------------------------------------------------------------ reading
     def load_episode(self, path: str | os.PathLike) -> dict[str, np.ndarray]:
@@ -270,16 +269,13 @@ class EpisodeStorage:
 
         A damaged file is moved to the quarantine folder with a DamagedEpisodeWarning and
         DamagedEpisodeError (a ValueError) is raised; an I/O error of the mount itself (errno set,
-        e.g. Drive disconnected) propagates unchanged and quarantines nothing.
+        e.g. Drive disconnected; retried first) is raised as an OSError and quarantines nothing.
         """
         path = Path(path)
         try:
-            with np.load(path, allow_pickle=False) as npz:
-                data = {k: np.array(npz[k]) for k in npz.files}
-        except FileNotFoundError:
-            raise
+            data = safeio.retry_io(lambda: _read_npz(path), path=path, what="read")
         except Exception as e:
-            if _is_transient(e):
+            if isinstance(e, OSError) and e.errno is not None:  # the mount or a missing file, not the contents
                 raise
             self.quarantine(path, f"{type(e).__name__}: {e}")
             raise DamagedEpisodeError(f"{path} failed to load ({type(e).__name__}: {e}); "
@@ -294,7 +290,7 @@ class EpisodeStorage:
     def load_cached(self, path: str | os.PathLike) -> dict[str, np.ndarray]:
         """Like `load_episode`, but reuses the decoded arrays while the file's size and mtime are unchanged."""
         name = os.fspath(path)
-        stat = os.stat(name)
+        stat = safeio.retry_io(lambda: os.stat(name), path=name, what="read")
         key = (stat.st_size, stat.st_mtime_ns)
         hit = self._cache.get(name)
         if hit is not None and hit[0] == key:
@@ -319,17 +315,8 @@ class EpisodeStorage:
         if number is not None:
             self._highest_written = max(self._highest_written, number)  # its number is never reused
         try:
-            self.quarantine_dir.mkdir(parents=True, exist_ok=True)
-            dest = self.quarantine_dir / path.name
-            copy = 0
-            while dest.exists():  # the same number may be quarantined twice (re-collected, damaged again)
-                copy += 1
-                dest = self.quarantine_dir / f"{path.stem}.{copy}{path.suffix}"
-            os.replace(path, dest)
+            return safeio.quarantine(path, self.quarantine_dir, reason, DamagedEpisodeWarning)
         except OSError as e:
             warnings.warn(f"Damaged episode file {path} ({reason}) is skipped, but could not be moved to "
                           f"{self.quarantine_dir}: {e}", DamagedEpisodeWarning, stacklevel=3)
             return None
-        warnings.warn(f"Damaged episode file {path.name} ({reason}) moved to {dest}; it is skipped "
-                      "(inspect or delete it yourself)", DamagedEpisodeWarning, stacklevel=3)
-        return dest

@@ -21,6 +21,7 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from planet_colab import safeio
 from planet_colab.agent import collect_experience, evaluate
 from planet_colab.checkpoint import load_checkpoint, save_checkpoint
 from planet_colab.config import Config
@@ -80,14 +81,8 @@ def read_metrics(run_dir: str | os.PathLike) -> list[dict[str, Any]]:
 
 
 def _write_metrics(run_dir: Path, rows: list[dict[str, Any]]) -> None:
-    # Drive: never append in place; write the whole (small) file under a temporary name, then rename.
-    path = run_dir / "metrics.jsonl"
-    tmp = run_dir / ".metrics.jsonl.tmp"
-    with open(tmp, "w") as f:
-        f.writelines(json.dumps(r, sort_keys=True) + "\n" for r in rows)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    # Drive: never append in place; the whole (small) file is rewritten atomically.
+    safeio.write_atomic(run_dir / "metrics.jsonl", "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
 
 
 def _snapshot(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> tuple[dict, dict]:

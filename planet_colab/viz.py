@@ -20,6 +20,8 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from planet_colab.safeio import write_atomic
+
 __all__ = [
     "show", "figure_png", "save_figure", "format_config",
     "plot_learning_curves", "LiveDashboard",
@@ -46,7 +48,7 @@ def save_figure(fig: Figure, path: str | os.PathLike, dpi: int = 100) -> Path:
     """Write the figure as a PNG of exactly figsize × dpi pixels (no tight cropping); return the path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, format="png", dpi=dpi)
+    write_atomic(path, figure_png(fig, dpi))
     return path
 
 
@@ -516,9 +518,7 @@ def save_gif(frames: Any, path: str | os.PathLike, fps: float = 15, scale: int =
     data = _gif_bytes(frames, fps, scale)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)  # Drive: a half-written GIF is never left under the final name
+    write_atomic(path, data)
     return path
 
 

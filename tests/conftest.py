@@ -33,3 +33,11 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(autouse=True)
+def no_io_backoff(monkeypatch):
+    """Transient-error retries (Drive drops) run without their real pauses; tests that count them patch again."""
+    from planet_colab import safeio
+
+    monkeypatch.setattr(safeio, "_sleep", lambda seconds: None)

@@ -231,3 +231,57 @@ def test_unrelated_files_are_ignored(tmp_path):
         (tmp_path / "episodes" / name).write_text("x")
     assert store.episode_paths == []
     assert store.add_episode(*make_episode()).name == "episode_000001.npz"
+
+
+def _store_raw(path, **changes):
+    """Write an episode file directly, as another program (or an older version) might have."""
+    obs, action, reward, terminal = make_episode(length=4)
+    arrays = {"obs": np.stack(obs), "action": np.stack(action), "reward": np.asarray(reward, np.float32),
+              "terminal": np.asarray(terminal)}
+    arrays.update(changes)
+    np.savez_compressed(path, **arrays)
+
+
+@pytest.mark.parametrize("changes, problem", [
+    ({"action": np.full((4, 1), 1.5, np.float32)}, "action: values must be in \\[-1, 1\\]"),
+    ({"reward": np.array([0, 1e30, 0, 0], np.float32)}, "reward: 1e\\+30 at step 1"),
+    ({"reward": np.array([0, 0, -np.inf, 0], np.float32)}, "reward: non-finite value \\(-inf\\) at step 2"),
+    ({"terminal": np.zeros(4, np.float32)}, "terminal"),
+    ({"obs": np.zeros((4, 64, 64, 3), np.float32)}, "obs"),
+])
+def test_stored_values_out_of_range_are_quarantined_at_load(tmp_path, changes, problem):
+    store = EpisodeStorage(tmp_path / "episodes")
+    good = store.add_episode(*make_episode())
+    bad = store.path_for(2)
+    _store_raw(bad, **changes)
+    with pytest.warns(DamagedEpisodeWarning, match=f"episode_000002.npz.*{problem}"):
+        with pytest.raises(DamagedEpisodeError, match=problem):
+            store.load_episode(bad)
+    assert store.episode_paths == [good] and (tmp_path / "quarantine" / "episode_000002.npz").exists()
+
+
+def test_absurd_reward_is_refused_at_write_too(tmp_path):
+    store = EpisodeStorage(tmp_path / "episodes")
+    obs, action, reward, terminal = make_episode(length=4)
+    with pytest.raises(ValueError, match="reward: 1e\\+30"):
+        store.add_episode(obs, action, [0.0, 1e30, 0.0, 0.0], terminal)
+    store.add_episode(obs, action, [-storage_mod.MAX_ABS_REWARD, 0.0, 0.0, 16.0], terminal)  # the bound itself is fine
+
+
+def test_only_names_the_writer_makes_count_as_episodes(tmp_path):
+    store = EpisodeStorage(tmp_path / "episodes")
+    first = store.add_episode(*make_episode())
+    stray = tmp_path / "episodes" / "episode_0000099.npz"  # 7 digits with a leading zero: not path_for(99)
+    stray.write_bytes(first.read_bytes())
+    big = store.add_episode(*make_episode(), index=1234567)  # 7 digits the writer does make
+    assert store.episode_paths == [first, big] and not store.has_episode(99)
+    assert storage_mod.episode_number(stray) is None and storage_mod.episode_number(big) == 1234567
+    assert store.next_index() == 1234568 and stray.exists()  # ignored, not touched
+
+
+def test_same_episode_always_gives_the_same_file(tmp_path, monkeypatch):
+    a = EpisodeStorage(tmp_path / "a").add_episode(*make_episode(seed=3))
+    later = time.time() + 3 * 3600
+    monkeypatch.setattr(time, "time", lambda: later)  # a later write, whatever the clock says
+    b = EpisodeStorage(tmp_path / "b").add_episode(*make_episode(seed=3))
+    assert a.read_bytes() == b.read_bytes()
