@@ -1,17 +1,15 @@
-"""The PlaNet world model: conv encoder, RSSM (GRU deterministic + Gaussian stochastic state),
-transposed-conv decoder and reward head (Hafner et al., 2019), plus observation preprocessing.
+"""The PlaNet world model (Hafner et al., 2019): conv encoder, recurrent state-space model (RSSM),
+transposed-conv decoder and reward head, plus observation preprocessing.
+
+The RSSM's state s_t = (h_t, z_t): a deterministic GRU state and a stochastic sample. One step:
+    h_t = GRU(h_{t-1}, ELU(W·[z_{t-1}, a_{t-1}]))                 the deterministic transition
+    prior     p(z_t | h_t)      = N(μ, σ), an MLP on h_t            img_step (imagining)
+    posterior q(z_t | h_t, o_t) = N(μ, σ), an MLP on [h_t, e_t]     obs_step (filtering), e_t = encode(o_t)
+with σ = softplus(·) + min_std; the decoder and the reward head read the features [h_t, z_t].
 
 Sizes come from `Config` (cnn_depth, deter_dim, stoch_dim, hidden_dim, min_std). Tensor math only:
-nothing here touches files. Speed (CPU, measured on the 2-core AVX512-BF16 dev box; 1-thread CPU
-time per B16×L25 step 2.36 s fp32 → 0.65 s bf16): the images of all T·B timesteps go through encoder
-and decoder in one call per layer, channels-last (an NHWC image permuted to NCHW already is
-channels-last: no copy), in the autocast dtype, through `_ConvFn`, which calls oneDNN's backward
-directly (bias gradients summed outside its weight-gradient kernel, 10× cheaper); transposed convs
-whose oneDNN forward is slow run as the equivalent sub-pixel conv; the first deconv (1×1 input) is a
-matmul and the last encoder conv (2×2 output) im2col + matmul. The posterior's embedding projection
-and the transition's action projection are precomputed for all timesteps in one matmul each; the
-recurrence runs in fp32 (its (B, 200) matmuls gain nothing from bf16); the prior's hidden layer and
-head (not needed by the recurrence, which continues from posterior samples) run once after the loop.
+nothing here touches files. On CPU the conv stacks run through planet_colab.cpu_kernels (the same
+layers' weights, faster oneDNN paths); on other devices through the plain nn layers below.
 """
 
 from __future__ import annotations
@@ -22,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from planet_colab import cpu_kernels
 from planet_colab.config import Config
 
 
@@ -58,143 +57,6 @@ def preprocess_obs(obs: Tensor, bit_depth: int, generator: torch.Generator | Non
     else:
         x.add_(0.5)
     return x.mul_(1.0 / bins)
-
-
-def _compute_dtype(device: torch.device) -> torch.dtype:
-    """The dtype autocast would run convolutions in on `device` (fp32 when autocast is off)."""
-    if torch.is_autocast_enabled(device.type):
-        return torch.get_autocast_dtype(device.type)
-    return torch.float32
-
-
-def _cast_contiguous(t: Tensor, dtype: torch.dtype) -> Tensor:
-    """`t` as a contiguous tensor of `dtype` in one copy (`.to` alone keeps a same-dtype view as is)."""
-    return t.contiguous() if t.dtype == dtype else t.to(dtype, memory_format=torch.contiguous_format)
-
-
-def _subpixel_weight(w: Tensor) -> Tensor:
-    """ConvTranspose2d weight (Cin, Cout, k, k), k ∈ {5, 6}, stride 2 → an equivalent conv weight (4·Cout, Cin, 3, 3).
-
-    Output pixel (2m+a, 2n+b) of the transposed conv only sees taps k ≡ a, b (mod 2): each of the
-    4 phases (a, b) is a plain 3×3 conv of the input padded by 2, so one conv with 4·Cout
-    channels (ordered a, b, c) followed by depth-to-space computes it (k = 5 is padded to 6 with zeros).
-    """
-    cin, cout, k, _ = w.shape
-    if k == 5:
-        w = F.pad(w, (0, 1, 0, 1))
-    w = w.reshape(cin, cout, 3, 2, 3, 2).flip(2, 4)  # (cin, c, jr, a, jc, b), taps reversed
-    return w.permute(3, 5, 1, 0, 2, 4).reshape(4 * cout, cin, 3, 3)
-
-
-class _ConvFn(torch.autograd.Function):
-    """conv2d / conv_transpose2d (stride 2, no padding) with layouts chosen for CPU oneDNN speed.
-
-    Runs in x's dtype on channels-last tensors; the backward calls convolution_backward directly
-    with the weight already cast and laid out (autocast's path re-orders per call and is ~2× slower
-    here). A transposed conv may run its forward as the equivalent sub-pixel conv (much faster for
-    oneDNN when the input is tiny or the output has few channels); its backward stays the native one.
-    """
-
-    @staticmethod
-    def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor, transposed: bool, subpixel: bool) -> Tensor:
-        w = weight.to(x.dtype).contiguous(memory_format=torch.channels_last)
-        b = bias.to(x.dtype)
-        ctx.save_for_backward(x, w)
-        ctx.transposed = transposed
-        if not transposed:
-            return F.conv2d(x, w, b, stride=2)
-        if not subpixel:
-            return F.conv_transpose2d(x, w, b, stride=2)
-        n, _, h, wd = x.shape
-        k, cout = weight.shape[-1], weight.shape[1]
-        ws = _subpixel_weight(w)
-        bs = b.repeat(4)
-        extra = (-4 * cout) % 16  # oneDNN is slow for a handful of output channels
-        if extra:
-            ws, bs = F.pad(ws, (0, 0, 0, 0, 0, 0, 0, extra)), F.pad(bs, (0, extra))
-        y = F.conv2d(x, ws.contiguous(memory_format=torch.channels_last), bs, padding=2)
-        y = y.permute(0, 2, 3, 1)[..., : 4 * cout]  # (N, H+2, W+2, 4·Cout)
-        y = y.reshape(n, h + 2, wd + 2, 2, 2, cout).transpose(2, 3).reshape(n, 2 * h + 4, 2 * wd + 4, cout)
-        if k == 5:
-            y = y[:, : 2 * h + 3, : 2 * wd + 3]
-        return y.permute(0, 3, 1, 2).contiguous(memory_format=torch.channels_last)  # (N, Cout, H', W')
-
-    @staticmethod
-    def backward(ctx, gy: Tensor):
-        x, w = ctx.saved_tensors
-        gy = gy.to(x.dtype).contiguous(memory_format=torch.channels_last)
-        gx, gw, _ = torch.ops.aten.convolution_backward(
-            gy, x, w, None, [2, 2], [0, 0], [1, 1], ctx.transposed, [0, 0], 1,
-            [ctx.needs_input_grad[0], ctx.needs_input_grad[1], False])
-        # The bias gradient separately: inside oneDNN's weight-gradient kernel it costs ~10× more.
-        gb = _bias_grad(gy, (0, 2, 3)) if ctx.needs_input_grad[2] else None
-        return gx, (gw.float() if gw is not None else None), gb, None, None
-
-
-class _PatchConvFn(torch.autograd.Function):
-    """Stride-2 conv (no padding) as im2col + one matmul each way: faster than oneDNN when the
-    output is only a few pixels (the last encoder layer: 6×6 → 2×2), where its kernels idle."""
-
-    @staticmethod
-    def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
-        xh = x.permute(0, 2, 3, 1)  # (N, H, W, Cin), contiguous for channels-last x
-        n, h, w, _ = xh.shape
-        cout, k = weight.shape[0], weight.shape[-1]
-        ho, wo = (h - k) // 2 + 1, (w - k) // 2 + 1
-        wm = _cast_contiguous(weight.permute(0, 2, 3, 1), x.dtype).view(cout, -1)  # (Cout, k·k·Cin)
-        ctx.save_for_backward(x, wm)
-        y = torch.addmm(bias.to(x.dtype), _im2col(xh, k, ho, wo), wm.t())  # (N·ho·wo, Cout)
-        return y.view(n, ho, wo, cout).permute(0, 3, 1, 2)  # channels-last NCHW
-
-    @staticmethod
-    def backward(ctx, gy: Tensor):
-        x, wm = ctx.saved_tensors
-        xh = x.permute(0, 2, 3, 1)
-        n, h, w, cin = xh.shape
-        cout, k = wm.shape[0], int(round((wm.shape[1] // cin) ** 0.5))
-        gy2 = gy.to(x.dtype).permute(0, 2, 3, 1).reshape(-1, cout)  # (N·ho·wo, Cout)
-        ho, wo = gy.shape[2], gy.shape[3]
-        gx = gw = gb = None
-        if ctx.needs_input_grad[0]:
-            gx = _col2im(gy2 @ wm, n, h, w, k, ho, wo).permute(0, 3, 1, 2)
-        if ctx.needs_input_grad[1]:
-            gw = (gy2.t() @ _im2col(xh, k, ho, wo)).view(cout, k, k, cin).permute(0, 3, 1, 2)
-            gw = _cast_contiguous(gw, torch.float32)
-        if ctx.needs_input_grad[2]:
-            gb = _bias_grad(gy2, (0,))
-        return gx, gw, gb
-
-
-def _bias_grad(gy: Tensor, dims: tuple[int, ...]) -> Tensor:
-    """fp32 sum of `gy` over `dims`. A bf16 sum accumulates in fp32 internally and asking for an
-    fp32 result would copy all of gy first (25× slower); fp16 sums could overflow, so they do."""
-    if gy.dtype == torch.float16:
-        return gy.sum(dims, dtype=torch.float32)
-    return gy.sum(dims).float()
-
-
-def _im2col(x: Tensor, k: int, ho: int, wo: int) -> Tensor:
-    """NHWC x → (N·ho·wo, k·k·C) patches of stride-2 k×k windows (one copy)."""
-    n, _, _, c = x.shape
-    sn, sh, sw, sc = x.stride()
-    return x.as_strided((n, ho, wo, k, k, c), (sn, 2 * sh, 2 * sw, sh, sw, sc)).reshape(n * ho * wo, k * k * c)
-
-
-def _col2im(cols: Tensor, n: int, h: int, w: int, k: int, ho: int, wo: int) -> Tensor:
-    """Adjoint of `_im2col`: (N·ho·wo, k·k·C) → NHWC (N, h, w, C), overlapping windows summed."""
-    patches = cols.view(n, ho, wo, k, k, -1)
-    out = cols.new_zeros(n, h, w, patches.shape[-1])
-    for i in range(k):
-        for j in range(k):
-            out[:, i:i + 2 * ho - 1:2, j:j + 2 * wo - 1:2] += patches[:, :, :, i, j]
-    return out
-
-
-def _conv(x: Tensor, layer: nn.Conv2d | nn.ConvTranspose2d, subpixel: bool = False) -> Tensor:
-    """Apply a stride-2 conv layer (x channels-last in the compute dtype) on its fastest path."""
-    if isinstance(layer, nn.Conv2d) and (x.shape[-1] - layer.kernel_size[0]) // 2 + 1 <= 2:
-        return _PatchConvFn.apply(x, layer.weight, layer.bias)
-    return _ConvFn.apply(x, layer.weight, layer.bias, isinstance(layer, nn.ConvTranspose2d), subpixel)
 
 
 def _sample(mean: Tensor, std: Tensor, generator: torch.Generator | None) -> Tensor:
@@ -257,6 +119,8 @@ class WorldModel(nn.Module):
         self.reward_head = nn.Sequential(
             nn.Linear(D + S, H), nn.ReLU(), nn.Linear(H, H), nn.ReLU(), nn.Linear(H, 1),
         )
+        # False runs the plain conv layers on CPU too (the reference the CPU kernels are tested against).
+        self.use_cpu_kernels = True
 
     # ---- helpers -------------------------------------------------------------------------------
     def _stats(self, head: nn.Linear, hidden: Tensor) -> tuple[Tensor, Tensor]:
@@ -286,26 +150,17 @@ class WorldModel(nn.Module):
 
     def encode(self, obs_pre: Tensor) -> Tensor:
         """Preprocessed observations (N, 64, 64, 3) → embeddings (N, embed_dim)."""
-        dtype = _compute_dtype(obs_pre.device)
-        x = obs_pre.to(dtype).permute(0, 3, 1, 2)  # (N, 3, 64, 64), channels-last strides: no copy
-        for conv in self.encoder[::2]:
-            x = torch.relu(_conv(x, conv))
+        if self.use_cpu_kernels and obs_pre.device.type == "cpu":
+            return cpu_kernels.encode(self.encoder, obs_pre)
+        x = self.encoder(obs_pre.permute(0, 3, 1, 2))  # (N, 8·depth, 2, 2)
         return x.permute(0, 2, 3, 1).flatten(1)  # (N, 32·depth), flattened in PlaNet's (H, W, C) order
 
     def decode(self, state: RSSMState) -> Tensor:
         """States → reconstructed observations (N, 64, 64, 3) in the preprocessed space."""
-        dtype = _compute_dtype(state.deter.device)
-        n = state.deter.shape[0]
-        x = self.decoder_in(torch.cat([state.deter, state.stoch], -1)).to(dtype)  # (N, 32·depth)
-        # The first transposed conv sees a 1×1 input: it is a matmul onto its 5×5×C output.
-        first = self.decoder[0]
-        w = _cast_contiguous(first.weight.permute(0, 2, 3, 1), dtype).view(first.in_channels, -1)  # (32·depth, 5·5·C)
-        x = torch.relu((x @ w).view(n, 5, 5, -1) + first.bias.to(dtype))  # (N, 5, 5, 4·depth)
-        x = x.permute(0, 3, 1, 2)  # channels-last NCHW view
-        x = torch.relu(_conv(x, self.decoder[2], subpixel=True))  # (N, 2·depth, 13, 13)
-        x = torch.relu(_conv(x, self.decoder[4]))  # (N, depth, 30, 30)
-        x = _conv(x, self.decoder[6], subpixel=True)  # (N, 3, 64, 64)
-        return x.permute(0, 2, 3, 1)  # (N, 64, 64, 3)
+        h = self.decoder_in(torch.cat([state.deter, state.stoch], -1))  # (N, 32·depth)
+        if self.use_cpu_kernels and h.device.type == "cpu":
+            return cpu_kernels.decode(self.decoder, h)
+        return self.decoder(h[:, :, None, None]).permute(0, 2, 3, 1)  # (N, 64, 64, 3)
 
     def reward(self, state: RSSMState) -> Tensor:
         """Predicted reward (N,) for arriving in `state` (reward(s_{t+1}) ≈ r_t)."""
@@ -344,20 +199,40 @@ class WorldModel(nn.Module):
             raise ValueError(f"act_seq must be (T, B, A) = ({T}, {B}, {self.action_dim}), got {tuple(act_seq.shape)}")
         S, D = self.stoch_dim, self.deter_dim
         embed = self.encode(obs_seq.reshape(T * B, 64, 64, 3)).reshape(T, B, -1)  # (T, B, E)
+        prev_act = torch.cat([torch.zeros_like(act_seq[:1]), act_seq[:-1]], 0)  # a_{t-1}, (T, B, A)
+        deter, stoch, post_mean, post_std, state = self._filter(embed, prev_act, generator)
+        # The prior is not needed by the recurrence (it continues from posterior samples): run it once.
+        prior_mean, prior_std = self._prior_stats(deter)
+        flat = RSSMState(deter.reshape(T * B, D), stoch.reshape(T * B, S))
+        recon = self.decode(flat).reshape(T, B, 64, 64, 3)
+        reward = self.reward(flat).reshape(T, B)
+        return {
+            "embed": embed, "deter": deter, "stoch": stoch,
+            "prior_mean": prior_mean, "prior_std": prior_std,
+            "post_mean": post_mean, "post_std": post_std,
+            "recon": recon, "reward": reward, "final_state": state,
+        }
 
+    def _filter(self, embed: Tensor, prev_act: Tensor, generator: torch.Generator | None
+                ) -> tuple[Tensor, Tensor, Tensor, Tensor, RSSMState]:
+        """The posterior recurrence over (T, B, ·) embeddings and previous actions (obs_step's math).
+
+        Returns deter (T, B, D), stoch (T, B, S), post_mean, post_std (T, B, S) and the last state.
+        """
+        T, B = embed.shape[:2]
+        S, D = self.stoch_dim, self.deter_dim
         # Split the first layers of transition and posterior into per-input weight blocks so the
         # action and embedding parts run once for all timesteps (same math as Linear on the concat).
         w_img, w_post = self.img_in.weight, self.post_in.weight
-        prev_act = torch.cat([torch.zeros_like(act_seq[:1]), act_seq[:-1]], 0)  # a_{t-1}, (T, B, A)
         act_proj = F.linear(prev_act, w_img[:, S:], self.img_in.bias).float()  # (T, B, H)
         emb_proj = F.linear(embed, w_post[:, D:], self.post_in.bias).float()  # (T, B, H)
         w_img_s, w_post_d = w_img[:, :S].t(), w_post[:, :D].t()
 
         # The recurrence itself runs in fp32 with autocast off: its (B, 200) matmuls are too small
         # to gain from bf16, and per-step casts would cost more than they save.
-        state = self.initial_state(B, obs_seq.device)
+        state = self.initial_state(B, embed.device)
         deters, stochs, means, stds = [], [], [], []
-        with torch.autocast(obs_seq.device.type, enabled=False):
+        with torch.autocast(embed.device.type, enabled=False):
             for t in range(T):
                 x = F.elu(torch.addmm(act_proj[t], state.stoch, w_img_s))
                 deter = self.gru(x, state.deter)
@@ -368,15 +243,4 @@ class WorldModel(nn.Module):
                 stochs.append(state.stoch)
                 means.append(mean)
                 stds.append(std)
-        deter = torch.stack(deters)  # (T, B, D)
-        stoch = torch.stack(stochs)  # (T, B, S)
-        prior_mean, prior_std = self._prior_stats(deter)
-        flat = RSSMState(deter.reshape(T * B, D), stoch.reshape(T * B, S))
-        recon = self.decode(flat).reshape(T, B, 64, 64, 3)
-        reward = self.reward(flat).reshape(T, B)
-        return {
-            "embed": embed, "deter": deter, "stoch": stoch,
-            "prior_mean": prior_mean, "prior_std": prior_std,
-            "post_mean": torch.stack(means), "post_std": torch.stack(stds),
-            "recon": recon, "reward": reward, "final_state": state,
-        }
+        return torch.stack(deters), torch.stack(stochs), torch.stack(means), torch.stack(stds), state

@@ -5,8 +5,8 @@ with the paper's WorldModel sizes (random weights: the cost does not depend on t
 `pendulum` preset's smaller CEM (500 candidates × 5 refits) too, then collects one whole Pendulum
 episode with the pendulum preset's planner, as training does, into a temporary storage
 (env steps = agent steps × action repeat). `--compare` also times the generic img_step/reward
-path and fp32. The last line is JSON: ms_per_action, env_steps_per_s, precision, load. Target on
-the 2-core dev box: <= 200 ms per action.
+path (what a GPU runs instead of cpu_kernels.FastRollout) and fp32. The last line is JSON:
+ms_per_action, env_steps_per_s, precision, load. Target on the 2-core dev box: <= 200 ms per action.
 """
 
 from __future__ import annotations

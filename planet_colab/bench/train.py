@@ -6,6 +6,8 @@ the best round's median step), ms_per_step, typical_ms_per_step (median over rou
 (process CPU time per step: on a shared machine, wall time ≈ this / usable cores), precision, load1.
 On a CPU shared with other busy processes, use --threads 1: a 2-thread OpenMP pool whose second
 thread keeps being descheduled waits a time slice at every parallel op (10-50× slower steps).
+`--plain-layers` runs the plain nn conv layers instead of planet_colab.cpu_kernels (what a GPU runs),
+to re-measure the kernels on a new CPU; the JSON's conv_path says which ran.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--action-dim", type=int, default=1)
+    p.add_argument("--plain-layers", action="store_true", help="plain nn conv layers, not the CPU kernels")
     args = p.parse_args(argv)
     for name in ("batch", "seq", "steps", "rounds", "threads", "action_dim"):
         if getattr(args, name) <= 0:
@@ -49,6 +52,8 @@ def main(argv: list[str] | None = None) -> None:
     precision = resolve_precision(config.precision, device)
     torch.manual_seed(0)
     model = WorldModel(args.action_dim, config).to(device)
+    model.use_cpu_kernels = not args.plain_layers
+    conv_path = "cpu_kernels" if device.type == "cpu" and model.use_cpu_kernels else "plain"
     optimizer = make_optimizer(model)
     gen = torch.Generator().manual_seed(0)
     T, B = args.seq, args.batch
@@ -57,7 +62,8 @@ def main(argv: list[str] | None = None) -> None:
     rew = torch.randn(T, B, generator=gen)
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"device={device} precision={precision} threads={args.threads} preset={args.preset} "
-          f"B={B} L={T} params={sum(q.numel() for q in model.parameters()):,} load1={load:.2f}")
+          f"B={B} L={T} params={sum(q.numel() for q in model.parameters()):,} conv_path={conv_path} "
+          f"load1={load:.2f}")
 
     t0 = time.perf_counter()
     for _ in range(args.warmup):
@@ -86,6 +92,6 @@ def main(argv: list[str] | None = None) -> None:
     print(json.dumps({
         "bench": "train", "frames_per_s": round(B * T / best * 1e3, 1), "ms_per_step": round(best, 2),
         "typical_ms_per_step": round(statistics.median(round_ms), 2),
-        "cpu_ms_per_step": round(min(cpu_ms), 1), "precision": precision,
+        "cpu_ms_per_step": round(min(cpu_ms), 1), "precision": precision, "conv_path": conv_path,
         "device": str(device), "batch": B, "seq": T, "threads": args.threads, "load1": round(load_end, 2),
     }))
