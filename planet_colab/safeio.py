@@ -93,10 +93,17 @@ class _HashingWriter:
 
     def __init__(self, f: BinaryIO) -> None:
         self.f, self.sha, self.size = f, hashlib.sha256(), 0
+        self.error: OSError | None = None
 
     def write(self, data: bytes) -> int:
+        try:
+            n = self.f.write(data)
+        except OSError as e:
+            # torch.save may turn this into a RuntimeError without errno, or retry the chunk and
+            # carry on: either way the attempt is kept as failed, and retried whole.
+            self.error = e
+            raise
         self.sha.update(data)
-        n = self.f.write(data)
         self.size += n
         return n
 
@@ -139,7 +146,14 @@ def _write_once(path: Path, write: Callable[[BinaryIO], None]) -> tuple[str, int
     try:
         with open(tmp, "wb") as f:
             writer = _HashingWriter(f)
-            write(writer)  # type: ignore[arg-type]
+            try:
+                write(writer)  # type: ignore[arg-type]
+            except Exception as e:
+                if writer.error is None or writer.error is e:
+                    raise
+                raise writer.error from e
+            if writer.error is not None:
+                raise writer.error
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)

@@ -155,3 +155,32 @@ def test_temporary_never_matches_a_final_name_and_is_cleaned_when_stale(tmp_path
     tmp.write_bytes(b"half a file")
     assert safeio.clean_temporaries(tmp_path, 3600) == []
     assert safeio.clean_temporaries(tmp_path, 0) == [tmp]
+
+
+def test_checkpoint_survives_a_drop_while_torch_streams_it(tmp_path, monkeypatch):
+    """torch.save reports a failed write as a RuntimeError without errno; it is still retried."""
+    real_open, writes = open, []
+
+    class DropsOnce:
+        def __init__(self, f):
+            self.f = f
+
+        def write(self, data):
+            writes.append(len(data))
+            if len(writes) == 3:  # mid-stream, on the first attempt only
+                raise OSError(*DROPPED)
+            return self.f.write(data)
+
+        def __getattr__(self, name):
+            return getattr(self.f, name)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.f.close()
+
+    monkeypatch.setattr(safeio, "open", lambda *a, **k: DropsOnce(real_open(*a, **k)), raising=False)
+    model = torch.nn.Linear(3, 2)
+    save_checkpoint(model, None, 0, get_config("smoke"), tmp_path, episodes=1, metrics=[])
+    assert torch.equal(load_checkpoint(tmp_path)["model"]["weight"], model.weight.detach())
