@@ -15,11 +15,23 @@ os.environ.setdefault("SDL_NO_SIGNAL_HANDLERS", "1")  # keep Ctrl-C / Stop as Ke
 from planet_colab.config import PRESETS, Config, config_for_run, parse_override  # noqa: E402
 
 
+def _positive_int(text: str) -> int:
+    """argparse type: an integer >= 1 (argparse names the option in its error)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
+    return value
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m planet_colab", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
     t = sub.add_parser("train", help="start or resume a run (the same command resumes)")
-    t.add_argument("--run-dir", type=Path, help="run directory (default: runs/<preset>, Drive in Colab)")
+    t.add_argument("--run-dir", type=Path,
+                   help="run directory (default: ~/planet_colab_runs/<preset>; Drive in Colab)")
     t.add_argument("--preset", choices=sorted(PRESETS),
                    help="config preset for a new run (default: the run's own config, else pendulum)")
     t.add_argument("--iterations", type=int, help="total iterations (may be raised on resume)")
@@ -28,8 +40,9 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--no-progress", action="store_true", help="plain lines instead of progress bars")
     e = sub.add_parser("evaluate", help="noise-free evaluation of a run's newest checkpoint")
     e.add_argument("--run-dir", type=Path, required=True)
-    e.add_argument("--episodes", type=int, default=10)
-    e.add_argument("--video", type=Path, help="write the first episode as a GIF here")
+    e.add_argument("--episodes", type=_positive_int, default=10, help="episodes to play (default 10)")
+    e.add_argument("--video", type=Path,
+                   help="write the first episode here: a .gif, or a .mp4 when imageio-ffmpeg is installed")
     i = sub.add_parser("info", help="what a run directory holds")
     i.add_argument("--run-dir", type=Path, required=True)
     return p
@@ -58,7 +71,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def _require_run(run_dir: Path) -> Config:
     if not (run_dir / "config.json").exists():
-        raise SystemExit(f"{run_dir} is not a run directory (no config.json); "
+        raise ValueError(f"{run_dir} is not a run directory (no config.json); "
                          "start one with `python -m planet_colab train --run-dir DIR`")
     return Config.load(run_dir / "config.json")
 
@@ -67,44 +80,34 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     """Evaluate the newest checkpoint without exploration noise on distinct seeds."""
     from planet_colab.checkpoint import load_checkpoint
     from planet_colab.train import build_agent_parts, evaluate
+    from planet_colab.video import check_video_path, save_video
 
     config = _require_run(args.run_dir)
+    if args.video is not None:
+        check_video_path(args.video, what="--video")  # before minutes of play, not after
     model, planner, device, _ = build_agent_parts(config)
     ckpt = load_checkpoint(args.run_dir, model, map_location=device)
     if ckpt is None:
-        raise SystemExit(f"{args.run_dir} has no checkpoint yet; train first")
+        raise ValueError(f"{args.run_dir} has no checkpoint yet; train first "
+                         f"(`python -m planet_colab train --run-dir {args.run_dir}`)")
     result = evaluate(config, model, planner, config, num_episodes=args.episodes,
                       seed_key="cli", device=device, record_frames=args.video is not None)
     print(f"After iteration {ckpt['iteration'] + 1}: return {result['mean']:.1f} ± {result['std']:.1f} "
-          f"over {args.episodes} episodes")
+          f"over {args.episodes} episode{'s' if args.episodes > 1 else ''}")
     if args.video is not None:
-        from planet_colab.viz import save_gif
-
-        save_gif(result["frames"][0], args.video)
-        print(f"Wrote {args.video}")
+        path = save_video(result["frames"][0], args.video)
+        print(f"Wrote {path} ({len(result['frames'][0])} frames, {path.suffix[1:].upper()})")
+    # Last line: one JSON object, for scripts.
     print(json.dumps({"mean": result["mean"], "std": result["std"],
                       "returns": [float(r) for r in result["returns"]]}))
     return 0
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    """Print what a run directory holds: episodes, iterations done, last checkpoint, last metrics."""
-    from planet_colab.checkpoint import latest_checkpoint_info
-    from planet_colab.storage import EpisodeStorage
-    from planet_colab.train import read_metrics
+    """Print what a run directory holds: task, episodes, iterations done, last results, time."""
+    from planet_colab.summary import run_summary
 
-    config = _require_run(args.run_dir)
-    storage = EpisodeStorage(args.run_dir / "episodes")
-    ckpt = latest_checkpoint_info(args.run_dir)
-    rows = read_metrics(args.run_dir)
-    print(f"run:         {args.run_dir} ({config.preset} preset)")
-    print(f"episodes:    {storage.num_episodes}")
-    done = ckpt["iteration"] + 1 if ckpt else 0
-    print(f"iterations:  {done} of {config.total_iterations} checkpointed"
-          + (f", {len(rows)} logged" if rows else ""))
-    print(f"checkpoint:  {ckpt['file'] if ckpt else 'none yet'}")
-    if rows:
-        print(f"last:        {json.dumps(rows[-1], sort_keys=True)}")
+    print(run_summary(args.run_dir))
     return 0
 
 

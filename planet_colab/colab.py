@@ -1,21 +1,33 @@
-"""Colab glue: detect Colab, mount Google Drive (and recover a stale mount), pick the run directory.
+"""Colab and notebook glue: detect Colab, mount Drive (recovering a stale mount), pick the run and task.
 
 Everything a run writes lives under its run directory; in Colab that is on Drive, so a runtime that
-dies at 3 am loses nothing. Outside Colab the same code uses a local directory.
+dies at 3 am loses nothing. Outside Colab the same code uses a local directory that does not depend
+on the working directory, so the command line and notebooks started anywhere find the same runs.
 """
 
 from __future__ import annotations
 
 import errno
+import importlib.metadata
+import importlib.util
+import json
 import os
+import re
+import subprocess
 import sys
 import warnings
 from pathlib import Path
+from typing import Any
 
 DRIVE_MOUNTPOINT = "/content/drive"
 DRIVE_RUN_ROOT = "/content/drive/MyDrive/planet_colab"
 ENV_RUN_DIR = "PLANET_COLAB_RUN_DIR"
 ENV_RUN_ROOT = "PLANET_COLAB_RUN_ROOT"
+ENV_PRESET = "PLANET_COLAB_PRESET"
+LOCAL_RUN_ROOT = Path("~/planet_colab_runs")
+# Notebooks 01-03 are separate Colab sessions; the task picked in 01 is remembered here, in the run root.
+PICK_FILE = "notebook_task.json"
+DEFAULT_TASK = "pendulum"
 
 _RESTART_HINT = "Runtime → Restart session, then Run all; your run on Drive is intact."
 
@@ -68,25 +80,121 @@ def mount_drive(mountpoint: str | os.PathLike = DRIVE_MOUNTPOINT, retries: int =
                        f"remounting did not help ({last}). {_RESTART_HINT}")
 
 
-def default_run_dir(name: str) -> Path:
-    """$PLANET_COLAB_RUN_DIR, else $PLANET_COLAB_RUN_ROOT/name, else Drive's planet_colab/name in Colab, else ./runs/name."""
-    if not isinstance(name, str) or not name.strip() or name in (".", "..") or "/" in name or "\\" in name:
-        raise ValueError(f"run name must be a non-empty name without path separators, got {name!r}")
-    exact = os.environ.get(ENV_RUN_DIR, "").strip()
-    if exact:
-        return Path(exact).expanduser()
+def default_run_root() -> Path:
+    """$PLANET_COLAB_RUN_ROOT, else Drive's MyDrive/planet_colab in Colab, else ~/planet_colab_runs."""
     root = os.environ.get(ENV_RUN_ROOT, "").strip()
     if root:
-        return Path(root).expanduser() / name
+        return Path(root).expanduser()
     if in_colab():
         # Writing here before Drive is mounted would put the run on the ephemeral disk (lost at
         # the next restart) and then block the mount ("mountpoint must not contain files").
         if not _drive_looks_mounted():
             warnings.warn(f"Google Drive is not mounted at {DRIVE_MOUNTPOINT}; call mount_drive() before "
                           "writing to the run directory, or the run will be lost when the runtime restarts.",
-                          stacklevel=2)
-        return Path(DRIVE_RUN_ROOT) / name
-    return Path.cwd() / "runs" / name
+                          stacklevel=3)
+        return Path(DRIVE_RUN_ROOT)
+    return LOCAL_RUN_ROOT.expanduser()
+
+
+def default_run_dir(name: str) -> Path:
+    """$PLANET_COLAB_RUN_DIR, else default_run_root()/name (the same for the command line and notebooks)."""
+    if not isinstance(name, str) or not name.strip() or name in (".", "..") or "/" in name or "\\" in name:
+        raise ValueError(f"run name must be a non-empty name without path separators, got {name!r}")
+    exact = os.environ.get(ENV_RUN_DIR, "").strip()
+    if exact:
+        return Path(exact).expanduser()
+    return default_run_root() / name
+
+
+def notebook_preset(picked: str | None = None, *, remember: bool = True) -> str:
+    """The notebooks' task: $PLANET_COLAB_PRESET, else `picked` (remembered), else the remembered pick, else pendulum."""
+    from planet_colab.config import PRESETS
+
+    pick_file = default_run_root() / PICK_FILE
+    override = os.environ.get(ENV_PRESET, "").strip()
+    if override:
+        preset, source = override, f"from ${ENV_PRESET}"
+    elif picked:
+        preset, source = picked, "picked here; notebooks 02 and 03 use it too" if remember else "this notebook's"
+    elif pick_file.exists():
+        preset, source = json.loads(pick_file.read_text())["preset"], "picked in notebook 01"
+    else:
+        preset, source = DEFAULT_TASK, "the default; pick another in notebook 01"
+    if preset not in PRESETS:
+        raise ValueError(f"Unknown preset {preset!r} ({source}); choose one of: {', '.join(PRESETS)}")
+    if picked and not override and remember:
+        _write_small(pick_file, json.dumps({"preset": preset}) + "\n")
+    print(f"task {preset!r} ({source})")
+    return preset
+
+
+def uses_mujoco(env_name: str) -> bool:
+    """True for a DeepMind Control Suite task ("dmc:…") or a gymnasium MuJoCo env (the `dmc` extra)."""
+    if env_name.startswith("dmc:"):
+        return True
+    try:
+        import gymnasium as gym
+
+        entry = gym.spec(env_name).entry_point
+    except Exception:  # an unknown id is reported where the env is made, with its own message
+        return False
+    return isinstance(entry, str) and ".mujoco" in entry
+
+
+def extra_requirements(extra: str) -> list[str]:
+    """The requirements an installed planet_colab declares for `extra` (empty when it has none)."""
+    try:
+        declared = importlib.metadata.requires("planet_colab") or []
+    except importlib.metadata.PackageNotFoundError:
+        return []
+    marker = re.compile(rf"""extra\s*==\s*["']{re.escape(extra)}["']""")
+    return [r.split(";", 1)[0].strip() for r in declared if marker.search(r)]
+
+
+def ensure_task_dependencies(config: Any) -> None:
+    """In Colab, pip-install the `dmc` extra when the config's task needs MuJoCo and it is missing."""
+    needed = ("dm_control", "mujoco") if config.env_name.startswith("dmc:") else ("mujoco",)
+    if not uses_mujoco(config.env_name) or all(importlib.util.find_spec(m) for m in needed):
+        return
+    if not in_colab():
+        return  # making the environment says what to install; never change a local environment unasked
+    requirements = extra_requirements("dmc")
+    if not requirements:
+        raise RuntimeError("this planet_colab was installed without its `dmc` extra's metadata; reinstall it "
+                           "with the notebook's first cell, then Runtime → Restart session and Run all")
+    print(f"Installing the dmc extra for {config.preset}: {' '.join(requirements)}")
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", *requirements], check=True)
+    importlib.invalidate_caches()
+
+
+def notebook_tasks() -> list[str]:
+    """The notebooks' task picker: pendulum, then every preset that names its own environment."""
+    from planet_colab.config import PRESETS
+
+    return [DEFAULT_TASK] + [p for p, fields in PRESETS.items() if p != DEFAULT_TASK and "env_name" in fields]
+
+
+def open_notebook_run(picked: str | None = None, *, cost: bool = True) -> tuple[Path, Any]:
+    """The notebooks' run directory and config for the task (see notebook_preset); says what it will cost."""
+    from planet_colab.config import Config, get_config
+    from planet_colab.cost import describe_cost
+
+    preset = notebook_preset(picked)
+    run_dir = default_run_dir(preset)
+    stored = run_dir / "config.json"
+    config = Config.load(stored) if stored.exists() else get_config(preset)
+    ensure_task_dependencies(config)
+    print(f"run directory {run_dir}")
+    if cost:
+        print(describe_cost(config))
+    return run_dir, config
+
+
+def _write_small(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)  # Drive: a reader sees the old pick or the new one, never half of one
 
 
 def _drive_looks_mounted() -> bool:

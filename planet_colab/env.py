@@ -12,7 +12,9 @@ os.environ.setdefault("SDL_AUDIODRIVER", "dummy")
 # SDL otherwise takes over SIGINT/SIGTERM once it renders: Colab's Stop button (SIGINT) would no
 # longer raise KeyboardInterrupt, so the loop could not save its finished iterations.
 os.environ.setdefault("SDL_NO_SIGNAL_HANDLERS", "1")
+os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")  # pygame's import banner is not ours to print
 
+import warnings  # noqa: E402
 from typing import Any, SupportsFloat  # noqa: E402
 
 import gymnasium as gym  # noqa: E402
@@ -22,6 +24,10 @@ from PIL import Image  # noqa: E402
 from planet_colab.config import Config  # noqa: E402
 from planet_colab.seeding import derive_seed, numpy_rng  # noqa: E402
 from planet_colab.storage import EpisodeStorage  # noqa: E402
+
+# pygame 2.6 imports pkg_resources, which setuptools >= 81 marks deprecated on every first render.
+warnings.filterwarnings("ignore", message="pkg_resources is deprecated as an API", category=UserWarning,
+                        module="pygame.pkgdata")
 
 IMAGE_SIZE = 64
 # Classic-control Pendulum draws at `screen_dim` (500) pixels; drawing at 256 and averaging 4×4

@@ -53,8 +53,10 @@ def fake_colab(monkeypatch):
 
 @pytest.fixture
 def no_env(monkeypatch, tmp_path):
-    monkeypatch.delenv(colab.ENV_RUN_DIR, raising=False)
-    monkeypatch.delenv(colab.ENV_RUN_ROOT, raising=False)
+    """No run-location or task variables, HOME in tmp_path/home, working directory tmp_path."""
+    for name in (colab.ENV_RUN_DIR, colab.ENV_RUN_ROOT, colab.ENV_PRESET):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
     monkeypatch.chdir(tmp_path)
     return tmp_path
 
@@ -65,9 +67,14 @@ def test_in_colab_follows_google_colab_module(fake_colab, monkeypatch):
     assert not colab.in_colab()
 
 
-def test_run_dir_outside_colab_is_local_runs_dir(no_env, monkeypatch):
+def test_run_dir_outside_colab_is_the_same_from_any_working_directory(no_env, monkeypatch):
+    # The command line runs from the repository, a notebook from notebooks/: both must find one run.
     monkeypatch.delitem(sys.modules, "google.colab", raising=False)
-    assert colab.default_run_dir("pendulum") == no_env / "runs" / "pendulum"
+    expected = no_env / "home" / "planet_colab_runs" / "pendulum"
+    assert colab.default_run_dir("pendulum") == expected
+    (no_env / "notebooks").mkdir()
+    monkeypatch.chdir(no_env / "notebooks")
+    assert colab.default_run_dir("pendulum") == expected
 
 
 def test_run_dir_in_colab_is_on_drive(no_env, fake_colab, monkeypatch):
@@ -142,3 +149,68 @@ def test_other_mount_errors_propagate(fake_colab, tmp_path):
     fake_colab([ValueError("user declined")])
     with pytest.raises(ValueError, match="declined"):
         colab.mount_drive(tmp_path / "drive")
+
+
+def test_task_picked_in_01_is_what_02_and_03_open(no_env, monkeypatch, capsys):
+    monkeypatch.delitem(sys.modules, "google.colab", raising=False)
+    assert colab.notebook_preset() == "pendulum"  # nothing picked yet: the default, saying so
+    assert "pick another in notebook 01" in capsys.readouterr().out
+    assert colab.notebook_preset("smoke") == "smoke"  # notebook 01's form
+    assert colab.notebook_preset() == "smoke"  # notebooks 02 and 03, in their own sessions
+    run_dir, config = colab.open_notebook_run()
+    assert run_dir == colab.default_run_dir("smoke") and config.preset == "smoke"
+    assert "picked in notebook 01" in capsys.readouterr().out
+
+
+def test_open_notebook_run_prefers_the_runs_own_config_and_says_the_cost(no_env, monkeypatch, capsys):
+    from planet_colab.config import get_config
+
+    monkeypatch.delitem(sys.modules, "google.colab", raising=False)
+    run_dir = colab.default_run_dir("smoke")
+    run_dir.mkdir(parents=True)
+    get_config("smoke", total_iterations=7).save(run_dir / "config.json")  # e.g. started by the CLI
+    _, config = colab.open_notebook_run("smoke")
+    assert config.total_iterations == 7
+    assert "smoke: 7 iterations, estimated" in capsys.readouterr().out
+
+
+def test_preset_variable_wins_and_is_not_remembered(no_env, monkeypatch):
+    monkeypatch.delitem(sys.modules, "google.colab", raising=False)
+    colab.notebook_preset("pendulum")
+    monkeypatch.setenv(colab.ENV_PRESET, "smoke")
+    assert colab.notebook_preset("pendulum") == "smoke"
+    monkeypatch.delenv(colab.ENV_PRESET)
+    assert colab.notebook_preset() == "pendulum"
+
+
+def test_unknown_task_names_the_choices(no_env, monkeypatch):
+    monkeypatch.delitem(sys.modules, "google.colab", raising=False)
+    with pytest.raises(ValueError, match="Unknown preset 'cartpole'.*choose one of: .*pendulum"):
+        colab.notebook_preset("cartpole")
+    assert not (no_env / "home" / "planet_colab_runs" / colab.PICK_FILE).exists()
+
+
+def test_a_mujoco_task_installs_the_dmc_extra_only_in_colab_and_only_when_missing(no_env, fake_colab, monkeypatch):
+    from planet_colab.config import get_config
+
+    monkeypatch.setattr(colab, "_drive_looks_mounted", lambda: True)
+    calls = []
+    monkeypatch.setattr(colab.subprocess, "run", lambda cmd, check: calls.append(cmd))
+    monkeypatch.setattr(colab, "extra_requirements", lambda extra: ["dm_control==1.0.50", "mujoco==3.17.0"])
+    monkeypatch.setattr(colab.importlib.util, "find_spec", lambda name: None)  # nothing installed
+    colab.ensure_task_dependencies(get_config("smoke"))  # Pendulum needs no extra
+    assert calls == []
+    dmc_task = get_config("smoke", env_name="dmc:cartpole-swingup")
+    colab.ensure_task_dependencies(dmc_task)
+    assert calls == [[sys.executable, "-m", "pip", "install", "-q", "dm_control==1.0.50", "mujoco==3.17.0"]]
+    monkeypatch.delitem(sys.modules, "google.colab")  # outside Colab a local environment is never changed
+    colab.ensure_task_dependencies(dmc_task)
+    assert len(calls) == 1
+
+
+def test_extra_requirements_come_from_the_installed_metadata(monkeypatch):
+    declared = ['numpy>=2.0', 'pytest>=8.0; extra == "test"', "dm_control==1.0.50; extra == 'dmc'"]
+    monkeypatch.setattr(colab.importlib.metadata, "requires", lambda name: declared)
+    assert colab.extra_requirements("dmc") == ["dm_control==1.0.50"]
+    assert colab.extra_requirements("test") == ["pytest>=8.0"]
+    assert colab.extra_requirements("nothing") == []

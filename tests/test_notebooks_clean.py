@@ -1,12 +1,16 @@
-"""The committed notebooks are clean: no outputs, Colab-first install cell, a badge, no logic.
+"""The committed notebooks are clean and agree with the repository: no outputs, Colab-first install
+cell, badges and install URL from pyproject.toml's `Repository`, the task picker listing every task.
 
-Strip them before committing with `python tests/test_notebooks_clean.py` (rewrites notebooks/*.ipynb
-in place). Why stripping also matters for nbval: a cell with no execution count is compared with
-nothing, so `# NBVAL_CHECK_OUTPUT` cells assert their facts themselves (see the notebooks).
+Make them so before committing with `python tests/test_notebooks_clean.py`: it strips outputs, and
+writes the repository (from pyproject.toml) into the notebooks and the README's badges and the task
+list (from PRESETS) into notebook 01's picker. A fork edits `Repository` once and runs it.
+Why stripping also matters for nbval: a cell with no execution count is compared with nothing, so
+`# NBVAL_CHECK_OUTPUT` cells assert their facts themselves (see the notebooks).
 """
 
 from __future__ import annotations
 
+import json
 import re
 import sys
 from pathlib import Path
@@ -14,28 +18,65 @@ from pathlib import Path
 import nbformat
 import pytest
 
-NOTEBOOK_DIR = Path(__file__).resolve().parent.parent / "notebooks"
+ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOK_DIR = ROOT / "notebooks"
 NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("*.ipynb"))
-REPO = "planet-colab/planet_colab"
+README = ROOT / "README.md"
 COLAB_GUARD = 'if "google.colab" in sys.modules:'
 # Notebooks call the package and display; loops and definitions belong in planet_colab/.
 LOGIC = re.compile(r"^\s*(def |class |for |while |lambda\b|with |try:)", re.M)
+# The places a repository is named: Colab badges (notebooks, README) and the notebooks' pip line.
+COLAB_LINK = re.compile(r"(https://colab\.research\.google\.com/github/)([^/\s]+/[^/\s]+)(/blob/)")
+PIP_URL = re.compile(r'(git\+https://github\.com/)([^/\s"]+/[^/\s"]+?)(\.git)?(")')
+CLONE = re.compile(r"(git clone https://github\.com/)([^/\s]+/[^/\s]+?)(\.git)?(\s)")
+PICKER = re.compile(r'^(PRESET = "\w+"  #@param )(\[.*\])$', re.M)
 
 
-def strip_notebook(path: Path) -> bool:
-    """Remove outputs, execution counts and widget state from a notebook; True if it changed."""
+def repository() -> str:
+    """owner/name from pyproject.toml's [project.urls] Repository (a GitHub URL)."""
+    text = (ROOT / "pyproject.toml").read_text()
+    found = re.search(r'^Repository\s*=\s*"https://github\.com/([^/"\s]+/[^/"\s]+?)(?:\.git)?/?"', text, re.M)
+    assert found, 'pyproject.toml needs [project.urls] Repository = "https://github.com/OWNER/NAME"'
+    return found.group(1)
+
+
+def _with_repository(text: str, repo: str) -> str:
+    text = COLAB_LINK.sub(lambda m: m.group(1) + repo + m.group(3), text)
+    text = CLONE.sub(lambda m: m.group(1) + repo + m.group(4), text)
+    return PIP_URL.sub(lambda m: m.group(1) + repo + m.group(4), text)
+
+
+def _with_tasks(text: str) -> str:
+    from planet_colab.colab import notebook_tasks
+
+    return PICKER.sub(lambda m: m.group(1) + json.dumps(notebook_tasks()), text)
+
+
+def canonicalise_notebook(path: Path, repo: str) -> bool:
+    """Strip outputs and widget state, write the repository and task list; True if the file changed."""
     nb = nbformat.read(path, as_version=4)
     before = nbformat.writes(nb)
     for cell in nb.cells:
         if cell.cell_type == "code":
             cell.outputs = []
             cell.execution_count = None
+            cell.source = _with_tasks(cell.source)
+        cell.source = _with_repository(cell.source, repo)
         cell.metadata.pop("execution", None)
         cell.metadata.pop("outputId", None)  # Colab's per-cell output ids
     nb.metadata.pop("widgets", None)
     after = nbformat.writes(nb)
     if after != before:
         path.write_text(after)
+    return after != before
+
+
+def canonicalise_readme(repo: str) -> bool:
+    """Write the repository into README.md's Colab badges; True if the file changed."""
+    before = README.read_text()
+    after = _with_repository(before, repo)
+    if after != before:
+        README.write_text(after)
     return after != before
 
 
@@ -57,13 +98,15 @@ def test_notebook_is_committed_without_outputs(path):
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
 def test_notebook_opens_in_colab_and_installs_only_there(path):
+    repo = repository()
+    fix = "run `python tests/test_notebooks_clean.py`"
     nb = nbformat.read(path, as_version=4)
     first_md = next(c.source for c in nb.cells if c.cell_type == "markdown")
-    assert f"https://colab.research.google.com/github/{REPO}/blob/main/notebooks/{path.name}" in first_md
+    assert f"https://colab.research.google.com/github/{repo}/blob/main/notebooks/{path.name}" in first_md, fix
     install = next(c.source for c in nb.cells if c.cell_type == "code")
     assert COLAB_GUARD in install
     guarded = install.split(COLAB_GUARD, 1)[1]
-    assert f"pip install -q --no-deps git+https://github.com/{REPO}" in guarded
+    assert f'pip install -q "planet_colab @ git+https://github.com/{repo}"' in guarded, fix
     assert "mount_drive()" in guarded
     # Reinstalling Colab's torch (its CUDA build), gymnasium or pygame would cost minutes and can break
     # the runtime: torch is never named, and the rest only as lower bounds, which pip leaves alone
@@ -76,6 +119,16 @@ def test_notebook_opens_in_colab_and_installs_only_there(path):
             assert not re.search(rf"\b{heavy}\b(?!>=)", line), f"{heavy} without a lower bound: {line}"
 
 
+def test_readme_badges_and_fork_note_name_the_repository():
+    repo = repository()
+    readme = README.read_text()
+    linked = {m.group(2) for pattern in (COLAB_LINK, CLONE) for m in pattern.finditer(readme)}
+    assert linked == {repo}, f"README badges name {linked}, pyproject.toml {repo}; run `python tests/test_notebooks_clean.py`"
+    for path in NOTEBOOKS:
+        assert f"https://colab.research.google.com/github/{repo}/blob/main/notebooks/{path.name}" in readme
+    assert "pyproject.toml" in readme and "python tests/test_notebooks_clean.py" in readme
+
+
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
 def test_notebook_has_no_logic_beyond_calls_and_display(path):
     nb = nbformat.read(path, as_version=4)
@@ -86,13 +139,23 @@ def test_notebook_has_no_logic_beyond_calls_and_display(path):
 
 
 def test_notebooks_share_the_run_directory_and_preset():
-    for path in NOTEBOOKS:
-        source = "\n".join(c.source for c in nbformat.read(path, as_version=4).cells)
-        assert 'preset = "smoke" if os.environ.get("CI") else "pendulum"' in source, path.name
-        assert "default_run_dir(" in source, path.name
+    from planet_colab.colab import notebook_tasks
+
+    sources = {p.name: "\n".join(c.source for c in nbformat.read(p, as_version=4).cells) for p in NOTEBOOKS}
+    picker = PICKER.search(sources["01_setup_and_seed_episodes.ipynb"])
+    assert picker, "notebook 01 needs the task picker: PRESET = \"pendulum\"  #@param [...]"
+    assert json.loads(picker.group(2)) == notebook_tasks(), "run `python tests/test_notebooks_clean.py`"
+    assert "open_notebook_run(PRESET)" in sources["01_setup_and_seed_episodes.ipynb"]
+    # 02 and 03 take the task picked in 01 (remembered next to the runs), never their own.
+    for name in ("02_train_planner.ipynb", "03_evaluate_and_visualize.ipynb"):
+        assert "open_notebook_run(" in sources[name] and "PRESET" not in sources[name], name
+    assert 'notebook_preset("pendulum", remember=False)' in sources["00_data_pipeline_tour.ipynb"]
 
 
 if __name__ == "__main__":
-    changed = [p.name for p in NOTEBOOKS if strip_notebook(p)]
-    print(f"stripped: {', '.join(changed) if changed else 'nothing to strip'}")
+    sys.path.insert(0, str(ROOT))
+    repo = repository()
+    changed = [p.name for p in NOTEBOOKS if canonicalise_notebook(p, repo)]
+    changed += ["README.md"] if canonicalise_readme(repo) else []
+    print(f"repository {repo}; rewrote: {', '.join(changed) if changed else 'nothing (all agree)'}")
     sys.exit(0)

@@ -74,7 +74,10 @@ def test_cli_train_then_info_and_evaluate(tmp_path, capsys):
                 "--no-progress", "--set", "eval_every=100"]) == 0
     assert cli(["info", "--run-dir", str(run)]) == 0
     out = capsys.readouterr().out
-    assert "episodes:    4" in out and "2 of 2 checkpointed" in out
+    assert "episodes    4 stored" in out and "2 of 2 iterations checkpointed" in out
+    # Counted as the training log counts; the file name's 0-based number is explained beside it.
+    assert "ckpt_000001.pt (after iteration 2; file numbers count from 0)" in out
+    assert "{" not in out  # a summary to read, not a JSON dump
     assert cli(["evaluate", "--run-dir", str(run), "--episodes", "2",
                 "--video", str(tmp_path / "ep.gif")]) == 0
     last = capsys.readouterr().out.strip().splitlines()[-1]

@@ -1,0 +1,74 @@
+"""A run directory as a short summary a person can scan: task, episodes, progress, last results, time.
+
+Iterations are counted from 1 as the training log prints them; checkpoint files are numbered from 0
+(`ckpt_000003.pt` holds the weights after the 4th iteration), which the summary says next to the name.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from planet_colab.config import Config
+from planet_colab.cost import format_duration
+
+
+def _progress(config: Config, ckpt: dict | None, rows: list[dict[str, Any]]) -> str:
+    saved = ckpt["iteration"] + 1 if ckpt else 0
+    logged = rows[-1]["iteration"] + 1 if rows else 0
+    text = f"{saved} of {config.total_iterations} iterations checkpointed"
+    if logged > saved:
+        text += f" ({logged} logged; a resume redoes iterations {saved + 1}–{logged})"
+    if ckpt:
+        text += f"; newest {Path(ckpt['file']).name} (after iteration {saved}; file numbers count from 0)"
+    return text
+
+
+def _last_results(rows: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    if not rows:
+        return [("results", "none yet (no iteration finished)")]
+    last = rows[-1]
+    lines = [("last", f"iteration {last['iteration'] + 1}: collect return {last['collect_return']:.1f}, "
+                      f"loss {last['loss']:.2f} (obs {last['obs_loss']:.2f}, reward {last['reward_loss']:.3f}, "
+                      f"kl {last['kl_loss']:.2f})")]
+    evals = [r for r in rows if "eval_mean" in r]
+    if evals:
+        best = max(evals, key=lambda r: r["eval_mean"])
+        e = evals[-1]
+        lines.append(("evaluation", f"{e['eval_mean']:.1f} ± {e['eval_std']:.1f} after iteration "
+                                    f"{e['iteration'] + 1} (best {best['eval_mean']:.1f} after "
+                                    f"{best['iteration'] + 1})"))
+    seconds = sum(r.get("seconds", 0.0) for r in rows)
+    phases = ", ".join(f"{name} {sum(r.get(f'{name}_s', 0.0) for r in rows) / len(rows):.1f}"
+                       for name in ("train", "collect", "eval"))
+    lines.append(("time", f"{seconds / len(rows):.1f} s per iteration ({phases}); "
+                          f"{format_duration(seconds)} logged in all"))
+    return lines
+
+
+def run_summary(run_dir: str | os.PathLike) -> str:
+    """Aligned lines describing what `run_dir` holds; ValueError when it is not a run directory."""
+    from planet_colab.checkpoint import latest_checkpoint_info
+    from planet_colab.storage import EpisodeStorage
+    from planet_colab.train import read_metrics
+
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.json").exists():
+        raise ValueError(f"{run_dir} is not a run directory (no config.json); "
+                         "start one with `python -m planet_colab train --run-dir DIR`")
+    config = Config.load(run_dir / "config.json")
+    episodes = EpisodeStorage(run_dir / "episodes").num_episodes
+    ckpt = latest_checkpoint_info(run_dir)
+    rows = read_metrics(run_dir)
+    seed = min(episodes, config.seed_episodes)
+    lines = [
+        ("run", str(run_dir)),
+        ("task", f"{config.env_name}, {config.preset} preset, action repeat {config.action_repeat}"),
+        ("episodes", f"{episodes} stored ({seed} random seed + {episodes - seed} collected), "
+                     f"{config.episode_len} agent steps each"),
+        ("progress", _progress(config, ckpt, rows)),
+        *_last_results(rows),
+    ]
+    width = max(len(name) for name, _ in lines) + 2
+    return "\n".join(f"{name:<{width}}{text}" for name, text in lines)

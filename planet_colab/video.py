@@ -1,0 +1,66 @@
+"""Episode videos on disk in the format the file name says: GIF always, MP4 when ffmpeg is installed.
+
+MP4 goes through imageio-ffmpeg (`pip install imageio-ffmpeg`, which brings its own ffmpeg binary);
+without it a .mp4 name is refused before any episode is played, never silently written as a GIF.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+MP4_INSTALL = "pip install imageio-ffmpeg"
+
+
+def check_video_path(path: str | os.PathLike, what: str = "video") -> Path:
+    """`path` as a Path when this machine can write its format; else ValueError naming the fix."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix == ".mp4" and importlib.util.find_spec("imageio_ffmpeg") is None:
+        raise ValueError(f"{what} {path}: writing MP4 needs imageio-ffmpeg (`{MP4_INSTALL}`); "
+                         "or give a .gif name")
+    if suffix not in (".gif", ".mp4"):
+        raise ValueError(f"{what} {path}: unknown video format {suffix or '(no extension)'!r}; "
+                         "name it .gif or .mp4")
+    return path
+
+
+def save_video(frames: Any, path: str | os.PathLike, fps: float = 15, scale: int = 1) -> Path:
+    """Write frames (T, H, W, 3) uint8 as the GIF or MP4 that `path`'s extension names; return the path."""
+    from planet_colab.viz import _as_frames, save_gif
+
+    path = check_video_path(path)
+    if path.suffix.lower() == ".gif":
+        return save_gif(frames, path, fps=fps, scale=scale)
+    if fps <= 0:
+        raise ValueError(f"fps must be > 0, got {fps!r}")
+    if not isinstance(scale, int) or scale < 1:
+        raise ValueError(f"scale must be a positive integer, got {scale!r}")
+    imgs = _as_frames(frames)
+    if scale > 1:
+        imgs = imgs.repeat(scale, axis=1).repeat(scale, axis=2)  # nearest-neighbour: crisp pixels
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")  # ffmpeg picks the container from the suffix
+    _write_mp4(imgs, tmp, fps)
+    os.replace(tmp, path)  # Drive: a half-written video is never left under the final name
+    return path
+
+
+def _write_mp4(imgs: np.ndarray, path: Path, fps: float) -> None:
+    import imageio_ffmpeg
+
+    height, width = imgs.shape[1:3]
+    # H.264 in yuv420p (what every player opens) needs even sizes; 16-pixel blocks avoid a rescale.
+    writer = imageio_ffmpeg.write_frames(str(path), (width, height), fps=fps, codec="libx264",
+                                         pix_fmt_in="rgb24", pix_fmt_out="yuv420p", macro_block_size=16,
+                                         ffmpeg_log_level="error")
+    writer.send(None)
+    try:
+        for frame in imgs:
+            writer.send(np.ascontiguousarray(frame))
+    finally:
+        writer.close()

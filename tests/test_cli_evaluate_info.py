@@ -1,0 +1,75 @@
+"""`evaluate` and `info` as a user meets them: readable output, video formats, one-line errors."""
+
+import numpy as np
+import pytest
+
+from planet_colab import video
+from planet_colab.__main__ import main as cli
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    run = tmp_path_factory.mktemp("cli") / "run"
+    assert cli(["train", "--run-dir", str(run), "--preset", "smoke", "--iterations", "2",
+                "--no-progress", "--set", "eval_every=1", "checkpoint_every=1"]) == 0
+    return run
+
+
+def test_info_is_a_summary_of_the_run(trained_run, capsys):
+    assert cli(["info", "--run-dir", str(trained_run)]) == 0
+    out = capsys.readouterr().out
+    assert "Pendulum-v1, smoke preset" in out
+    assert "4 stored (2 random seed + 2 collected)" in out
+    assert "evaluation" in out and "after iteration 2" in out
+    assert "s per iteration (train" in out
+
+
+def test_evaluate_episodes_must_be_positive_and_the_error_names_the_option(trained_run, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli(["evaluate", "--run-dir", str(trained_run), "--episodes", "0"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "argument --episodes: must be a positive integer, got '0'" in err
+    assert "num_episodes" not in err
+
+
+def test_evaluate_writes_an_mp4_when_asked_for_one(trained_run, tmp_path, capsys):
+    pytest.importorskip("imageio_ffmpeg")
+    out = tmp_path / "ep.mp4"
+    assert cli(["evaluate", "--run-dir", str(trained_run), "--episodes", "1", "--video", str(out)]) == 0
+    assert out.read_bytes()[4:8] == b"ftyp"  # an MP4 container, not a GIF under that name
+    assert "MP4" in capsys.readouterr().out
+
+
+def test_mp4_without_a_writer_is_refused_before_any_episode_is_played(trained_run, tmp_path, capsys,
+                                                                        monkeypatch):
+    monkeypatch.setattr(video.importlib.util, "find_spec", lambda name: None)
+    monkeypatch.setattr("planet_colab.train.build_agent_parts", lambda *a, **k: pytest.fail("played"))
+    assert cli(["evaluate", "--run-dir", str(trained_run), "--video", str(tmp_path / "ep.mp4")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "pip install imageio-ffmpeg" in err and ".gif" in err
+    assert not (tmp_path / "ep.mp4").exists()
+
+
+def test_video_format_follows_the_extension(tmp_path):
+    frames = np.random.default_rng(0).integers(0, 256, (6, 64, 64, 3), dtype=np.uint8)
+    assert video.save_video(frames, tmp_path / "a.gif").read_bytes()[:6] == b"GIF89a"
+    with pytest.raises(ValueError, match=r"unknown video format '\.avi'; name it \.gif or \.mp4"):
+        video.save_video(frames, tmp_path / "a.avi")
+
+
+def test_mp4_round_trip_keeps_every_frame(tmp_path):
+    imageio_ffmpeg = pytest.importorskip("imageio_ffmpeg")
+    frames = np.random.default_rng(0).integers(0, 256, (9, 64, 64, 3), dtype=np.uint8)
+    path = video.save_video(frames, tmp_path / "a.mp4", fps=10)
+    reader = imageio_ffmpeg.read_frames(str(path))
+    meta = next(reader)
+    assert meta["size"] == (64, 64) and sum(1 for _ in reader) == 9
+    assert [p.name for p in tmp_path.iterdir()] == ["a.mp4"]  # no temporary left behind
+
+
+def test_commands_on_a_directory_that_is_not_a_run_fail_in_one_line(tmp_path, capsys):
+    for command in (["info"], ["evaluate"]):
+        assert cli([*command, "--run-dir", str(tmp_path)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and "is not a run directory (no config.json)" in err
