@@ -123,7 +123,10 @@ def notebook_preset(picked: str | None = None, *, remember: bool = True) -> str:
     if preset not in PRESETS:
         raise ValueError(f"Unknown preset {preset!r} ({source}); choose one of: {', '.join(PRESETS)}")
     if picked and not override and remember:
-        _write_small(pick_file, json.dumps({"preset": preset}) + "\n")
+        from planet_colab.safeio import write_atomic
+
+        pick_file.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(pick_file, json.dumps({"preset": preset}) + "\n")
     print(f"task {preset!r} ({source})")
     return preset
 
@@ -188,13 +191,6 @@ def open_notebook_run(picked: str | None = None, *, cost: bool = True) -> tuple[
     if cost:
         print(describe_cost(config))
     return run_dir, config
-
-
-def _write_small(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)  # Drive: a reader sees the old pick or the new one, never half of one
 
 
 def _drive_looks_mounted() -> bool:

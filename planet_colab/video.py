@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from planet_colab.safeio import write_atomic
 
 MP4_INSTALL = "pip install imageio-ffmpeg"
 
@@ -44,13 +47,16 @@ def save_video(frames: Any, path: str | os.PathLike, fps: float = 15, scale: int
     if scale > 1:
         imgs = imgs.repeat(scale, axis=1).repeat(scale, axis=2)  # nearest-neighbour: crisp pixels
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")  # ffmpeg picks the container from the suffix
-    _write_mp4(imgs, tmp, fps)
-    os.replace(tmp, path)  # Drive: a half-written video is never left under the final name
+    # ffmpeg writes to a file name (and picks the container from its suffix): encode on the local
+    # disk, then put the finished bytes on the run directory (Drive) in one crash-safe write.
+    with tempfile.TemporaryDirectory(prefix="planet_colab_video_") as scratch:
+        local = Path(scratch) / f"video{path.suffix}"
+        _encode_mp4(imgs, local, fps)
+        write_atomic(path, local.read_bytes())  # an episode's video: tens of kilobytes
     return path
 
 
-def _write_mp4(imgs: np.ndarray, path: Path, fps: float) -> None:
+def _encode_mp4(imgs: np.ndarray, path: Path, fps: float) -> None:
     import imageio_ffmpeg
 
     height, width = imgs.shape[1:3]
