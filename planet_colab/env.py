@@ -97,10 +97,19 @@ class PixelEnv(gym.Wrapper):
         return self.render_pixels(), total, bool(terminated), bool(truncated), info
 
 
+def _is_mujoco(name: str) -> bool:
+    try:
+        entry = gym.spec(name).entry_point
+    except gym.error.Error:
+        return False
+    return isinstance(entry, str) and ".mujoco" in entry
+
+
 def make_env(name: str = "Pendulum-v1", action_repeat: int = 2, seed: int | None = None,
              max_episode_steps: int | None = None) -> PixelEnv:
     """A gymnasium env with 64×64×3 uint8 pixel observations, actions in [-1, 1] and action repeat.
 
+    `name` is a gymnasium id, or "dmc:<domain>-<task>" for a DeepMind Control Suite task.
     `max_episode_steps` counts environment steps (before action repeat); None keeps the env's own
     limit. Reaching it sets `truncated`, never `terminated`.
     """
@@ -108,8 +117,24 @@ def make_env(name: str = "Pendulum-v1", action_repeat: int = 2, seed: int | None
         raise ValueError(f"action_repeat must be a positive integer, got {action_repeat!r}")
     if max_episode_steps is not None and (not isinstance(max_episode_steps, int) or max_episode_steps < 1):
         raise ValueError(f"max_episode_steps must be a positive integer or None, got {max_episode_steps!r}")
+    if name.startswith("dmc:"):
+        from planet_colab.dmc import make_dmc_env
+
+        return PixelEnv(make_dmc_env(name, max_episode_steps, IMAGE_SIZE), action_repeat=action_repeat,
+                        seed=seed)
+    kwargs: dict[str, Any] = {}
+    if _is_mujoco(name):
+        from planet_colab.rendering import choose_gl_backend
+
+        choose_gl_backend()  # before gymnasium imports mujoco
+        # Drawn at 64×64, never resized, by camera 0 (HalfCheetah's "track" camera follows the body,
+        # like the suite's camera 0; gymnasium's own default is a free camera it may run away from).
+        kwargs = {"width": IMAGE_SIZE, "height": IMAGE_SIZE, "camera_id": 0}
     try:
-        env = gym.make(name, render_mode="rgb_array", max_episode_steps=max_episode_steps)
+        env = gym.make(name, render_mode="rgb_array", max_episode_steps=max_episode_steps, **kwargs)
+    except (gym.error.DependencyNotInstalled, ImportError) as e:
+        raise ValueError(f"env_name {name!r} needs MuJoCo ({str(e).splitlines()[0]}); install it with "
+                         "`pip install -e .[dmc]` (Colab: `!pip install -q 'mujoco==3.17.0' imageio`)") from None
     except gym.error.Error as e:
         raise ValueError(f"env_name {name!r} cannot be made: {e}") from None
     inner = env.unwrapped

@@ -1,0 +1,61 @@
+"""Headless OpenGL for MuJoCo: choose `MUJOCO_GL` before mujoco is imported, and explain a missing GL.
+
+MuJoCo reads `MUJOCO_GL` once, when it is first imported, so `choose_gl_backend()` must run before
+any `import mujoco` / `dm_control` / gymnasium MuJoCo env. A value the user set is always kept.
+"""
+
+from __future__ import annotations
+
+import ctypes.util
+import json
+import os
+import shutil
+from pathlib import Path
+
+# dm_control's Colab tutorial writes this file: Colab's GPU images ship NVIDIA's EGL library but not
+# the glvnd entry that lets libEGL find it, so EGL would silently fall back to (or fail on) mesa.
+NVIDIA_EGL_VENDOR_FILE = Path("/usr/share/glvnd/egl_vendor.d/10_nvidia.json")
+_NVIDIA_EGL_VENDOR = {"file_format_version": "1.0.0", "ICD": {"library_path": "libEGL_nvidia.so.0"}}
+
+GL_FIX = ("install a headless OpenGL library: `apt-get install -y libegl1` (EGL) or "
+          "`apt-get install -y libosmesa6` and set MUJOCO_GL=osmesa (on Colab prefix with `!`)")
+
+
+def nvidia_gpu_present() -> bool:
+    """True when an NVIDIA driver is loaded (the kernel module's proc entry, or nvidia-smi on PATH)."""
+    return Path("/proc/driver/nvidia/version").exists() or shutil.which("nvidia-smi") is not None
+
+
+def _write_nvidia_egl_vendor_file() -> None:
+    if NVIDIA_EGL_VENDOR_FILE.exists():
+        return
+    try:
+        NVIDIA_EGL_VENDOR_FILE.parent.mkdir(parents=True, exist_ok=True)
+        NVIDIA_EGL_VENDOR_FILE.write_text(json.dumps(_NVIDIA_EGL_VENDOR) + "\n")
+    except OSError:
+        pass  # not root: EGL may still find the driver; a failure then surfaces as the GL error below
+
+
+def choose_gl_backend() -> str:
+    """Set MUJOCO_GL (unless already set) to egl on NVIDIA GPUs, else osmesa if present, else egl."""
+    chosen = os.environ.get("MUJOCO_GL")
+    if chosen:
+        return chosen
+    if nvidia_gpu_present():
+        _write_nvidia_egl_vendor_file()
+        chosen = "egl"
+    elif ctypes.util.find_library("OSMesa"):
+        chosen = "osmesa"
+    else:
+        chosen = "egl"  # mesa's EGL renders on the CPU (llvmpipe) when there is no GPU
+    os.environ["MUJOCO_GL"] = chosen
+    # PyOpenGL (used by dm_control and mujoco's Python renderers) must agree with MuJoCo's choice.
+    os.environ.setdefault("PYOPENGL_PLATFORM", chosen)
+    return chosen
+
+
+def gl_error_message(error: BaseException) -> str:
+    """One line saying that headless OpenGL failed, why, and how to fix it."""
+    backend = os.environ.get("MUJOCO_GL", "?")
+    first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    return f"MuJoCo cannot render headless (MUJOCO_GL={backend}: {first}); {GL_FIX}"

@@ -1,0 +1,179 @@
+"""DeepMind Control Suite and MuJoCo tasks: headless 64×64 frames, one-line errors, exact resume."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from planet_colab.config import PRESETS, get_config
+from planet_colab.env import make_env
+from planet_colab.storage import EpisodeStorage
+
+ROOT = Path(__file__).resolve().parents[1]
+LAUNCHER = Path(__file__).with_name("fault_launcher.py")
+
+try:
+    import dm_control  # noqa: F401
+    HAVE_DMC = True
+except ImportError:
+    HAVE_DMC = False
+needs_dmc = pytest.mark.skipif(not HAVE_DMC, reason="dm_control not installed (pip install -e .[dmc])")
+
+# A DMC task at smoke sizes: 40 env steps / action repeat 4 = 10 agent steps per episode.
+DMC_SMOKE = ["env_name=dmc:cartpole-swingup", "action_repeat=4", "max_episode_steps=40"]
+
+
+def _subprocess_env() -> dict:
+    env = dict(os.environ, PYTHONHASHSEED="0", OMP_NUM_THREADS="1",
+               PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
+    env.pop("PLANET_COLAB_RUN_DIR", None)
+    return env
+
+
+@needs_dmc
+def test_dmc_task_renders_64x64_uint8_frames_headless():
+    env = make_env("dmc:cartpole-swingup", action_repeat=8, seed=0, max_episode_steps=1000)
+    obs, _ = env.reset()
+    assert obs.shape == (64, 64, 3) and obs.dtype == np.uint8
+    assert obs.std() > 5, "the frame is blank"
+    assert env.action_space.low[0] == -1 and env.action_space.high[0] == 1
+    steps, rewards = 0, []
+    while True:
+        obs, reward, terminated, truncated, _ = env.step(np.ones(1, np.float32))
+        steps += 1
+        rewards.append(reward)
+        if terminated or truncated:
+            break
+    env.close()
+    assert steps == 125 and truncated and not terminated  # 1000 env steps / repeat 8; a time limit
+    assert all(0 <= r <= 8 for r in rewards)  # per-step rewards in [0, 1], summed over the repeat
+
+
+@needs_dmc
+def test_dmc_reset_with_a_seed_repeats_the_episode():
+    env = make_env("dmc:cartpole-swingup", action_repeat=2, max_episode_steps=20)
+    first = [env.reset(seed=7)[0]] + [env.step(np.full(1, 0.5, np.float32))[0] for _ in range(3)]
+    again = [env.reset(seed=7)[0]] + [env.step(np.full(1, 0.5, np.float32))[0] for _ in range(3)]
+    other = env.reset(seed=8)[0]
+    env.close()
+    for a, b in zip(first, again, strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(first[0], other)
+
+
+@needs_dmc
+def test_half_cheetah_renders_64x64_uint8_frames_headless():
+    pytest.importorskip("mujoco")
+    env = make_env("HalfCheetah-v5", action_repeat=2, seed=0, max_episode_steps=10)
+    obs, _ = env.reset()
+    obs, *_ = env.step(np.zeros(env.action_space.shape, np.float32))
+    env.close()
+    assert obs.shape == (64, 64, 3) and obs.dtype == np.uint8
+    assert obs.std() > 5, "the frame is blank"
+
+
+def test_every_paper_task_has_a_preset_with_1000_env_steps():
+    repeats = {"cartpole_swingup": 8, "reacher_easy": 4, "cheetah_run": 4, "finger_spin": 2,
+               "cup_catch": 4, "walker_walk": 2}
+    for name, repeat in repeats.items():
+        config = get_config(name)
+        assert config.env_name.startswith("dmc:") and config.action_repeat == repeat, name
+        assert config.max_episode_steps == 1000, name
+    assert get_config("half_cheetah").env_name == "HalfCheetah-v5"
+    assert get_config("half_cheetah").max_episode_steps == 1000
+    assert set(repeats) | {"half_cheetah"} <= set(PRESETS)
+
+
+def test_missing_dm_control_names_the_extra(monkeypatch):
+    monkeypatch.setitem(sys.modules, "dm_control", None)  # `import dm_control` now raises ImportError
+    monkeypatch.setitem(sys.modules, "dm_control.suite", None)
+    with pytest.raises(ValueError) as err:
+        make_env("dmc:cartpole-swingup", action_repeat=8)
+    message = str(err.value)
+    assert "\n" not in message and "pip install -e .[dmc]" in message
+
+
+@needs_dmc
+def test_unknown_task_lists_the_known_ones():
+    for name in ("dmc:cartpole-swingdown", "dmc:cartpole"):
+        with pytest.raises(ValueError) as err:
+            make_env(name)
+        message = str(err.value)
+        assert "\n" not in message and "dmc:cartpole-swingup" in message and "dmc:walker-walk" in message
+
+
+def test_unknown_task_on_the_command_line_is_one_line(tmp_path):
+    cmd = [sys.executable, "-m", "planet_colab", "train", "--preset", "smoke", "--run-dir",
+           str(tmp_path / "run"), "--no-progress", "--set", "env_name=dmc:nope-nothing"]
+    out = subprocess.run(cmd, cwd=ROOT, env=_subprocess_env(), capture_output=True, text=True, timeout=300)
+    assert out.returncode != 0
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in out.stderr, out.stderr
+    assert "dmc:cartpole-swingup" in lines[0] or "pip install -e .[dmc]" in lines[0]
+
+
+# Make every attempt to load a GL library fail, as on a machine without libEGL / libOSMesa.
+_NO_GL = """
+import OpenGL.platform.ctypesloader as loader
+def missing(dll, name, *args, **kwargs):
+    raise OSError(f"lib{name}.so: cannot open shared object file: No such file or directory")
+loader.loadLibrary = missing
+import numpy as np
+from planet_colab.env import make_env
+env = make_env("dmc:cartpole-swingup", action_repeat=8)
+env.reset(seed=0)
+"""
+
+
+@needs_dmc
+@pytest.mark.parametrize("backend", ["egl", "osmesa"])
+def test_missing_gl_library_names_the_fix(backend):
+    env = dict(_subprocess_env(), MUJOCO_GL=backend, PYOPENGL_PLATFORM=backend)
+    code = f"{_NO_GL}\nprint('rendered')"
+    wrapper = ("import sys\nfrom planet_colab.env import make_env\n"
+               f"try:\n    exec({code!r})\nexcept ValueError as e:\n    sys.exit(f'error: {{e}}')\n")
+    out = subprocess.run([sys.executable, "-c", wrapper], cwd=ROOT, env=env, capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode != 0, out.stdout
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1, out.stderr
+    assert "apt-get install" in lines[0] and "libegl1" in lines[0] and "libosmesa6" in lines[0]
+
+
+def _train(run_dir: Path, fault: tuple[str, int] | None = None) -> subprocess.CompletedProcess:
+    args = ["train", "--preset", "smoke", "--iterations", "2", "--no-progress", "--run-dir", str(run_dir),
+            "--set", *DMC_SMOKE, "checkpoint_every=1", "eval_every=2", "eval_episodes=1"]
+    cmd = [sys.executable, "-m", "planet_colab", *args] if fault is None else \
+        [sys.executable, str(LAUNCHER), fault[0], str(fault[1]), "--", *args]
+    return subprocess.run(cmd, cwd=ROOT, env=_subprocess_env(), capture_output=True, text=True, timeout=600)
+
+
+@needs_dmc
+def test_dmc_run_killed_and_resumed_matches_an_uninterrupted_one(tmp_path):
+    reference = _train(tmp_path / "reference")
+    assert reference.returncode == 0, reference.stdout + reference.stderr
+    run_dir = tmp_path / "killed"
+    kills = 0
+    for fault in [("episode", 2), ("train_step", 2), ("checkpoint", 1), ("episode", 1)]:
+        proc = _train(run_dir, fault)
+        assert proc.returncode in (0, -9), proc.stdout + proc.stderr
+        kills += proc.returncode == -9
+    assert kills >= 3, f"only {kills} planted kills landed"
+    final = _train(run_dir)
+    assert final.returncode == 0, final.stdout + final.stderr
+
+    mine, theirs = EpisodeStorage(run_dir / "episodes"), EpisodeStorage(tmp_path / "reference" / "episodes")
+    assert mine.num_episodes == theirs.num_episodes == 4  # 2 seed + 1 per iteration
+    for a_path, b_path in zip(mine.episode_paths, theirs.episode_paths, strict=True):
+        a, b = mine.load_episode(a_path), theirs.load_episode(b_path)
+        assert len(a["reward"]) == 10
+        for key in ("obs", "action", "reward", "terminal"):
+            np.testing.assert_array_equal(a[key], b[key], err_msg=f"{a_path.name}:{key}")
+    name = "checkpoints/ckpt_000001.pt"
+    w = torch.load(run_dir / name, weights_only=True, map_location="cpu")["model"]
+    ref = torch.load(tmp_path / "reference" / name, weights_only=True, map_location="cpu")["model"]
+    assert w.keys() == ref.keys() and all(torch.equal(w[k], ref[k]) for k in ref)
