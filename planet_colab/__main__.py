@@ -1,4 +1,5 @@
-"""Command line: `python -m planet_colab {train,evaluate,info} --run-dir DIR …` (train also resumes)."""
+"""Command line: `python -m planet_colab {train,evaluate,info} --run-dir DIR …` (train also resumes),
+`sweep --root DIR …` and `sweep-report --root DIR` for many runs."""
 
 from __future__ import annotations
 
@@ -45,6 +46,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="write the first episode here: a .gif, or a .mp4 when imageio-ffmpeg is installed")
     i = sub.add_parser("info", help="what a run directory holds")
     i.add_argument("--run-dir", type=Path, required=True)
+    _add_sweep_parsers(sub)
     return p
 
 
@@ -111,11 +113,52 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_sweep_parsers(sub: argparse._SubParsersAction) -> None:
+    s = sub.add_parser("sweep", help="train presets × seeds as Ray tasks, one run directory each "
+                       "(the same command resumes)")
+    s.add_argument("--root", type=Path, required=True, help="runs go to ROOT/<preset>/seed_<s>")
+    s.add_argument("--presets", nargs="+", required=True, metavar="PRESET",
+                   help=f"one or more of: {', '.join(sorted(PRESETS))}")
+    s.add_argument("--seeds", nargs="+", type=int, required=True, metavar="SEED")
+    s.add_argument("--iterations", type=int, help="total iterations per run (default: the preset's)")
+    s.add_argument("--cpus-per-run", type=int, default=1, help="Ray CPUs and torch threads per run")
+    s.add_argument("--gpus-per-run", type=float, default=0.0, help="Ray GPUs per run (may be 0.5)")
+    s.add_argument("--address", help="join this Ray cluster (default: RAY_ADDRESS, else start Ray "
+                   "on this machine)")
+    r = sub.add_parser("sweep-report", help="compare a sweep's runs: curve, table, JSON, TensorBoard")
+    r.add_argument("--root", type=Path, required=True)
+    r.add_argument("--tensorboard-dir", type=Path,
+                   help="where TensorBoard event files go (default: ROOT/tensorboard)")
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    """Train (or resume) every run of a sweep; exit 1 when a run failed."""
+    from planet_colab.sweep import run_sweep
+
+    try:
+        outcomes = run_sweep(args.root, args.presets, args.seeds, iterations=args.iterations,
+                             cpus_per_run=args.cpus_per_run, gpus_per_run=args.gpus_per_run,
+                             address=args.address)
+    except ImportError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 1 if any(o.startswith("failed") for o in outcomes.values()) else 0
+
+
+def cmd_sweep_report(args: argparse.Namespace) -> int:
+    """Write a sweep's comparison (PNG, markdown, JSON) and TensorBoard files."""
+    from planet_colab.sweep_report import write_report
+
+    write_report(args.root, tensorboard_dir=args.tensorboard_dir)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of `python -m planet_colab`."""
     args = _parser().parse_args(argv)
     try:
-        return {"train": cmd_train, "evaluate": cmd_evaluate, "info": cmd_info}[args.command](args)
+        return {"train": cmd_train, "evaluate": cmd_evaluate, "info": cmd_info, "sweep": cmd_sweep,
+                "sweep-report": cmd_sweep_report}[args.command](args)
     except ValueError as e:  # config problems: say what is wrong, no traceback
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -1,0 +1,309 @@
+"""Many runs at once: presets × seeds, each an ordinary run directory trained as one Ray task.
+
+`run_sweep(root, presets, seeds)` puts the run of (preset, seed) in `root/<preset>/seed_<seed>` and
+trains it with `train_planner`, exactly as `python -m planet_colab train` would. What makes a sweep
+resumable and fault-tolerant is what makes one run so: a run directory holds everything, and a run
+resumed from its newest checkpoint ends bit for bit like one never stopped (on CPU). So running the
+same sweep again skips finished runs and resumes the others, and a worker that dies mid-run is simply
+started again by Ray (`max_retries`) on the same directory.
+
+Ray is an optional dependency, imported only here; without an address it starts on this machine,
+with one (or RAY_ADDRESS) it joins a cluster whose nodes all see `root` (NFS, a bucket, Drive).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+import time
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from planet_colab.config import PRESETS, Config, get_config
+
+__all__ = ["SweepRun", "plan_sweep", "run_sweep", "run_dir_for", "INSTALL_HINT"]
+
+INSTALL_HINT = 'pip install -e ".[sweep]"  (or: pip install ray)'
+MAX_RETRIES = 3  # times Ray restarts a run whose worker process died (the run resumes each time)
+CANCEL_GRACE_S = 120.0  # after Ctrl-C, how long running tasks get to save their finished iterations
+
+
+@dataclass(frozen=True)
+class SweepRun:
+    """One (preset, seed) of a sweep: its directory, the config it trains with, iterations done."""
+
+    preset: str
+    seed: int
+    run_dir: Path
+    config: Config
+    done: int
+
+    @property
+    def name(self) -> str:
+        """`preset/seed_S`: the prefix of this run's progress lines."""
+        return f"{self.preset}/seed_{self.seed}"
+
+    @property
+    def finished(self) -> bool:
+        """Whether the newest checkpoint already holds every iteration of the config."""
+        return self.done >= self.config.total_iterations
+
+
+def run_dir_for(root: str | os.PathLike, preset: str, seed: int) -> Path:
+    """Where the run of (preset, seed) lives under a sweep's root."""
+    return Path(root) / preset / f"seed_{seed}"
+
+
+def _repeated(values: Sequence[Any]) -> Any:
+    seen = set()
+    for v in values:
+        if v in seen:
+            return v
+        seen.add(v)
+    return None
+
+
+def _run_config(run_dir: Path, preset: str, seed: int, iterations: int | None) -> Config:
+    """The preset's config for a new run; the stored one for an existing run, which must match it."""
+    fresh = get_config(preset, seed=seed, **({} if iterations is None else
+                                             {"total_iterations": iterations}))
+    path = run_dir / "config.json"
+    if not path.exists():
+        return fresh
+    try:
+        stored = Config.load(path)
+    except ValueError as e:
+        raise ValueError(f"{path} cannot be read ({' '.join(str(e).split())}); "
+                         "fix it, or use another --root") from None
+    # Seeds of one preset are only comparable when they share every setting but the run's length.
+    diffs = [f"{f.name}: run has {getattr(stored, f.name)!r}, {preset} seed {seed} gives "
+             f"{getattr(fresh, f.name)!r}" for f in fields(Config)
+             if f.name != "total_iterations" and getattr(stored, f.name) != getattr(fresh, f.name)]
+    if diffs:
+        more = f"; and {len(diffs) - 3} more" if len(diffs) > 3 else ""
+        raise ValueError(f"{run_dir} holds a run with another config ({'; '.join(diffs[:3])}{more}); "
+                         "use another --root, or move that run away")
+    return stored if iterations is None else stored.replace(total_iterations=iterations)
+
+
+def plan_sweep(root: str | os.PathLike, presets: Sequence[str], seeds: Sequence[int],
+               iterations: int | None = None) -> list[SweepRun]:
+    """Check the grid and every run already under `root`; ValueError (one line) on bad input.
+
+    Reads only: nothing is created or written, so a refused sweep leaves `root` as it was.
+    """
+    from planet_colab.checkpoint import latest_checkpoint_info
+
+    if not presets or not seeds:
+        raise ValueError("a sweep needs at least one preset and one seed")
+    unknown = [p for p in presets if p not in PRESETS]
+    if unknown:
+        raise ValueError(f"unknown preset {unknown[0]!r}; choose from: {', '.join(sorted(PRESETS))}")
+    for what, values in (("--presets", presets), ("--seeds", seeds)):
+        twice = _repeated(values)
+        if twice is not None:
+            raise ValueError(f"{twice} is listed twice in {what}; list each once")
+    bad = [s for s in seeds if isinstance(s, bool) or not isinstance(s, int) or s < 0]
+    if bad:
+        raise ValueError(f"seed {bad[0]!r} is not an integer >= 0")
+    if iterations is not None and (not isinstance(iterations, int) or iterations < 1):
+        raise ValueError(f"--iterations must be a positive integer, got {iterations!r}")
+    root = Path(root)
+    if root.exists() and not root.is_dir():
+        raise ValueError(f"--root {root} is a file, not a directory")
+    runs = []
+    for preset in presets:
+        for seed in seeds:
+            run_dir = run_dir_for(root, preset, seed)
+            config = _run_config(run_dir, preset, seed, iterations)
+            info = latest_checkpoint_info(run_dir) if run_dir.is_dir() else None
+            runs.append(SweepRun(preset, seed, run_dir, config, info["start_iteration"] if info else 0))
+    return runs
+
+
+def _import_ray() -> Any:
+    # Ray groups log lines that differ only in numbers ("[repeated 2x]"): that would merge the
+    # progress lines of different runs. Both settings must be in place before Ray is imported.
+    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    if not sys.stdout.isatty():
+        os.environ.setdefault("RAY_COLOR_PREFIX", "0")  # no escape codes in logs and pipes
+    try:
+        import ray
+    except ImportError:
+        raise ImportError(f"the sweep needs Ray, which is not installed: {INSTALL_HINT}") from None
+    return ray
+
+
+def _check_reachable(address: str, timeout_s: float = 5.0) -> None:
+    """Fail fast on an address nothing listens at (ray.init would retry for minutes)."""
+    if address == "auto":
+        return
+    hostport = address.split("://", 1)[-1]
+    host, _, port = hostport.rpartition(":")
+    if not host or not port.isdigit():
+        raise ValueError(f"--address {address!r} is not HOST:PORT (e.g. 10.0.0.5:6379, the head "
+                         "node's `ray start --head` address)")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
+    except OSError as e:
+        reason = e.strerror or type(e).__name__
+        raise ValueError(f"cannot reach a Ray cluster at {address} ({reason}); start one there with "
+                         "`ray start --head`, or leave out --address and RAY_ADDRESS to run on this "
+                         "machine") from None
+
+
+def _cluster_address(address: str | None) -> str | None:
+    """The cluster to join (--address, else RAY_ADDRESS), checked reachable; None: start Ray here."""
+    address = address or os.environ.get("RAY_ADDRESS") or None
+    if address not in (None, "local"):
+        _check_reachable(address)
+    return None if address == "local" else address
+
+
+def connect(address: str | None = None, num_cpus: int | None = None) -> bool:
+    """Join the Ray cluster at `address` (or RAY_ADDRESS), else start Ray here; True if started here.
+
+    A Ray session this process already opened (e.g. `ray.init()` in a notebook) is used as it is.
+    """
+    ray = _import_ray()
+    if ray.is_initialized():
+        return False
+    address = _cluster_address(address)
+    if address is None:
+        # Small object store: runs exchange only their config and a summary, never tensors.
+        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False,
+                 object_store_memory=128 * 2**20, log_to_driver=True)
+        return True
+    try:
+        ray.init(address=address, log_to_driver=True)
+    except ConnectionError as e:
+        raise ValueError(f"cannot join the Ray cluster at {address} ({' '.join(str(e).split())[:200]});"
+                         " a cluster with token authentication also needs RAY_AUTH_MODE=token and its "
+                         "token here (~/.ray/auth_token or RAY_AUTH_TOKEN)") from None
+    return False
+
+
+def _check_resources(ray: Any, cpus: int, gpus: float) -> None:
+    total = ray.cluster_resources()
+    for key, need, flag in (("CPU", cpus, "--cpus-per-run"), ("GPU", gpus, "--gpus-per-run")):
+        have = total.get(key, 0)
+        if need > have:
+            raise ValueError(f"{flag} {need:g} asks for more than the Ray cluster has ({have:g} "
+                             f"{key}s); no run could ever start: lower {flag}")
+
+
+def _train_run(config: dict[str, Any], run_dir: str, threads: int) -> dict[str, Any]:
+    """One Ray task: train (or resume) one run directory with `threads` torch threads."""
+    os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
+    os.environ.setdefault("SDL_AUDIODRIVER", "dummy")
+    import torch
+
+    from planet_colab.train import train_planner
+
+    torch.set_num_threads(threads)
+    result = train_planner(Config.from_dict(config), run_dir, progress=False)
+    evals = [r for r in result["metrics"] if "eval_mean" in r]
+    # Printed here, not by the driver, so it follows the run's last iteration line in the log.
+    print(f"Done: {len(result['metrics'])} iterations" + (
+        f", eval {evals[-1]['eval_mean']:.1f} ± {evals[-1]['eval_std']:.1f} after "
+        f"{evals[-1]['episodes']} episodes" if evals else ""), flush=True)
+    return {"iterations": len(result["metrics"])}
+
+
+def _describe(run: SweepRun) -> str:
+    total = run.config.total_iterations
+    if run.finished:
+        return f"{run.name}: finished ({run.done} of {total} iterations), skipped"
+    if run.done:
+        return f"{run.name}: resumes after iteration {run.done} of {total} in {run.run_dir}"
+    return f"{run.name}: {total} iterations in {run.run_dir}"
+
+
+def _failure(error: BaseException) -> str:
+    """One line for a run that failed: its own error's first line, or Ray's last (a lost worker)."""
+    cause = getattr(error, "cause", None)
+    lines = [line.strip() for line in str(cause or error).splitlines() if line.strip()] or [""]
+    if isinstance(cause, BaseException):
+        return f"{type(cause).__name__}: {lines[0]}"[:300]
+    return f"{type(error).__name__}: {lines[-1]}"[:300]
+
+
+def _wait_all(ray: Any, refs: dict[Any, SweepRun], say: Callable[[str], None]) -> dict[str, str]:
+    """Collect every run's outcome as it ends: 'finished' or 'failed: why' (said at once)."""
+    outcomes: dict[str, str] = {}
+    pending = list(refs)
+    while pending:
+        ready, pending = ray.wait(pending, num_returns=1)
+        run = refs[ready[0]]
+        try:
+            ray.get(ready[0])
+        except Exception as e:  # the run's own error, or its worker lost more often than retried
+            outcomes[run.name] = f"failed: {_failure(e)}"
+            say(f"{run.name}: {outcomes[run.name]}")
+        else:
+            outcomes[run.name] = "finished"
+    return outcomes
+
+
+def _cancel(ray: Any, refs: dict[Any, SweepRun], say: Callable[[str], None]) -> None:
+    # A plain cancel raises KeyboardInterrupt inside each task: train_planner then saves its
+    # finished iterations, exactly as Colab's Stop button does.
+    say(f"Stopping: the runs save their finished iterations (up to {CANCEL_GRACE_S:.0f} s)…")
+    for ref in refs:
+        ray.cancel(ref)
+    ray.wait(list(refs), num_returns=len(refs), timeout=CANCEL_GRACE_S)
+
+
+def run_sweep(root: str | os.PathLike, presets: Sequence[str], seeds: Sequence[int], *,
+              iterations: int | None = None, cpus_per_run: int = 1, gpus_per_run: float = 0.0,
+              address: str | None = None, max_retries: int = MAX_RETRIES,
+              say: Callable[[str], None] = print) -> dict[str, str]:
+    """Train every (preset, seed) not yet finished under `root` as one Ray task each; resumable.
+
+    Returns {"preset/seed_S": "finished" | "skipped" | "failed: why"}. Bad input raises ValueError
+    before anything starts; a missing Ray raises ImportError naming the install command.
+    """
+    if not isinstance(cpus_per_run, int) or isinstance(cpus_per_run, bool) or cpus_per_run < 1:
+        raise ValueError(f"--cpus-per-run must be a positive integer, got {cpus_per_run!r}")
+    if not gpus_per_run >= 0:
+        raise ValueError(f"--gpus-per-run must be >= 0, got {gpus_per_run!r}")
+    runs = plan_sweep(root, presets, seeds, iterations)
+    ray = _import_ray()
+    if not ray.is_initialized():
+        _cluster_address(address)  # an unreachable cluster is refused before anything is said
+    for run in runs:
+        say(_describe(run))
+    outcomes = {run.name: "skipped" for run in runs if run.finished}
+    todo = [run for run in runs if not run.finished]
+    if not todo:
+        say(f"Nothing to do: {'all runs are' if len(runs) > 1 else 'the run is'} finished.")
+        return outcomes
+    started_here = connect(address)
+    try:
+        _check_resources(ray, cpus_per_run, gpus_per_run)
+        task = ray.remote(_train_run)
+        refs = {task.options(name=run.name, num_cpus=cpus_per_run, num_gpus=gpus_per_run,
+                             max_retries=max_retries, retry_exceptions=False)
+                .remote(run.config.to_dict(), str(run.run_dir), cpus_per_run): run for run in todo}
+        t0 = time.monotonic()
+        say(f"Started {len(todo)} run{'s' if len(todo) > 1 else ''} "
+            f"({cpus_per_run} CPU{'s' if cpus_per_run > 1 else ''}"
+            + (f", {gpus_per_run:g} GPU" if gpus_per_run else "") + " each); one line per iteration "
+            "per run follows, prefixed with its preset/seed")
+        try:
+            outcomes.update(_wait_all(ray, refs, say))
+        except KeyboardInterrupt:
+            _cancel(ray, refs, say)
+            raise
+    finally:
+        time.sleep(1.5)  # Ray forwards the workers' lines with a lag: let the last ones arrive first
+        if started_here:
+            ray.shutdown()
+    failed = [name for name, outcome in outcomes.items() if outcome.startswith("failed")]
+    say(f"Sweep: {len(runs) - len(failed)} of {len(runs)} runs finished"
+        + (f", {len(failed)} failed ({', '.join(failed)})" if failed else "")
+        + f" in {time.monotonic() - t0:.0f} s; compare them with "
+        f"`python -m planet_colab sweep-report --root {root}`")
+    return outcomes

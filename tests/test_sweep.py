@@ -1,0 +1,205 @@
+"""The sweep: bad input refused up front, a 2-preset × 2-seed grid through local Ray, a rerun that
+skips finished runs, and Ray workers SIGKILLed mid-run whose runs still end bit for bit as uninterrupted."""
+
+import importlib.util
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from planet_colab import config as config_module
+from planet_colab.__main__ import main
+from planet_colab.config import get_config
+from planet_colab.storage import EpisodeStorage
+from planet_colab.sweep import plan_sweep, run_sweep
+from planet_colab.train import train_planner
+
+ROOT = Path(__file__).resolve().parents[1]
+LAUNCHER = Path(__file__).with_name("fault_launcher.py")
+ITERATIONS = 4  # the smoke preset's own: checkpoints and evaluations after iterations 2 and 4
+# A second preset just as fast, so the grid has two presets with different models.
+SMOKE_B = {**config_module.PRESETS["smoke"], "cnn_depth": 8}
+
+
+def _files(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def _final_weights(run_dir: Path) -> dict:
+    name = f"ckpt_{ITERATIONS - 1:06d}.pt"
+    return torch.load(run_dir / "checkpoints" / name, weights_only=True, map_location="cpu")["model"]
+
+
+# ---- bad input: one line each, nothing started, nothing written ------------------------------------
+@pytest.fixture
+def existing_root(tmp_path) -> Path:
+    """A root holding one run's config, as a started sweep would have left it."""
+    run_dir = tmp_path / "root" / "smoke" / "seed_0"
+    run_dir.mkdir(parents=True)
+    get_config("smoke", seed=0).save(run_dir / "config.json")
+    return tmp_path / "root"
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--presets", "nope", "--seeds", "0"], "unknown preset 'nope'; choose from:"),
+    (["--presets", "smoke", "--seeds", "0", "1", "0"], "0 is listed twice in --seeds"),
+    (["--presets", "smoke", "smoke", "--seeds", "0"], "smoke is listed twice in --presets"),
+    (["--presets", "smoke", "--seeds", "2", "--address", "127.0.0.1:PORT"],
+     "cannot reach a Ray cluster at 127.0.0.1:"),
+    (["--presets", "smoke", "--seeds", "0", "1", "--cpus-per-run", "0"], "--cpus-per-run must be"),
+])
+def test_bad_input_is_one_line_and_touches_nothing(existing_root, capsys, args, message):
+    if "--address" in args:
+        pytest.importorskip("ray")
+    before = _files(existing_root)
+    args = [a.replace("PORT", str(_closed_port())) for a in args]
+    assert main(["sweep", "--root", str(existing_root), *args]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err and err.count("\n") == 1, err
+    assert _files(existing_root) == before
+
+
+def test_existing_run_with_another_config_is_refused(existing_root, capsys):
+    """A root whose run was started with other settings: named, and left exactly as it was."""
+    run_dir = existing_root / "smoke" / "seed_1"
+    run_dir.mkdir()
+    get_config("smoke", seed=1, cnn_depth=8).save(run_dir / "config.json")
+    before = _files(existing_root)
+    assert main(["sweep", "--root", str(existing_root), "--presets", "smoke", "--seeds", "0", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "smoke/seed_1 holds a run with another config (cnn_depth: run has 8" in err, err
+    assert err.count("\n") == 1
+    assert _files(existing_root) == before
+
+
+def test_without_ray_the_error_names_the_install_command(existing_root, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` now raises ImportError
+    assert main(["sweep", "--root", str(existing_root), "--presets", "smoke", "--seeds", "1"]) == 2
+    assert 'pip install -e ".[sweep]"' in capsys.readouterr().err
+    assert not (existing_root / "smoke" / "seed_1").exists()
+
+
+# ---- a grid through local Ray, with workers SIGKILLed mid-run ------------------------------------
+# smoke/seed_1 dies inside its second checkpoint's write (iteration 4), smoke_b/seed_0 inside the
+# write of its fifth episode (iteration 3's): both after their first checkpoint, so Ray's retry
+# resumes from it. The other two runs are never touched.
+FAULTS = "checkpoint:2:smoke/seed_1,episode:5:smoke_b/seed_0"
+KILLED = (("smoke", 1), ("smoke_b", 0))
+
+
+def _env() -> dict:
+    env = dict(os.environ, SDL_VIDEODRIVER="dummy", SDL_AUDIODRIVER="dummy", PYTHONHASHSEED="0",
+               OMP_NUM_THREADS="1", PLANET_COLAB_TEST_PRESETS=json.dumps({"smoke_b": SMOKE_B}),
+               PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
+    for name in ("PLANET_COLAB_RUN_DIR", "RAY_ADDRESS"):
+        env.pop(name, None)
+    return env
+
+
+@pytest.fixture(scope="module")
+def swept(tmp_path_factory) -> tuple[Path, str, Path]:
+    """`sweep --presets smoke smoke_b --seeds 0 1` through local Ray, two workers killed: (root, output, marks)."""
+    pytest.importorskip("ray")
+    tmp = tmp_path_factory.mktemp("sweep")
+    root, marks = tmp / "root", tmp / "marks"
+    marks.mkdir()
+    cmd = [sys.executable, str(LAUNCHER), "ray-workers", str(marks), FAULTS, "--", "sweep",
+           "--root", str(root), "--presets", "smoke", "smoke_b", "--seeds", "0", "1",
+           "--cpus-per-run", "1"]
+    proc = subprocess.run(cmd, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=600)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out
+    return root, out, marks
+
+
+@pytest.fixture
+def smoke_b(monkeypatch):
+    monkeypatch.setitem(config_module.PRESETS, "smoke_b", SMOKE_B)
+
+
+def test_two_presets_by_two_seeds_all_finish_with_a_line_per_iteration(swept):
+    root, out, marks = swept
+    assert sorted(p.name for p in marks.iterdir()) == ["fault_0", "fault_1"], f"a kill missed:\n{out}"
+    assert "Sweep: 4 of 4 runs finished" in out, out
+    for preset in ("smoke", "smoke_b"):
+        for seed in (0, 1):
+            run_dir = root / preset / f"seed_{seed}"
+            storage = EpisodeStorage(run_dir / "episodes")
+            assert storage.num_episodes == 2 + ITERATIONS  # none lost, none collected twice
+            assert [p.name for p in storage.episode_paths] == [
+                f"episode_{i:06d}.npz" for i in range(1, 3 + ITERATIONS)]
+            assert not any((run_dir / "quarantine").glob("*")), "a file was quarantined"
+            for it in range(1, ITERATIONS + 1):
+                assert re.search(rf"\({preset}/seed_{seed} pid=\d+\) iter +{it}/{ITERATIONS} ", out), out
+            resumed = re.search(rf"\({preset}/seed_{seed} pid=\d+\) Resumed from checkpoint after "
+                                "iteration 2 ", out)
+            assert bool(resumed) == ((preset, seed) in KILLED), out
+    assert _final_weights(root / "smoke" / "seed_0")["encoder.0.weight"].shape[0] == 4
+    assert _final_weights(root / "smoke_b" / "seed_0")["encoder.0.weight"].shape[0] == 8
+
+
+def test_killed_runs_end_bit_for_bit_like_uninterrupted_train_runs(swept, tmp_path, smoke_b):
+    root = swept[0]
+    for preset, seed in KILLED:
+        reference = tmp_path / f"{preset}_{seed}"
+        train_planner(get_config(preset, seed=seed), reference, progress=False)
+        run_dir = root / preset / f"seed_{seed}"
+        storage, theirs = EpisodeStorage(run_dir / "episodes"), EpisodeStorage(reference / "episodes")
+        for a_path, b_path in zip(storage.episode_paths, theirs.episode_paths, strict=True):
+            a, b = storage.load_episode(a_path), theirs.load_episode(b_path)
+            for key in ("obs", "action", "reward", "terminal"):
+                np.testing.assert_array_equal(a[key], b[key], err_msg=f"{run_dir} {a_path.name}:{key}")
+        final, expected = _final_weights(run_dir), _final_weights(reference)
+        assert final.keys() == expected.keys()
+        for key in expected:
+            assert torch.equal(final[key], expected[key]), f"{preset}/seed_{seed}: weights differ at {key}"
+
+
+def test_running_the_same_sweep_again_skips_finished_runs(swept, monkeypatch, smoke_b):
+    import planet_colab.sweep as sweep
+
+    root = swept[0]
+    monkeypatch.setattr(sweep, "connect", lambda *a, **k: pytest.fail("Ray was started"))
+    before = _files(root)
+    lines = []
+    outcomes = run_sweep(root, ["smoke", "smoke_b"], [0, 1], say=lines.append)
+    assert set(outcomes.values()) == {"skipped"} and len(outcomes) == 4
+    assert "smoke_b/seed_1: finished (4 of 4 iterations), skipped" in lines
+    assert _files(root) == before
+    # A longer sweep over the same root resumes them instead (planned only here).
+    assert {r.done for r in plan_sweep(root, ["smoke"], [0, 1], iterations=6)} == {ITERATIONS}
+
+
+def test_report_compares_the_sweeps_presets_across_seeds(swept, capsys):
+    root = swept[0]
+    assert main(["sweep-report", "--root", str(root)]) == 0
+    summary = json.loads((root / "report" / "sweep.json").read_text())
+    assert sorted(summary["presets"]) == ["smoke", "smoke_b"]
+    for preset, data in summary["presets"].items():
+        evals = {}
+        for seed in (0, 1):
+            rows = [json.loads(line) for line in (root / preset / f"seed_{seed}" / "metrics.jsonl")
+                    .read_text().splitlines()]
+            for row in rows:
+                if "eval_mean" in row:
+                    evals.setdefault(row["episodes"], []).append(row["eval_mean"])
+        assert [c["episodes"] for c in data["curve"]] == [4, 6]
+        for point in data["curve"]:
+            assert point["seeds"] == 2
+            assert point["mean"] == pytest.approx(np.mean(evals[point["episodes"]]))
+            assert point["std"] == pytest.approx(np.std(evals[point["episodes"]]))
+    if importlib.util.find_spec("tensorboard") is not None:  # the sweep extra installs it
+        assert len(list((root / "tensorboard").rglob("*tfevents*"))) == 4

@@ -1,0 +1,110 @@
+"""sweep-report: per preset, evaluation return by episodes as mean ± std across seeds; runs in
+progress shown up to where they are; TensorBoard files derived from metrics.jsonl, replaced whole."""
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from planet_colab.__main__ import main
+from planet_colab.config import get_config
+from planet_colab.sweep_report import summarize, write_report, write_tensorboard
+
+
+def _make_run(root: Path, preset: str, seed: int, evals: dict[int, float], iterations: int,
+              total: int = 4) -> Path:
+    """A run directory as train_planner leaves it: config.json and metrics.jsonl (smoke sizes)."""
+    run_dir = root / preset / f"seed_{seed}"
+    run_dir.mkdir(parents=True)
+    get_config("smoke", seed=seed, total_iterations=total).save(run_dir / "config.json")
+    rows = []
+    for it in range(iterations):
+        episodes = 3 + it
+        row = {"iteration": it, "episodes": episodes, "loss": 10.0 - it, "obs_loss": 9.0, "reward_loss": 0.5,
+               "kl_loss": 3.0, "grad_norm": 1.0, "collect_return": -100.0 - seed, "seconds": 2.0}
+        if episodes in evals:
+            row.update(eval_mean=evals[episodes], eval_std=1.0, eval_returns=[evals[episodes]] * 2)
+        rows.append(row)
+    (run_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return run_dir
+
+
+@pytest.fixture
+def root(tmp_path) -> Path:
+    """smoke: seed 0 finished (evals after 4 and 6 episodes), seed 1 in progress (after 4 only)."""
+    _make_run(tmp_path, "smoke", 0, {4: -200.0, 6: -100.0}, iterations=4)
+    _make_run(tmp_path, "smoke", 1, {4: -300.0, 6: 0.0}, iterations=3)
+    return tmp_path
+
+
+def test_curve_is_mean_and_std_across_seeds_and_counts_a_run_in_progress(root, capsys):
+    assert main(["sweep-report", "--root", str(root)]) == 0
+    summary = json.loads((root / "report" / "sweep.json").read_text())
+    assert summary == json.loads(json.dumps(summarize(root)))
+    curve = summary["presets"]["smoke"]["curve"]
+    assert curve == [{"episodes": 4, "mean": -250.0, "std": 50.0, "seeds": 2},
+                     {"episodes": 6, "mean": -100.0, "std": 0.0, "seeds": 1}]
+    markdown = (root / "report" / "sweep.md").read_text()
+    assert "| smoke/seed_1 | 3 of 4 | 5 | -300.0 ± 1.0 | -300.0 ± 1.0 at 4 |" in markdown
+    assert "| 4 | 2 of 2 | -250.0 ± 50.0 |" in markdown and "| 6 | 1 of 2 | -100.0 ± 0.0 |" in markdown
+    assert (root / "report" / "sweep.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "| smoke/seed_0 | 4 of 4 |" in capsys.readouterr().out  # the table is printed too
+
+
+def _scalars(event_dir: Path, tag: str) -> list[tuple[int, float]]:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(event_dir))
+    acc.Reload()
+    return [(e.step, e.value) for e in acc.Scalars(tag)]
+
+
+def test_tensorboard_files_are_derived_from_metrics_and_replaced_whole(root):
+    pytest.importorskip("tensorboard")
+    out = root / "tb"
+    written = write_tensorboard(root, out)
+    assert len(written) == 2
+    seed_1 = out / "smoke" / "seed_1"
+    assert _scalars(seed_1, "return/eval") == [(4, -300.0)]
+    assert [s for s, _ in _scalars(seed_1, "loss/total")] == [3, 4, 5]  # step: episodes stored
+    assert write_tensorboard(root, out) == []  # unchanged runs are not written again
+
+    _make_run(root, "smoke", 2, {4: -1.0}, iterations=2)
+    rows = (root / "smoke" / "seed_1" / "metrics.jsonl").read_text()
+    extra = {"iteration": 3, "episodes": 6, "loss": 1.0, "eval_mean": 0.0, "eval_std": 1.0, "seconds": 2.0}
+    (root / "smoke" / "seed_1" / "metrics.jsonl").write_text(rows + json.dumps(extra) + "\n")
+    assert sorted(p.parent.name for p in write_tensorboard(root, out)) == ["seed_1", "seed_2"]
+    assert len(list(seed_1.glob("*tfevents*"))) == 1  # the old file was replaced, never appended to
+    assert _scalars(seed_1, "return/eval") == [(4, -300.0), (6, 0.0)]
+    assert not list(out.rglob(".*"))  # no temporaries left behind
+
+
+def test_without_tensorboard_the_report_still_writes_and_says_what_to_install(root, monkeypatch):
+    monkeypatch.setitem(sys.modules, "tensorboard", None)
+    lines = []
+    write_report(root, say=lines.append)
+    assert (root / "report" / "sweep.md").exists()
+    assert any("TensorBoard files skipped" in line and "pip install tensorboard" in line for line in lines)
+    assert not (root / "tensorboard").exists()
+
+
+def test_a_root_without_runs_is_one_line(tmp_path, capsys):
+    assert main(["sweep-report", "--root", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "holds no runs" in err and err.count("\n") == 1
+    assert not any(tmp_path.iterdir())
+
+
+def test_plot_has_a_band_per_preset(root):
+    from planet_colab.sweep_report import plot_sweep
+
+    _make_run(root, "pendulum", 0, {4: -50.0}, iterations=2)
+    fig = plot_sweep(summarize(root))
+    ax = fig.axes[0]
+    assert len(ax.collections) == 2  # one shaded band per preset
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert labels == ["pendulum (mean of 1 seed ± std)", "smoke (mean of 2 seeds ± std)"]
+    line = next(l for l in ax.lines if l.get_label().startswith("smoke"))
+    np.testing.assert_allclose(line.get_ydata(), [-250.0, -100.0])
