@@ -21,6 +21,7 @@ from typing import Any, Callable
 import numpy as np
 
 from planet_colab.config import Config
+from planet_colab.safeio import retry_io, write_atomic
 
 __all__ = ["find_runs", "summarize", "plot_sweep", "format_markdown", "write_tensorboard",
            "write_report"]
@@ -142,19 +143,9 @@ def format_markdown(summary: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _write_once(path: Path, data: bytes) -> None:
-    # Drive: a whole file under a temporary name, then one rename; never rewritten in place.
+def _write_file(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    write_atomic(path, data)
 
 
 def _event_file_bytes(rows: list[dict[str, Any]]) -> bytes:
@@ -198,10 +189,10 @@ def write_tensorboard(root: str | os.PathLike, out_dir: str | os.PathLike | None
             path = target / f"events.out.tfevents.{len(rows):06d}.{digest}.planet_colab"
             if path.exists():
                 continue
-            _write_once(path, _event_file_bytes(rows))
+            _write_file(path, _event_file_bytes(rows))
             for old in target.glob("events.out.tfevents.*"):
                 if old != path:
-                    old.unlink(missing_ok=True)
+                    retry_io(lambda old=old: old.unlink(missing_ok=True), path=old, what="remove")
             written.append(path)
     return written
 
@@ -218,9 +209,9 @@ def write_report(root: str | os.PathLike, tensorboard_dir: str | os.PathLike | N
                          "start them with `python -m planet_colab sweep --root DIR …`")
     out = root / "report"
     markdown = format_markdown(summary)
-    _write_once(out / "sweep.json", (json.dumps(summary, indent=1) + "\n").encode())
-    _write_once(out / "sweep.md", markdown.encode())
-    _write_once(out / "sweep.png", figure_png(plot_sweep(summary)))
+    _write_file(out / "sweep.json", (json.dumps(summary, indent=1) + "\n").encode())
+    _write_file(out / "sweep.md", markdown.encode())
+    _write_file(out / "sweep.png", figure_png(plot_sweep(summary)))
     say(markdown)
     say(f"Wrote {out / 'sweep.png'}, {out / 'sweep.md'} and {out / 'sweep.json'}")
     try:
