@@ -1,5 +1,9 @@
 """The time estimate shown before a run starts agrees with what was measured."""
 
+import re
+from pathlib import Path
+
+from planet_colab.colab import notebook_tasks
 from planet_colab.config import get_config
 from planet_colab.cost import describe_cost, estimate_seconds, format_duration
 
@@ -26,3 +30,10 @@ def test_mujoco_tasks_pay_for_rendering():
 
 def test_durations_read_naturally():
     assert [format_duration(s) for s in (40, 720, 6400)] == ["40 s", "12 min", "1.8 h"]
+
+
+def test_readme_table_shows_the_current_estimates():
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    table = dict(re.findall(r"\| `(\w+)` \| ([\d.]+ h) \|", readme))
+    expected = {task: format_duration(estimate_seconds(get_config(task))["total"]) for task in notebook_tasks()}
+    assert table == expected, "update the README's cost table"
