@@ -24,10 +24,16 @@ def test_info_is_a_summary_of_the_run(trained_run, capsys):
     assert "s per iteration (train" in out
 
 
+def _exit_code(argv):
+    """What the shell sees: main()'s return value, or the code argparse exits with."""
+    try:
+        return cli(argv)
+    except SystemExit as e:
+        return e.code
+
+
 def test_evaluate_episodes_must_be_positive_and_the_error_names_the_option(trained_run, capsys):
-    with pytest.raises(SystemExit) as exit_info:
-        cli(["evaluate", "--run-dir", str(trained_run), "--episodes", "0"])
-    assert exit_info.value.code == 2
+    assert _exit_code(["evaluate", "--run-dir", str(trained_run), "--episodes", "0"]) == 2
     err = capsys.readouterr().err
     assert "argument --episodes: must be a positive integer, got '0'" in err
     assert "num_episodes" not in err
@@ -45,7 +51,7 @@ def test_mp4_without_a_writer_is_refused_before_any_episode_is_played(trained_ru
                                                                         monkeypatch):
     monkeypatch.setattr(video.importlib.util, "find_spec", lambda name: None)
     monkeypatch.setattr("planet_colab.train.build_agent_parts", lambda *a, **k: pytest.fail("played"))
-    assert cli(["evaluate", "--run-dir", str(trained_run), "--video", str(tmp_path / "ep.mp4")]) == 2
+    assert _exit_code(["evaluate", "--run-dir", str(trained_run), "--video", str(tmp_path / "ep.mp4")]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "pip install imageio-ffmpeg" in err and ".gif" in err
     assert not (tmp_path / "ep.mp4").exists()
@@ -70,6 +76,6 @@ def test_mp4_round_trip_keeps_every_frame(tmp_path):
 
 def test_commands_on_a_directory_that_is_not_a_run_fail_in_one_line(tmp_path, capsys):
     for command in (["info"], ["evaluate"]):
-        assert cli([*command, "--run-dir", str(tmp_path)]) == 2
+        assert _exit_code([*command, "--run-dir", str(tmp_path)]) == 2
         err = capsys.readouterr().err.strip()
         assert len(err.splitlines()) == 1 and "is not a run directory (no config.json)" in err
