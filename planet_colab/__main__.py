@@ -13,7 +13,19 @@ os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
 os.environ.setdefault("SDL_AUDIODRIVER", "dummy")
 os.environ.setdefault("SDL_NO_SIGNAL_HANDLERS", "1")  # keep Ctrl-C / Stop as KeyboardInterrupt
 
-from planet_colab.config import PRESETS, Config, config_for_run, parse_override  # noqa: E402
+from planet_colab.config import PRESETS, Config  # noqa: E402
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error raises (main prints it as one line) instead of printing usage and exiting."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        """Raise UsageError(message)."""
+        raise UsageError(message)
+
+
+class UsageError(ValueError):
+    """A command-line argument is wrong."""
 
 
 def _positive_int(text: str) -> int:
@@ -28,17 +40,20 @@ def _positive_int(text: str) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m planet_colab", description=__doc__)
+    p = _Parser(prog="python -m planet_colab", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
     t = sub.add_parser("train", help="start or resume a run (the same command resumes)")
     t.add_argument("--run-dir", type=Path,
                    help="run directory (default: ~/planet_colab_runs/<preset>; Drive in Colab)")
     t.add_argument("--preset", choices=sorted(PRESETS),
                    help="config preset for a new run (default: the run's own config, else pendulum)")
-    t.add_argument("--iterations", type=int, help="total iterations (may be raised on resume)")
+    t.add_argument("--iterations", type=_positive_int,
+                   help="total iterations (may be changed on resume; saved to the run's config.json)")
     t.add_argument("--set", dest="overrides", nargs="*", default=[], metavar="KEY=VALUE",
-                   help="override config fields, e.g. --set batch_size=32 seed=1")
+                   help="override config fields, e.g. --set batch_size=32 seed=1 (saved to config.json)")
     t.add_argument("--no-progress", action="store_true", help="plain lines instead of progress bars")
+    t.add_argument("--take-over", action="store_true",
+                   help="take the run over from another trainer that still holds its owner lease")
     e = sub.add_parser("evaluate", help="noise-free evaluation of a run's newest checkpoint")
     e.add_argument("--run-dir", type=Path, required=True)
     e.add_argument("--episodes", type=_positive_int, default=10, help="episodes to play (default 10)")
@@ -50,24 +65,21 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def resolve_config(run_dir: Path, preset: str | None, iterations: int | None,
-                   overrides: list[str]) -> Config:
-    """The run's stored config (or the preset's for a new run) with command-line changes applied."""
-    changes = dict(parse_override(o) for o in overrides)
-    if iterations is not None:
-        changes["total_iterations"] = iterations
-    return config_for_run(run_dir, preset, **changes)
-
-
 def cmd_train(args: argparse.Namespace) -> int:
     """Start or resume training."""
     from planet_colab.colab import default_run_dir
+    from planet_colab.config import changes_from_args
+    from planet_colab.run import Run
     from planet_colab.train import train_planner
 
     run_dir = args.run_dir or default_run_dir(args.preset or "pendulum")
-    config = resolve_config(run_dir, args.preset, args.iterations, args.overrides)
-    train_planner(config, run_dir, progress=not args.no_progress)
-    print(f"Done: {config.total_iterations} iterations in {run_dir}")
+    try:
+        changes = changes_from_args(args.overrides, args.iterations)
+    except ValueError as e:
+        raise UsageError(f"argument --set: {e}") from None
+    run = Run.open(run_dir, args.preset, changes=changes)
+    train_planner(run, progress=not args.no_progress, take_over=args.take_over)
+    print(f"Done: {run.config.total_iterations} iterations in {run_dir}")
     return 0
 
 
@@ -92,7 +104,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if ckpt is None:
         raise ValueError(f"{args.run_dir} has no checkpoint yet; train first "
                          f"(`python -m planet_colab train --run-dir {args.run_dir}`)")
-    result = evaluate(config, model, planner, config, num_episodes=args.episodes,
+    result = evaluate(model, planner, config, num_episodes=args.episodes,
                       seed_key="cli", device=device, record_frames=args.video is not None)
     print(f"After iteration {ckpt['iteration'] + 1}: return {result['mean']:.1f} ± {result['std']:.1f} "
           f"over {args.episodes} episode{'s' if args.episodes > 1 else ''}")
@@ -154,13 +166,20 @@ def cmd_sweep_report(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of `python -m planet_colab`."""
-    args = _parser().parse_args(argv)
+    """Entry point of `python -m planet_colab`: 0 done, 2 a user error (one line), 130 stopped by Ctrl-C."""
+    from planet_colab.lease import LeaseError
+    from planet_colab.run import RunError, one_line
+
     try:
+        args = _parser().parse_args(argv)
         return {"train": cmd_train, "evaluate": cmd_evaluate, "info": cmd_info, "sweep": cmd_sweep,
                 "sweep-report": cmd_sweep_report}[args.command](args)
-    except ValueError as e:  # config problems: say what is wrong, no traceback
-        print(f"error: {e}", file=sys.stderr)
+    except KeyboardInterrupt as stop:
+        if not getattr(stop, "reported", False):  # the loop has said what it saved
+            print("Stopped; nothing was lost. Run the same command to resume.", file=sys.stderr)
+        return 130
+    except (ValueError, RunError, LeaseError) as e:  # what the user can fix: one line, no traceback
+        print(f"error: {one_line(e)}", file=sys.stderr)
         return 2
 
 

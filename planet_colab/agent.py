@@ -7,15 +7,16 @@ so a resumed run re-collects bit for bit what an uninterrupted run would have co
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import torch
 
 from planet_colab.config import Config
-from planet_colab.models import preprocess_obs
-from planet_colab.planner import ACTION_HIGH, ACTION_LOW
-from planet_colab.precision import autocast_context
+from planet_colab.env import make_env_from_config
+from planet_colab.models import WorldModel, preprocess_obs
+from planet_colab.planner import ACTION_HIGH, ACTION_LOW, CEMPlanner
+from planet_colab.precision import autocast_context, resolve_precision, select_device
 from planet_colab.seeding import derive_seed, torch_generator
 
 
@@ -121,48 +122,51 @@ def _positive(name: str, value: Any) -> int:
 
 def collect_experience(env: Any, model: torch.nn.Module, planner: Any, storage: Any, num_episodes: int,
                        config: Config, *, iteration: int, device: torch.device | str | None = None,
-                       progress: bool = True, first_episode: int = 0) -> dict[str, list]:
+                       progress: bool = True, first_episode: int = 0,
+                       numbers: Sequence[int] | None = None) -> dict[str, list]:
     """Run `num_episodes` exploring episodes with the planner, store each; returns dict(returns, lengths, paths).
 
     Episode k (counted from `first_episode`: a resumed iteration that already stored some of its
     episodes passes how many) of `iteration` draws all its randomness from
-    (config.seed, "collect", iteration, k).
+    (config.seed, "collect", iteration, k). `numbers` are the episode numbers to store them under
+    (default: the next free ones).
     """
     num_episodes = _positive("num_episodes", num_episodes)
     for name, value in (("iteration", iteration), ("first_episode", first_episode)):
         if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 0:
             raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
+    if numbers is not None and len(numbers) != num_episodes:
+        raise ValueError(f"numbers: one episode number per episode expected, got {len(numbers)} for {num_episodes}")
     agent = Agent(model, planner, config, device)
     out: dict[str, list] = {"returns": [], "lengths": [], "paths": []}
     with _ActingMode(model):
-        for k in range(int(first_episode), int(first_episode) + num_episodes):
+        for j, k in enumerate(range(int(first_episode), int(first_episode) + num_episodes)):
             keys = (config.seed, "collect", int(iteration), k)
             steps = run_episode(env, agent, env_seed=derive_seed(*keys, "env"),
                                 generator=torch_generator(*keys, device=agent.device), explore=True,
                                 max_steps=config.episode_len, progress=progress,
                                 desc=f"collect it {iteration} ep {k}")
-            path = storage.add_episode(steps["obs"], steps["action"], steps["reward"], steps["terminal"])
+            path = storage.add_episode(steps["obs"], steps["action"], steps["reward"], steps["terminal"],
+                                       index=None if numbers is None else int(numbers[j]))
             out["returns"].append(steps["return"])
             out["lengths"].append(len(steps["reward"]))
             out["paths"].append(path)
     return out
 
 
-def evaluate(env_or_config: Any, model: torch.nn.Module, planner: Any, config: Config, *, num_episodes: int,
-             seed_key: int | str, device: torch.device | str | None = None, record_frames: bool = False,
+def evaluate(model: torch.nn.Module, planner: Any, config: Config, *, num_episodes: int, seed_key: int | str,
+             env: Any = None, device: torch.device | str | None = None, record_frames: bool = False,
              progress: bool = False) -> dict[str, Any]:
     """`num_episodes` noise-free episodes, each on its own env seed from (config.seed, "eval", seed_key, k).
 
-    Returns dict(mean, std, returns, lengths) and, with `record_frames`, frames: one (T+1, 64, 64, 3)
-    uint8 array per episode (the observations the agent saw, for a video).
+    Uses `env` when given, else makes (and closes) the config's environment. Returns dict(mean, std,
+    returns, lengths) and, with `record_frames`, frames: one (T+1, 64, 64, 3) uint8 array per episode
+    (the observations the agent saw, for a video).
     """
     num_episodes = _positive("num_episodes", num_episodes)
-    own_env = isinstance(env_or_config, Config)
+    own_env = env is None
     if own_env:
-        from planet_colab.env import make_env_from_config
-        env = make_env_from_config(env_or_config)
-    else:
-        env = env_or_config
+        env = make_env_from_config(config)
     agent = Agent(model, planner, config, device)
     returns, lengths, frames = [], [], []
     try:
@@ -185,3 +189,20 @@ def evaluate(env_or_config: Any, model: torch.nn.Module, planner: Any, config: C
     if record_frames:
         result["frames"] = frames
     return result
+
+
+def build_agent_parts(config: Config, device: torch.device | None = None
+                      ) -> tuple[WorldModel, CEMPlanner, torch.device, str]:
+    """A world model initialised from the config's seed, its planner, the device and precision."""
+    device = device or select_device()
+    precision = resolve_precision(config.precision, device)
+    env = make_env_from_config(config)
+    action_dim = int(np.prod(env.action_space.shape))
+    env.close()
+    # Initial weights from a derived seed, so a fresh run and its restart start identically.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(derive_seed(config.seed, "init"))
+        model = WorldModel(action_dim, config)
+    model.to(device)
+    planner = CEMPlanner.from_config(config, action_dim, precision=precision)
+    return model, planner, device, precision

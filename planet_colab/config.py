@@ -11,7 +11,7 @@ import json
 import os
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from planet_colab.safeio import retry_io, write_atomic
 
@@ -128,6 +128,9 @@ class Config:
         if isinstance(self.top_k, int) and isinstance(self.candidates, int):
             need(self.top_k <= self.candidates,
                  f"top_k ({self.top_k}) must not exceed candidates ({self.candidates})")
+        if integer(self.seq_len):
+            need(self.seq_len >= 2,
+                 f"seq_len must be at least 2 (reward(s_t) learns r_(t-1)), got {self.seq_len}")
         if isinstance(self.seq_len, int) and isinstance(self.max_episode_steps, int) \
                 and isinstance(self.action_repeat, int) and self.action_repeat > 0:
             need(self.seq_len <= self.episode_len,
@@ -251,9 +254,9 @@ def parse_override(text: str) -> tuple[str, Any]:
     return key, raw
 
 
-def config_for_run(run_dir: str | os.PathLike, preset: str | None = None, **changes: Any) -> Config:
-    """The run's stored config.json (or, for a new run or an explicit preset, the preset's) with changes."""
-    stored = Path(run_dir) / "config.json"
-    if stored.exists() and preset is None:
-        return Config.load(stored).replace(**changes)
-    return get_config(preset or "pendulum", **changes)
+def changes_from_args(overrides: Sequence[str] = (), iterations: int | None = None) -> dict[str, Any]:
+    """The config changes a command line asks for: `--set key=value …` and `--iterations N`."""
+    changes = dict(parse_override(text) for text in overrides)
+    if iterations is not None:
+        changes["total_iterations"] = iterations
+    return changes

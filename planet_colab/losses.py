@@ -26,13 +26,12 @@ from planet_colab.precision import (autocast_context, configure_cpu_allocator, m
                                     resolve_precision)
 
 
-def make_optimizer(model: WorldModel) -> torch.optim.Adam:
-    """Adam with the paper's lr and eps from model.config (lr 1e-3, eps 1e-4 by default)."""
-    cfg = model.config
+def make_optimizer(model: WorldModel, config: Config) -> torch.optim.Adam:
+    """Adam over the model's parameters with the config's lr and eps (the paper's 1e-3 and 1e-4 by default)."""
     params = list(model.parameters())
     # The fused kernel is one pass over all parameters (3× faster than the per-tensor loop on CPU).
     fused = all(p.device.type in ("cpu", "cuda") and p.dtype == torch.float32 for p in params)
-    return torch.optim.Adam(params, lr=cfg.learning_rate, eps=cfg.adam_eps, fused=fused or None)
+    return torch.optim.Adam(params, lr=config.learning_rate, eps=config.adam_eps, fused=fused or None)
 
 
 def gaussian_kl(mean_q: Tensor, std_q: Tensor, mean_p: Tensor, std_p: Tensor) -> Tensor:
@@ -82,7 +81,8 @@ def _check_batch(model: WorldModel, obs_b: Tensor, act_b: Tensor, rew_b: Tensor)
 
 
 def train_step(model: WorldModel, optimizer: torch.optim.Optimizer, obs_b: Tensor, act_b: Tensor,
-               rew_b: Tensor, device: torch.device | str, *, generator: torch.Generator | None = None,
+               rew_b: Tensor, device: torch.device | str, *, config: Config,
+               generator: torch.Generator | None = None,
                scaler: torch.amp.GradScaler | None = None) -> dict[str, float]:
     """One gradient step on a time-first batch (obs in [0,1]); returns the losses as Python floats.
 
@@ -91,12 +91,11 @@ def train_step(model: WorldModel, optimizer: torch.optim.Optimizer, obs_b: Tenso
     loss or gradient norm skips the update with a warning, leaving weights and Adam state untouched.
     Randomness (dequantisation noise, latent samples) comes only from `generator` when given.
     With precision fp16 and no `scaler`, one is created and kept on the optimizer (attribute
-    `planet_grad_scaler`) so its scale persists across steps.
+    `planet_grad_scaler`) so its scale persists across steps. Every hyperparameter comes from `config`.
     """
-    cfg = model.config
     device = torch.device(device)
     _check_batch(model, obs_b, act_b, rew_b)
-    precision = resolve_precision(cfg.precision, device)
+    precision = resolve_precision(config.precision, device)
     if scaler is None and precision == "fp16":
         scaler = getattr(optimizer, "planet_grad_scaler", None)
         if scaler is None:
@@ -109,10 +108,10 @@ def train_step(model: WorldModel, optimizer: torch.optim.Optimizer, obs_b: Tenso
     obs = obs_b.to(device, non_blocking=True)
     act = act_b.to(device, dtype=torch.float32, non_blocking=True)
     rew = rew_b.to(device, dtype=torch.float32, non_blocking=True)
-    obs_pre = preprocess_obs(obs, cfg.bit_depth, generator)  # (T, B, 64, 64, 3)
+    obs_pre = preprocess_obs(obs, config.bit_depth, generator)  # (T, B, 64, 64, 3)
     with autocast_context(precision, device):
         out = model(obs_pre, act, generator=generator)
-    terms = world_model_loss(out, obs_pre, rew, cfg)  # fp32, outside autocast
+    terms = world_model_loss(out, obs_pre, rew, config)  # fp32, outside autocast
     result = {k: float(v.detach()) for k, v in terms.items()}
     result["grad_norm"] = math.nan
     result["skipped"] = 1.0
@@ -128,7 +127,7 @@ def train_step(model: WorldModel, optimizer: torch.optim.Optimizer, obs_b: Tenso
         scaler.unscale_(optimizer)
     else:
         loss.backward()
-    grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip_norm))
+    grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip_norm))
     result["grad_norm"] = grad_norm
     if math.isfinite(grad_norm):
         if scaler is not None:

@@ -1,19 +1,20 @@
-"""The resumable online loop (seed §6, §7): train the world model, collect with the planner, checkpoint.
+"""The resumable online loop: train the world model, collect with the planner, evaluate, checkpoint, log.
 
-Every random draw of iteration i comes from streams derived from (config.seed, i, …), and the
-episodes iteration i trains on are exactly the first `seed_episodes + i·collect_episodes` stored
-ones. So a run killed at any instant and resumed from its newest checkpoint redoes the lost
-iterations bit for bit (on CPU), and reuses, rather than collects again, any episode an unfinished
-iteration had already stored.
+Every random draw of iteration i comes from streams derived from (config.seed, i, …), and iteration i
+trains on the episodes numbered up to `seed_episodes + i·collect_episodes`. So a run killed at any
+instant and resumed from its newest checkpoint redoes the lost iterations bit for bit (on CPU), and
+reuses, rather than collects again, any episode an unfinished iteration had already stored.
+
+An episode that went missing (quarantined as damaged, or moved away) is said aloud and never stops
+the run: a seed episode is collected again exactly (its seeds derive from its number); a collected
+one is left out, and the metrics rows list it under `missing_episodes`.
 """
 
 from __future__ import annotations
 
 import copy
-import json
-import os
+import math
 import time
-from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
@@ -21,232 +22,305 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from planet_colab import safeio
-from planet_colab.agent import collect_experience, evaluate
-from planet_colab.checkpoint import load_checkpoint, save_checkpoint
+from planet_colab.agent import build_agent_parts, collect_experience, evaluate
 from planet_colab.config import Config
 from planet_colab.dataset import EpisodeDataset, collate_episode_batch
-from planet_colab.env import collect_seed_episodes, make_env_from_config
-from planet_colab.losses import make_optimizer, train_step
-from planet_colab.models import WorldModel
-from planet_colab.planner import CEMPlanner
-from planet_colab.precision import make_grad_scaler, resolve_precision, select_device
-from planet_colab.seeding import derive_seed, numpy_rng, torch_generator
-from planet_colab.storage import EpisodeStorage, episode_number
+from planet_colab.env import make_env_from_config
+from planet_colab.losses import train_step
+from planet_colab.run import Run, RunError, TrainingState, read_metrics
+from planet_colab.seeding import numpy_rng, torch_generator
+from planet_colab.storage import DamagedEpisodeError, EpisodeStorage, episode_number
 
 __all__ = ["train_planner", "train_step", "collect_experience", "evaluate", "build_agent_parts",
-           "read_metrics"]
+           "read_metrics", "TrainingStalled"]
 
 LOSS_KEYS = ("loss", "obs_loss", "reward_loss", "kl_loss", "grad_norm")
+STALL_LIMIT = 3  # iterations in a row that applied no gradient step before the run stops
 
 
-def check_resume_config(config: Config, run_dir: Path) -> None:
-    """Write config.json on a new run; refuse to resume with a config that changes shapes."""
-    path = run_dir / "config.json"
-    if not path.exists():
-        config.save(path)
-        return
-    stored = Config.load(path)
-    diffs = stored.shape_differences(config)
-    if diffs:
-        lines = "\n".join(f"  {k}: run has {a!r}, you asked for {b!r}" for k, (a, b) in diffs.items())
-        raise ValueError(
-            f"Refusing to resume {run_dir}: the config changes the model or data shapes.\n{lines}\n"
-            "Use the run's own values (see its config.json) or start a new run directory.")
+class TrainingStalled(RunError):
+    """Several iterations in a row skipped every train step: the model was learning nothing."""
 
 
-def build_agent_parts(config: Config, device: torch.device | None = None
-                      ) -> tuple[WorldModel, CEMPlanner, torch.device, str]:
-    """A world model initialised from the config's seed, its planner, the device and precision."""
-    device = device or select_device()
-    precision = resolve_precision(config.precision, device)
-    env = make_env_from_config(config)
-    action_dim = int(np.prod(env.action_space.shape))
-    env.close()
-    # Initial weights from a derived seed, so a fresh run and its restart start identically.
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(derive_seed(config.seed, "init"))
-        model = WorldModel(action_dim, config)
-    model.to(device)
-    planner = CEMPlanner.from_config(config, action_dim, precision=precision)
-    return model, planner, device, precision
+def train_planner(run: Run | Config, run_dir: Any = None, *, device: torch.device | None = None,
+                  progress: bool = True, callback: Callable[[dict[str, Any]], None] | None = None,
+                  take_over: bool = False) -> dict[str, Any]:
+    """Run (or resume) PlaNet's online loop until the run's `total_iterations` are done.
+
+    `run` is a Run (see `Run.open`), or a Config together with `run_dir`. The run's owner lease is held
+    throughout (`take_over=True` takes a live one over). Returns dict(model, planner, metrics,
+    start_iteration, run_dir). `callback(row)` gets each iteration's metrics row (the notebooks' live view).
+    """
+    if not isinstance(run, Run):
+        if run_dir is None:
+            raise ValueError("run_dir is needed when train_planner is given a Config (or pass a Run)")
+        run = Run.open(run_dir, config=run)
+    with run.own(take_over=take_over):
+        return OnlineLoop(run, device=device, progress=progress).iterate(callback)
 
 
-def read_metrics(run_dir: str | os.PathLike) -> list[dict[str, Any]]:
-    """The per-iteration metrics rows of a run (empty when it has none yet)."""
-    path = Path(run_dir) / "metrics.jsonl"
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+def check_resume_config(config: Config, run_dir: Any) -> None:
+    """Write config.json for a new run, or refuse one that changes a fixed field (use `Run.open` instead)."""
+    with Run.open(run_dir, config=config).own():
+        pass
 
 
-def _write_metrics(run_dir: Path, rows: list[dict[str, Any]]) -> None:
-    # Drive: never append in place; the whole (small) file is rewritten atomically.
-    safeio.write_atomic(run_dir / "metrics.jsonl", "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
+def training_data(run: Run, config: Config, iteration: int) -> tuple[EpisodeDataset, dict[str, list[int]]]:
+    """The episodes iteration `iteration` trains on: numbers 1 .. seed_episodes + iteration·collect_episodes.
+
+    A seed episode that is missing, or found damaged while loading, is collected again first; a
+    collected one is left out. Returns the dataset and {"missing": […], "recollected": […]}.
+    """
+    last = config.seed_episodes + iteration * config.collect_episodes
+    recollected: list[int] = []
+    for _ in range(2):
+        recollected += run.collect_seed_episodes(progress=False)
+        dataset = EpisodeDataset(run.storage, config.seq_len, config.virtual_len,
+                                 seed=numpy_rng(config.seed, "batches", iteration), max_index=last)
+        if all(run.storage.has_episode(k) for k in range(1, config.seed_episodes + 1)):
+            break
+    loaded = {episode_number(p) for p in [*dataset.episode_paths, *dataset.short_paths]}
+    return dataset, {"missing": sorted(set(range(1, last + 1)) - loaded), "recollected": recollected}
 
 
-def _snapshot(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> tuple[dict, dict]:
-    return ({k: v.detach().clone() for k, v in model.state_dict().items()},
-            copy.deepcopy(optimizer.state_dict()))
+def train_iteration(state: TrainingState, dataset: EpisodeDataset, config: Config, iteration: int
+                    ) -> dict[str, Any]:
+    """`config.train_steps` gradient steps on batches from `dataset`; mean losses over the applied ones."""
+    loader = DataLoader(dataset, batch_size=config.batch_size, shuffle=False, drop_last=True,
+                        collate_fn=collate_episode_batch)
+    generator = torch_generator(config.seed, "train", iteration, device=state.device)
+    state.model.train()
+    sums = dict.fromkeys(LOSS_KEYS, 0.0)
+    steps = skipped = 0
+    for obs_b, act_b, rew_b, _ in loader:
+        out = train_step(state.model, state.optimizer, obs_b, act_b, rew_b, state.device, config=config,
+                         generator=generator, scaler=state.scaler)
+        if out.get("skipped"):
+            skipped += 1
+            continue
+        steps += 1
+        for k in LOSS_KEYS:
+            sums[k] += out[k]
+    # No applied step leaves no loss to report: NaN, never a reassuring 0.
+    row: dict[str, Any] = {k: sums[k] / steps if steps else math.nan for k in LOSS_KEYS}
+    row.update(train_steps=steps, skipped_steps=skipped)
+    if not steps:
+        row["all_steps_skipped"] = True
+    return row
 
 
-def _format_row(row: dict[str, Any], total: int) -> str:
-    text = (f"iter {row['iteration'] + 1:>4}/{total}  episodes {row['episodes']:>4}  "
-            f"loss {row['loss']:8.2f} (obs {row['obs_loss']:7.2f} rew {row['reward_loss']:6.3f} "
-            f"kl {row['kl_loss']:5.2f})  return {row['collect_return']:8.1f}  "
-            f"{row['seconds']:5.1f}s")
+def _stored_episode(storage: EpisodeStorage, number: int) -> dict[str, np.ndarray] | None:
+    if not storage.has_episode(number):
+        return None
+    try:
+        return storage.load_cached(storage.path_for(number))
+    except (DamagedEpisodeError, FileNotFoundError):
+        return None  # quarantined (and warned about): collected again, identically
+
+
+def collect_iteration(run: Run, env: Any, state: TrainingState, config: Config, iteration: int,
+                      progress: bool) -> dict[str, list]:
+    """This iteration's episodes: reuse what a killed run already stored (these weights made it), collect the rest."""
+    returns, lengths = [], []
+    for k, number in enumerate(run.episode_numbers(iteration)):
+        episode = _stored_episode(run.storage, number)
+        if episode is None:
+            out = collect_experience(env, state.model, state.planner, run.storage, 1, config,
+                                     iteration=iteration, device=state.device, progress=progress,
+                                     first_episode=k, numbers=[number])
+            returns += out["returns"]
+            lengths += out["lengths"]
+        else:
+            returns.append(float(episode["reward"].sum()))
+            lengths.append(len(episode["reward"]))
+    return {"returns": returns, "lengths": lengths}
+
+
+def evaluate_iteration(state: TrainingState, config: Config, iteration: int) -> dict[str, Any]:
+    """Noise-free evaluation every `eval_every` iterations and after the last one ({} otherwise)."""
+    if (iteration + 1) % config.eval_every and iteration + 1 != config.total_iterations:
+        return {}
+    ev = evaluate(state.model, state.planner, config, num_episodes=config.eval_episodes, seed_key=iteration,
+                  device=state.device)
+    return {"eval_mean": float(ev["mean"]), "eval_std": float(ev["std"]),
+            "eval_returns": [float(x) for x in ev["returns"]]}
+
+
+class _Frozen:
+    """A saved state_dict standing in for its module or optimizer when a checkpoint is written."""
+
+    def __init__(self, state: dict) -> None:
+        self.state = state
+
+    def state_dict(self) -> dict:
+        """The saved state."""
+        return self.state
+
+
+class Checkpointer:
+    """Saves finished iterations: every `checkpoint_every`, when `checkpoint_minutes` have passed, after the
+    last one, and on Stop the newest finished one, never weights an unfinished iteration half-trained."""
+
+    def __init__(self, run: Run, state: TrainingState) -> None:
+        self.run, self.state = run, state
+        self.saved = self.finished = self.current = state.start_iteration - 1
+        self.saved_at = time.monotonic()
+        self.snapshot: tuple[dict, dict] | None = None
+
+    def begin(self, iteration: int) -> None:
+        """Before `iteration` trains: copy the weights while a finished iteration is still unsaved."""
+        self.current = iteration
+        self.snapshot = None
+        if self.saved < iteration - 1:
+            self.snapshot = ({k: v.detach().clone() for k, v in self.state.model.state_dict().items()},
+                             copy.deepcopy(self.state.optimizer.state_dict()))
+
+    def finish(self, iteration: int, metrics: list[dict[str, Any]]) -> None:
+        """`iteration` is done (weights, episodes, metrics row): checkpoint it when due."""
+        self.finished = iteration
+        config = self.run.config
+        overdue = time.monotonic() - self.saved_at >= 60 * config.checkpoint_minutes
+        last = iteration + 1 == config.total_iterations
+        if (iteration + 1) % config.checkpoint_every == 0 or overdue or last:
+            self._save(iteration, metrics, self.state.model, self.state.optimizer)
+
+    def save_on_stop(self, metrics: list[dict[str, Any]]) -> str:
+        """Save the newest finished iteration if it is not on disk yet; return the line to print."""
+        if self.finished > self.saved:
+            if self.finished == self.current:
+                self._save(self.finished, metrics, self.state.model, self.state.optimizer)
+            elif self.snapshot is not None:  # stopped mid-iteration: the weights as it found them
+                self._save(self.current - 1, metrics, _Frozen(self.snapshot[0]), _Frozen(self.snapshot[1]))
+            return f"Stopped: saved a checkpoint after iteration {self.saved + 1}; run again to resume."
+        if self.saved < 0:
+            return "Stopped before the first iteration finished; run again to resume."
+        return f"Stopped: the checkpoint after iteration {self.saved + 1} is up to date; run again to resume."
+
+    def _save(self, iteration: int, metrics: list[dict[str, Any]], model: Any, optimizer: Any) -> None:
+        scaler = self.state.scaler
+        self.run.save_checkpoint(model, optimizer, iteration, metrics,
+                                 extra={"scaler": scaler.state_dict()} if scaler is not None else {})
+        self.saved, self.saved_at = iteration, time.monotonic()
+
+
+def format_row(row: dict[str, Any], total: int) -> str:
+    """One iteration's printed line; skipped train steps and missing episodes are said, not hidden."""
+    text = f"iter {row['iteration'] + 1:>4}/{total}  episodes {row['episodes']:>4}  "
+    if row["train_steps"] == 0:
+        text += (f"ALL {row['skipped_steps']} TRAIN STEPS SKIPPED "
+                 "(non-finite loss or gradient; weights unchanged)")
+    else:
+        text += (f"loss {row['loss']:8.2f} (obs {row['obs_loss']:7.2f} rew {row['reward_loss']:6.3f} "
+                 f"kl {row['kl_loss']:5.2f})")
+        if row["skipped_steps"]:
+            text += f" {row['skipped_steps']} of {row['train_steps'] + row['skipped_steps']} steps skipped"
+    text += f"  return {row['collect_return']:8.1f}  {row['seconds']:5.1f}s"
     if "eval_mean" in row:
         text += f"  eval {row['eval_mean']:.1f} ± {row['eval_std']:.1f}"
+    if row.get("missing_episodes"):
+        text += f"  (without missing episode(s) {', '.join(map(str, row['missing_episodes']))})"
     return text
 
 
-def train_planner(config: Config, run_dir: str | os.PathLike, *, device: torch.device | None = None,
-                  progress: bool = True, callback: Callable[[dict[str, Any]], None] | None = None,
-                  ) -> dict[str, Any]:
-    """Run (or resume) PlaNet's online loop in `run_dir` until `config.total_iterations` are done.
+def check_progress(metrics: list[dict[str, Any]], dataset: EpisodeDataset, config: Config) -> None:
+    """Raise TrainingStalled when the last STALL_LIMIT iterations applied no gradient step at all."""
+    recent = metrics[-STALL_LIMIT:]
+    if len(recent) < STALL_LIMIT or any(r["train_steps"] for r in recent):
+        return
+    worst, where = max((float(np.abs(ep["reward"]).max()), path.name)
+                       for ep, path in zip(dataset.episodes, dataset.episode_paths))
+    raise TrainingStalled(
+        f"Stopped: the last {STALL_LIMIT} iterations skipped every train step (non-finite loss or gradient), "
+        f"so the model learns nothing. Likely causes: huge or non-finite values in the stored episodes "
+        f"(largest |reward| {worst:.3g}, in {where}; move bad files out of {dataset.storage.episode_dir}), "
+        f"or learning_rate {config.learning_rate:g} too high (lower it with --set learning_rate=...)")
 
-    Returns dict(model, planner, metrics, start_iteration, run_dir). `callback(row)` is called
-    after each iteration with its metrics row (the notebooks' live view).
-    """
-    config.validate()
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    check_resume_config(config, run_dir)
-    storage = EpisodeStorage(run_dir / "episodes")
-    collected = collect_seed_episodes(config, storage, progress=progress)
-    if collected:
-        print(f"Collected {collected} random seed episodes into {storage.episode_dir}")
 
-    model, planner, device, precision = build_agent_parts(config, device)
-    optimizer = make_optimizer(model)
-    scaler = make_grad_scaler(precision, device)
-    ckpt = load_checkpoint(run_dir, model, optimizer, map_location=device)
-    if ckpt is None:
-        start, metrics = 0, []
-        print(f"Starting a new run in {run_dir} ({config.preset} preset, {device}, {precision})")
-    else:
-        start, metrics = ckpt["start_iteration"], list(ckpt["metrics"])
-        if scaler is not None and ckpt.get("extra", {}).get("scaler"):
-            scaler.load_state_dict(ckpt["extra"]["scaler"])
-        print(f"Resumed from checkpoint after iteration {start} of {config.total_iterations} "
-              f"({storage.num_episodes} episodes stored, {device}, {precision})")
-    metrics = [r for r in metrics if r["iteration"] < start]
-    _write_metrics(run_dir, metrics)
+class OnlineLoop:
+    """One training session of a run: its restored state, its metrics so far, its checkpoint schedule."""
 
-    env = make_env_from_config(config)
-    last_saved, last_save_time = start - 1, time.monotonic()
-    # `done`: the last iteration whose training finished, i.e. whose weights `model` holds.
-    snapshot, done, current = None, start - 1, start
+    def __init__(self, run: Run, *, device: torch.device | None = None, progress: bool = True) -> None:
+        self.run, self.config, self.progress = run, run.config, progress
+        seeded = run.collect_seed_episodes(progress)
+        if seeded:
+            print(f"Collected {len(seeded)} random seed episodes into {run.storage.episode_dir}")
+        self.state = run.restore_training(device)
+        self.metrics = list(self.state.metrics)
+        run.write_metrics(self.metrics)
+        self.checkpoints = Checkpointer(run, self.state)
+        self._reported: set[int] = set()
+        self.bar: Any = None
+        start, where = self.state.start_iteration, f"{self.state.device}, {self.state.precision}"
+        if start == 0:
+            print(f"Starting a new run in {run.run_dir} ({self.config.preset} preset, {where})")
+        else:
+            print(f"Resumed from checkpoint after iteration {start} of {self.config.total_iterations} "
+                  f"({run.storage.num_episodes} episodes stored, {where})")
 
-    def save(iteration: int, state: tuple[dict, dict] | None = None) -> None:
-        nonlocal last_saved, last_save_time
-        if state is not None:
-            live = _snapshot(model, optimizer)
-            model.load_state_dict(state[0])
-            optimizer.load_state_dict(state[1])
-        extra = {"scaler": scaler.state_dict()} if scaler is not None else {}
-        save_checkpoint(model, optimizer, iteration, config, run_dir,
-                        episodes=config.seed_episodes + (iteration + 1) * config.collect_episodes,
-                        metrics=[r for r in metrics if r["iteration"] <= iteration], extra=extra)
-        if state is not None:
-            model.load_state_dict(live[0])
-            optimizer.load_state_dict(live[1])
-        last_saved, last_save_time = iteration, time.monotonic()
+    def iterate(self, callback: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+        """Iterations start_iteration .. total_iterations-1; Stop (KeyboardInterrupt) saves what is finished."""
+        config, start = self.config, self.state.start_iteration
+        env = make_env_from_config(config)
+        bar = self.bar = tqdm(range(start, config.total_iterations), desc="iterations", initial=start,
+                              total=config.total_iterations, disable=not self.progress, dynamic_ncols=True)
+        try:
+            for it in bar:
+                self.checkpoints.begin(it)
+                row, dataset = self.iteration(it, env)
+                self.say(format_row(row, config.total_iterations))
+                if callback is not None:
+                    callback(row)
+                check_progress(self.metrics, dataset, config)
+        except KeyboardInterrupt as stop:
+            # Colab's Stop button and Ctrl-C: keep what is finished, say so once.
+            self.say(("\n" if self.progress else "") + self.checkpoints.save_on_stop(self.metrics))
+            stop.reported = True  # type: ignore[attr-defined]
+            raise
+        finally:
+            bar.close()
+            env.close()
+        return {"model": self.state.model, "planner": self.state.planner, "metrics": self.metrics,
+                "start_iteration": start, "run_dir": self.run.run_dir}
 
-    bar = tqdm(range(start, config.total_iterations), desc="iterations", initial=start,
-               total=config.total_iterations, disable=not progress, dynamic_ncols=True)
-    try:
-        for it in bar:
-            current = it
-            t0 = time.perf_counter()
-            # Weights as they were after iteration it-1: what a Stop mid-iteration can still save.
-            snapshot = _snapshot(model, optimizer) if last_saved < it - 1 else None
-            known = config.seed_episodes + it * config.collect_episodes
-            paths = storage.episode_paths
-            if len(paths) < known:
-                raise RuntimeError(
-                    f"Iteration {it} needs {known} stored episodes but {storage.episode_dir} holds "
-                    f"{len(paths)}; were episode files removed? (quarantined ones are in "
-                    f"{run_dir / 'quarantine'})")
-            dataset = EpisodeDataset(storage, config.seq_len, config.virtual_len,
-                                     seed=numpy_rng(config.seed, "batches", it),
-                                     max_index=episode_number(paths[known - 1]))
-            loader = DataLoader(dataset, batch_size=config.batch_size, shuffle=False,
-                                drop_last=True, collate_fn=collate_episode_batch)
-            t_io = time.perf_counter() - t0
+    def iteration(self, it: int, env: Any) -> tuple[dict[str, Any], EpisodeDataset]:
+        """train → collect → evaluate → checkpoint → log iteration `it`; return its row and dataset."""
+        config, t0 = self.config, time.perf_counter()
+        dataset, episodes = training_data(self.run, config, it)
+        self.report(episodes, it)
+        t_io, t1 = time.perf_counter() - t0, time.perf_counter()
+        losses = train_iteration(self.state, dataset, config, it)
+        t_train, t2 = time.perf_counter() - t1, time.perf_counter()
+        collected = collect_iteration(self.run, env, self.state, config, it, self.progress)
+        t_collect, t3 = time.perf_counter() - t2, time.perf_counter()
+        evaluation = evaluate_iteration(self.state, config, it)
+        stored_steps = sum(len(ep["reward"]) for ep in dataset.episodes) + sum(collected["lengths"])
+        episodes_so_far = config.seed_episodes + (it + 1) * config.collect_episodes
+        row: dict[str, Any] = {"iteration": it, "episodes": episodes_so_far,
+                               "env_steps": stored_steps * config.action_repeat, **losses,
+                               "collect_return": float(np.mean(collected["returns"])),
+                               "collect_length": float(np.mean(collected["lengths"])), **evaluation}
+        row.update({f"{k}_episodes": v for k, v in episodes.items() if v})
+        row.update(train_s=t_train, collect_s=t_collect, eval_s=time.perf_counter() - t3, io_s=t_io,
+                   seconds=time.perf_counter() - t0)
+        self.metrics.append(row)
+        t4 = time.perf_counter()
+        self.checkpoints.finish(it, self.metrics)
+        self.run.write_metrics(self.metrics)
+        row["checkpoint_s"] = time.perf_counter() - t4
+        return row, dataset
 
-            t1 = time.perf_counter()
-            generator = torch_generator(config.seed, "train", it, device=device)
-            model.train()
-            sums = dict.fromkeys(LOSS_KEYS, 0.0)
-            steps = skipped = 0
-            for obs_b, act_b, rew_b, _ in loader:
-                out = train_step(model, optimizer, obs_b, act_b, rew_b, device,
-                                 generator=generator, scaler=scaler)
-                if out.get("skipped"):
-                    skipped += 1
-                    continue
-                steps += 1
-                for k in LOSS_KEYS:
-                    sums[k] += out[k]
-            t_train = time.perf_counter() - t1
+    def report(self, episodes: dict[str, list[int]], it: int) -> None:
+        """Say once per episode number that it went missing, and when a seed episode was collected again."""
+        for number in episodes["recollected"]:
+            self.say(f"Seed episode {number} was missing (quarantined or moved away); collected it again "
+                     "exactly (its seeds derive from its number)")
+        new = [n for n in episodes["missing"] if n not in self._reported]
+        if new:
+            self._reported.update(new)
+            self.say(f"Episode(s) {', '.join(map(str, new))} missing (quarantined in "
+                     f"{self.run.storage.quarantine_dir}, or moved away): iteration {it + 1} and later train "
+                     "without them (metrics: missing_episodes)")
 
-            t2 = time.perf_counter()
-            stored_after = config.seed_episodes + (it + 1) * config.collect_episodes
-            # A run killed after storing some of this iteration's episodes: reuse them, never
-            # collect twice (the weights that collected them are the ones we have again now).
-            mine = storage.episode_paths[known:stored_after]
-            rewards = [storage.load_cached(p)["reward"] for p in mine]
-            returns, lengths = [float(r.sum()) for r in rewards], [len(r) for r in rewards]
-            if len(mine) < config.collect_episodes:
-                result = collect_experience(env, model, planner, storage,
-                                            config.collect_episodes - len(mine), config, iteration=it,
-                                            device=device, progress=progress, first_episode=len(mine))
-                returns += list(result["returns"])
-                lengths += list(result["lengths"])
-            t_collect = time.perf_counter() - t2
-
-            stored_steps = sum(len(ep["reward"]) for ep in dataset.episodes) + sum(lengths)
-            row: dict[str, Any] = {"iteration": it, "episodes": stored_after,
-                                   "env_steps": stored_steps * config.action_repeat}
-            row.update({k: sums[k] / max(steps, 1) for k in LOSS_KEYS})
-            row.update(train_steps=steps, skipped_steps=skipped,
-                       collect_return=float(np.mean(returns)), collect_length=float(np.mean(lengths)))
-
-            t3 = time.perf_counter()
-            if (it + 1) % config.eval_every == 0 or it + 1 == config.total_iterations:
-                ev = evaluate(config, model, planner, config, num_episodes=config.eval_episodes,
-                              seed_key=it, device=device)
-                row.update(eval_mean=float(ev["mean"]), eval_std=float(ev["std"]),
-                           eval_returns=[float(x) for x in ev["returns"]])
-            t_eval = time.perf_counter() - t3
-            row.update(train_s=t_train, collect_s=t_collect, eval_s=t_eval, io_s=t_io,
-                       seconds=time.perf_counter() - t0)
-            metrics.append(row)
-            done = it
-
-            t4 = time.perf_counter()
-            overdue = time.monotonic() - last_save_time >= 60 * config.checkpoint_minutes
-            if (it + 1) % config.checkpoint_every == 0 or overdue or it + 1 == config.total_iterations:
-                save(it)
-            _write_metrics(run_dir, metrics)
-            row["checkpoint_s"] = time.perf_counter() - t4
-            line = _format_row(row, config.total_iterations)
-            bar.write(line) if progress else print(line, flush=True)
-            if callback is not None:
-                callback(row)
-    except KeyboardInterrupt:
-        # Colab's Stop button: keep what is finished. Mid-iteration weights are half-trained, so
-        # save the snapshot taken before the iteration began instead.
-        if done > last_saved:
-            if done == current:
-                save(done)
-            elif snapshot is not None:
-                save(current - 1, snapshot)
-            print(f"\nStopped: saved a checkpoint after iteration {last_saved + 1}; run again to resume.")
-        raise
-    finally:
-        bar.close()
-        env.close()
-    return {"model": model, "planner": planner, "metrics": metrics, "start_iteration": start,
-            "run_dir": run_dir}
+    def say(self, line: str) -> None:
+        """Print a line without breaking the progress bar."""
+        self.bar.write(line) if self.progress else print(line, flush=True)

@@ -2,7 +2,8 @@
 
 Usage: python tests/fault_launcher.py KIND N -- <planet_colab args>
 KIND is `checkpoint` (killed after the checkpoint's temporary is written, before its rename),
-`episode` (the same for an episode file) or `train_step` (just before the N-th gradient step).
+`episode` (the same for an episode file) or `train_step` (just before the N-th gradient step);
+`slow` is no fault: every gradient step first sleeps N milliseconds (a trainer that stays busy).
 
 Usage: python tests/fault_launcher.py ray-workers MARKS KIND:N:RUN[,KIND:N:RUN…] -- sweep <args>
 plants, in every Ray worker the sweep starts, a SIGKILL at the N-th `checkpoint` or `episode` write
@@ -16,6 +17,7 @@ import os
 import runpy
 import signal
 import sys
+import time
 from pathlib import Path
 
 PATTERNS = {"checkpoint": "ckpt_", "episode": "episode_"}
@@ -36,13 +38,15 @@ def install(kind: str, n: int) -> None:
         count += 1
         return count == n
 
-    if kind == "train_step":
+    if kind in ("train_step", "slow"):
         import planet_colab.train as train
 
         real_step = train.train_step
 
         def step(*args, **kwargs):
-            if hit():
+            if kind == "slow":
+                time.sleep(n / 1000)
+            elif hit():
                 _kill()
             return real_step(*args, **kwargs)
 

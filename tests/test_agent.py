@@ -148,7 +148,7 @@ def test_evaluation_uses_distinct_env_seeds_and_no_exploration(model, planner, c
 
     monkeypatch.setattr(agent_module.Agent, "act", spy)
     env = FakePixelEnv(length=4)
-    result = evaluate(env, model, planner, config, num_episodes=3, seed_key=7, record_frames=True)
+    result = evaluate(model, planner, config, env=env, num_episodes=3, seed_key=7, record_frames=True)
     assert len(set(env.reset_seeds)) == 3 and None not in env.reset_seeds
     assert flags and not any(flags)
     assert len(result["returns"]) == 3 and result["lengths"] == [4, 4, 4]
@@ -159,9 +159,9 @@ def test_evaluation_uses_distinct_env_seeds_and_no_exploration(model, planner, c
 
     # Same key → same seeds and returns (comparable evaluations); another key → other seeds.
     env2 = FakePixelEnv(length=4)
-    assert evaluate(env2, model, planner, config, num_episodes=3, seed_key=7)["returns"] == result["returns"]
+    assert evaluate(model, planner, config, env=env2, num_episodes=3, seed_key=7)["returns"] == result["returns"]
     env3 = FakePixelEnv(length=4)
-    evaluate(env3, model, planner, config, num_episodes=3, seed_key=8)
+    evaluate(model, planner, config, env=env3, num_episodes=3, seed_key=8)
     assert env2.reset_seeds == env.reset_seeds and not set(env3.reset_seeds) & set(env.reset_seeds)
 
 
@@ -179,8 +179,8 @@ def test_collection_seeds_each_episode_differently_and_a_partial_rerun_continues
     assert rest["returns"] == whole["returns"][1:]
 
 
-def test_evaluate_accepts_a_config_and_refuses_bad_counts(model, planner, config):
-    result = evaluate(config.replace(max_episode_steps=4, seq_len=2), model, planner, config, num_episodes=1, seed_key=0)
+def test_evaluate_makes_the_configs_env_and_refuses_bad_counts(model, planner, config):
+    result = evaluate(model, planner, config.replace(max_episode_steps=4, seq_len=2), num_episodes=1, seed_key=0)
     assert result["lengths"] == [2]
     with pytest.raises(ValueError, match="num_episodes"):
-        evaluate(config, model, planner, config, num_episodes=0, seed_key=0)
+        evaluate(model, planner, config, num_episodes=0, seed_key=0)

@@ -43,6 +43,7 @@ def test_overrides_apply_on_top_of_the_preset():
 @pytest.mark.parametrize("changes, message", [
     ({"seq_len": 101}, r"seq_len \(101\) is longer than an episode \(100 agent steps"),
     ({"batch_size": 0}, "batch_size must be a positive integer, got 0"),
+    ({"seq_len": 1}, "seq_len must be at least 2"),  # reward(s_t) learns r_(t-1): one step has no pair
     ({"top_k": 2000}, r"top_k \(2000\) must not exceed candidates \(500\)"),
     ({"seed_episodes": 0}, "seed_episodes must be at least 1"),
     ({"precision": "fp8"}, "precision must be one of"),
@@ -105,12 +106,3 @@ def test_parse_override_refuses_bad_text(text, message):
 def test_every_field_has_a_default():
     assert all(f.default is not dataclasses.MISSING for f in dataclasses.fields(Config))
     Config().validate()
-
-
-def test_config_for_run_prefers_the_runs_stored_config(tmp_path):
-    from planet_colab.config import config_for_run
-    assert config_for_run(tmp_path, learning_rate=5e-4).preset == "pendulum"  # a new run
-    get_config("smoke", seed=7).save(tmp_path / "config.json")
-    resumed = config_for_run(tmp_path, total_iterations=9)
-    assert (resumed.preset, resumed.seed, resumed.total_iterations) == ("smoke", 7, 9)
-    assert config_for_run(tmp_path, "paper").preset == "paper"  # an explicit preset is taken as asked

@@ -17,7 +17,7 @@ KEYS = {"obs_loss", "reward_loss", "kl", "kl_loss", "loss", "grad_norm", "skippe
 def fresh(cfg=None, seed=0):
     torch.manual_seed(seed)
     model = WorldModel(A, cfg or get_config("smoke"))
-    return model, make_optimizer(model)
+    return model, make_optimizer(model, model.config)
 
 
 def data(T=6, B=4, seed=0):
@@ -110,7 +110,8 @@ def test_reward_loss_pairs_reward_head_at_t_with_reward_t_minus_1():
 def test_train_step_returns_python_floats_and_changes_weights():
     model, opt = fresh()
     before = copy.deepcopy(model.state_dict())
-    res = train_step(model, opt, *data(), "cpu", generator=torch.Generator().manual_seed(0))
+    res = train_step(model, opt, *data(), "cpu", config=model.config,
+                     generator=torch.Generator().manual_seed(0))
     assert set(res) == KEYS and all(isinstance(v, float) for v in res.values())
     assert res["skipped"] == 0.0 and math.isfinite(res["grad_norm"])
     assert res["loss"] == pytest.approx(res["obs_loss"] + res["reward_loss"] + res["kl_loss"], rel=1e-5)
@@ -128,9 +129,9 @@ def test_overfits_a_fixed_small_batch():
     rew = torch.linspace(-1, 1, B).expand(T, B).contiguous()
     model, opt = fresh(get_config("smoke", cnn_depth=8, deter_dim=32, hidden_dim=32))
     g = torch.Generator().manual_seed(0)
-    first = train_step(model, opt, obs, act, rew, "cpu", generator=g)
+    first = train_step(model, opt, obs, act, rew, "cpu", config=model.config, generator=g)
     for _ in range(40):
-        last = train_step(model, opt, obs, act, rew, "cpu", generator=g)
+        last = train_step(model, opt, obs, act, rew, "cpu", config=model.config, generator=g)
     assert last["loss"] < first["loss"] / 4, (first, last)
     assert last["obs_loss"] < first["obs_loss"] / 4, (first, last)
     assert last["skipped"] == 0.0
@@ -139,12 +140,13 @@ def test_overfits_a_fixed_small_batch():
 def test_nan_batch_warns_and_leaves_weights_and_adam_state_unchanged():
     model, opt = fresh()
     obs, act, rew = data()
-    train_step(model, opt, obs, act, rew, "cpu", generator=torch.Generator().manual_seed(0))  # Adam has state
+    train_step(model, opt, obs, act, rew, "cpu", config=model.config,
+               generator=torch.Generator().manual_seed(0))  # Adam has state
     saved = state_of(model, opt)
     bad = obs.clone()
     bad[2, 1, 5, 5, 0] = float("nan")
     with pytest.warns(RuntimeWarning, match="non-finite loss"):
-        res = train_step(model, opt, bad, act, rew, "cpu")
+        res = train_step(model, opt, bad, act, rew, "cpu", config=model.config)
     assert res["skipped"] == 1.0 and math.isnan(res["loss"])
     assert_same_state(saved, state_of(model, opt))
     assert all(p.grad is None for p in model.parameters())
@@ -153,17 +155,17 @@ def test_nan_batch_warns_and_leaves_weights_and_adam_state_unchanged():
 def test_non_finite_gradient_skips_the_update():
     model, opt = fresh()
     obs, act, rew = data()
-    train_step(model, opt, obs, act, rew, "cpu", generator=torch.Generator().manual_seed(0))
+    train_step(model, opt, obs, act, rew, "cpu", config=model.config, generator=torch.Generator().manual_seed(0))
     saved = state_of(model, opt)
     handle = model.reward_head[0].weight.register_hook(lambda grad: grad * float("inf"))
     try:
         with pytest.warns(RuntimeWarning, match="non-finite gradient"):
-            res = train_step(model, opt, obs, act, rew, "cpu")
+            res = train_step(model, opt, obs, act, rew, "cpu", config=model.config)
     finally:
         handle.remove()
     assert res["skipped"] == 1.0 and math.isfinite(res["loss"])
     assert_same_state(saved, state_of(model, opt))
-    assert train_step(model, opt, obs, act, rew, "cpu")["skipped"] == 0.0  # and training goes on
+    assert train_step(model, opt, obs, act, rew, "cpu", config=model.config)["skipped"] == 0.0  # and training goes on
 
 
 def test_same_generator_seed_gives_bit_identical_weights():
@@ -173,7 +175,7 @@ def test_same_generator_seed_gives_bit_identical_weights():
         model, opt = fresh()
         g = torch.Generator().manual_seed(gen_seed)
         for _ in range(3):
-            train_step(model, opt, obs, act, rew, "cpu", generator=g)
+            train_step(model, opt, obs, act, rew, "cpu", config=model.config, generator=g)
         finals.append(model.state_dict())
     assert all(torch.equal(finals[0][k], finals[1][k]) for k in finals[0])
     assert not all(torch.equal(finals[0][k], finals[2][k]) for k in finals[0])
@@ -183,15 +185,22 @@ def test_bad_batch_shapes_raise_value_error_naming_the_tensor():
     model, opt = fresh()
     obs, act, rew = data()
     with pytest.raises(ValueError, match="obs_b"):
-        train_step(model, opt, obs.permute(1, 0, 2, 3, 4)[..., :2], act, rew, "cpu")
+        train_step(model, opt, obs.permute(1, 0, 2, 3, 4)[..., :2], act, rew, "cpu", config=model.config)
     with pytest.raises(ValueError, match="act_b"):
-        train_step(model, opt, obs, act[:, :2], rew, "cpu")
+        train_step(model, opt, obs, act[:, :2], rew, "cpu", config=model.config)
     with pytest.raises(ValueError, match="rew_b"):
-        train_step(model, opt, obs, act, rew[:-1], "cpu")
+        train_step(model, opt, obs, act, rew[:-1], "cpu", config=model.config)
     with pytest.raises(ValueError, match="at least 2"):
-        train_step(model, opt, obs[:1], act[:1], rew[:1], "cpu")
+        train_step(model, opt, obs[:1], act[:1], rew[:1], "cpu", config=model.config)
 
 
 def test_optimizer_uses_paper_hyperparameters():
     model, opt = fresh()
     assert opt.defaults["lr"] == 1e-3 and opt.defaults["eps"] == 1e-4
+
+
+def test_train_step_takes_its_hyperparameters_from_the_config_it_is_given():
+    model, opt = fresh()  # built with the smoke config: 3 free nats
+    res = train_step(model, opt, *data(), "cpu", config=model.config.replace(free_nats=50.0),
+                     generator=torch.Generator().manual_seed(0))
+    assert res["kl_loss"] == 50.0

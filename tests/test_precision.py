@@ -63,10 +63,10 @@ def test_reduced_precision_train_step_keeps_fp32_master_weights(precision):
     cfg = get_config("smoke", precision=precision)
     torch.manual_seed(0)
     model = WorldModel(1, cfg)
-    opt = make_optimizer(model)
+    opt = make_optimizer(model, model.config)
     g = torch.Generator().manual_seed(0)
     obs, act, rew = torch.rand(5, 2, 64, 64, 3, generator=g), torch.rand(5, 2, 1, generator=g), torch.rand(5, 2)
-    res = [train_step(model, opt, obs, act, rew, "cpu", generator=g) for _ in range(2)]
+    res = [train_step(model, opt, obs, act, rew, "cpu", config=model.config, generator=g) for _ in range(2)]
     assert all(p.dtype == torch.float32 for p in model.parameters())
     assert all(r["loss"] == r["loss"] for r in res)  # finite, not NaN
     if precision == "fp16":

@@ -1,7 +1,13 @@
-"""The online loop: exact resume, refusal of incompatible configs, checkpoint on Stop, the CLI."""
+"""The online loop: exact resume, missing episodes, skipped steps, one owner, checkpoint on Stop, the CLI."""
 
 import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -9,7 +15,10 @@ import planet_colab.train as train
 from planet_colab.__main__ import main as cli
 from planet_colab.checkpoint import load_checkpoint
 from planet_colab.config import get_config
-from planet_colab.storage import EpisodeStorage
+from planet_colab.env import collect_seed_episodes
+from planet_colab.storage import DamagedEpisodeWarning, EpisodeStorage
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def smoke(**overrides):
@@ -88,3 +97,127 @@ def test_cli_train_then_info_and_evaluate(tmp_path, capsys):
 def test_cli_rejects_unknown_config_field(tmp_path, capsys):
     assert cli(["train", "--run-dir", str(tmp_path), "--preset", "smoke", "--set", "batchsize=3"]) == 2
     assert "Unknown config field 'batchsize'" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------ episodes by number
+
+def test_a_quarantined_seed_episode_is_collected_again_exactly(tmp_path):
+    config = smoke(total_iterations=4)
+
+    def damage(row):
+        if row["iteration"] == 1:  # a half-synced file, found at iteration 2's load
+            (tmp_path / "run" / "episodes" / "episode_000001.npz").write_bytes(b"not an npz")
+
+    with pytest.warns(DamagedEpisodeWarning):
+        result = train.train_planner(config, tmp_path / "run", progress=False, callback=damage)
+    whole = train.train_planner(config, tmp_path / "whole", progress=False)
+    for key, value in _weights(whole).items():
+        assert torch.equal(value, result["model"].state_dict()[key]), key
+    assert (tmp_path / "run" / "quarantine" / "episode_000001.npz").read_bytes() == b"not an npz"
+    assert result["metrics"][2]["recollected_episodes"] == [1]
+
+
+def test_a_quarantined_collected_episode_is_left_out_and_said(tmp_path, capsys):
+    def damage(row):
+        if row["iteration"] == 1:
+            (tmp_path / "episodes" / "episode_000003.npz").write_bytes(b"not an npz")
+
+    with pytest.warns(DamagedEpisodeWarning):
+        result = train.train_planner(smoke(total_iterations=4), tmp_path, progress=False, callback=damage)
+    assert [r.get("missing_episodes") for r in result["metrics"]] == [None, None, [3], [3]]
+    out = capsys.readouterr().out
+    assert out.count("Episode(s) 3 missing") == 1 and "(without missing episode(s) 3)" in out
+    assert sorted(p.name for p in (tmp_path / "episodes").iterdir()) == [
+        f"episode_{n:06d}.npz" for n in (1, 2, 4, 5, 6)]
+
+
+def test_an_episode_missing_before_a_resume_does_not_block_it(tmp_path, capsys):
+    run = tmp_path / "run"
+    train.train_planner(smoke(total_iterations=2, checkpoint_every=1), run, progress=False)
+    (run / "episodes" / "episode_000004.npz").rename(tmp_path / "moved_by_hand.npz")
+    result = train.train_planner(smoke(total_iterations=4, checkpoint_every=1), run, progress=False)
+    assert result["start_iteration"] == 2
+    assert [r.get("missing_episodes") for r in result["metrics"][2:]] == [[4], [4]]
+    assert "Episode(s) 4 missing" in capsys.readouterr().out
+    # Numbers are never reused: iterations 2 and 3 stored episodes 5 and 6.
+    assert sorted(p.name for p in (run / "episodes").iterdir()) == [
+        f"episode_{n:06d}.npz" for n in (1, 2, 3, 5, 6)]
+
+
+def test_huge_rewards_skip_every_step_and_the_run_stops_naming_the_cause(tmp_path, capsys):
+    config = smoke(seed_episodes=5, total_iterations=10)
+    scratch = EpisodeStorage(tmp_path / "scratch")
+    collect_seed_episodes(config, scratch, progress=False)
+    storage = EpisodeStorage(tmp_path / "run" / "episodes")
+    for number, path in enumerate(scratch.episode_paths, 1):
+        ep = scratch.load_episode(path)
+        storage.add_episode(ep["obs"], ep["action"], ep["reward"] * 0 + 1e30, ep["terminal"], index=number)
+    with pytest.warns(RuntimeWarning, match="non-finite loss"), \
+            pytest.raises(train.TrainingStalled, match=r"largest \|reward\| 1e\+30.*learning_rate"):
+        train.train_planner(config, tmp_path / "run", progress=False)
+    rows = train.read_metrics(tmp_path / "run")
+    assert len(rows) >= 3 and all(r["train_steps"] == 0 and r["all_steps_skipped"] for r in rows[-3:])
+    out = capsys.readouterr().out
+    assert out.count("ALL 3 TRAIN STEPS SKIPPED") >= 3 and "loss 0.00" not in out
+
+
+# ------------------------------------------------------------------ one owner, one line, exit codes
+
+def _cli(*args: str, launcher: tuple[str, int] | None = None) -> subprocess.Popen:
+    env = dict(os.environ, PYTHONHASHSEED="0", OMP_NUM_THREADS="1",
+               PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
+    env.pop("PLANET_COLAB_RUN_DIR", None)
+    head = [sys.executable, "-m", "planet_colab"] if launcher is None else \
+        [sys.executable, str(ROOT / "tests" / "fault_launcher.py"), launcher[0], str(launcher[1]), "--"]
+    return subprocess.Popen([*head, *args], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def test_two_trainers_started_together_one_refuses_and_the_run_is_one_trainers(tmp_path):
+    args = ["train", "--run-dir", str(tmp_path / "run"), "--preset", "smoke", "--iterations", "6",
+            "--no-progress", "--set", "eval_every=100"]
+    procs = [_cli(*args, launcher=("slow", 500)) for _ in range(2)]  # busy long enough to overlap
+    outs = [p.communicate(timeout=600) for p in procs]
+    codes = [p.returncode for p in procs]
+    assert sorted(codes) == [0, 2], outs
+    refused = outs[codes.index(2)][1].strip()
+    assert len(refused.splitlines()) == 1 and "is in use by pid" in refused and "--take-over" in refused
+    assert not (tmp_path / "run" / "owner.json").exists()  # released when done
+
+    train.train_planner(smoke(total_iterations=6), tmp_path / "single", progress=False)
+    mine, single = EpisodeStorage(tmp_path / "run" / "episodes"), EpisodeStorage(tmp_path / "single" / "episodes")
+    assert [p.name for p in mine.episode_paths] == [p.name for p in single.episode_paths]
+    for a, b in zip(mine.episode_paths, single.episode_paths):
+        ea, eb = mine.load_episode(a), single.load_episode(b)
+        assert all(np.array_equal(ea[k], eb[k]) for k in ("obs", "action", "reward", "terminal")), a.name
+    actions = [mine.load_episode(p)["action"].tobytes() for p in mine.episode_paths]
+    assert len(set(actions)) == len(actions)  # no episode is a copy of another
+
+
+def test_ctrl_c_saves_then_prints_one_line_and_exits_130(tmp_path):
+    proc = _cli("train", "--run-dir", str(tmp_path), "--preset", "smoke", "--iterations", "50",
+                "--no-progress", "--set", "checkpoint_every=100", "eval_every=100", launcher=("slow", 100))
+    for line in proc.stdout:
+        if line.startswith("iter    2/"):
+            break
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 130, out + err
+    assert "Traceback" not in out + err
+    stopped = [line for line in (out + err).splitlines() if "Stopped" in line]
+    assert len(stopped) == 1 and "saved a checkpoint after iteration" in stopped[0], out + err
+    assert load_checkpoint(tmp_path)["iteration"] >= 1  # the finished iterations are kept
+
+
+@pytest.mark.parametrize("args, named", [
+    (["--iterations", "x"], "argument --iterations"),
+    (["--iterations", "0"], "argument --iterations"),
+    (["--set", "batchsize=3"], "argument --set: Unknown config field 'batchsize'"),
+    (["--set", "seq_len=1", "deter_dim=0"], "seq_len must be at least 2"),
+    (["--preset", "tiny"], "argument --preset"),
+])
+def test_a_user_error_is_one_line_and_exit_code_2(tmp_path, capsys, args, named):
+    assert cli(["train", "--run-dir", str(tmp_path / "run"), *args]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("error: ") and named in err, err
+    assert not (tmp_path / "run").exists()

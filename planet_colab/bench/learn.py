@@ -19,10 +19,11 @@ import numpy as np
 import torch
 
 from planet_colab.bench.openloop import open_loop_errors
-from planet_colab.config import Config, config_for_run, parse_override
+from planet_colab.config import Config, changes_from_args
 from planet_colab.env import make_env_from_config, run_random_episode
+from planet_colab.run import Run
 from planet_colab.seeding import derive_seed, numpy_rng
-from planet_colab.train import read_metrics, train_planner
+from planet_colab.train import train_planner
 
 PHASES = ("train_s", "collect_s", "eval_s", "io_s", "checkpoint_s")
 
@@ -137,22 +138,19 @@ def markdown(summary: dict[str, Any], config: Config, run_dir: Path, png: Path) 
     return "\n".join(lines)
 
 
-def model_diagnostics(config: Config, run_dir: Path, out: Path, episodes: int = 5) -> dict[str, Any]:
+def model_diagnostics(run: Run, out: Path, episodes: int = 5) -> dict[str, Any]:
     """Open-loop errors of the newest checkpoint on the last stored episodes, plus figures of one.
 
     Reward error per imagined step tells whether the planner's returns can be trusted over its
     horizon; it is what separates a model problem from a planner problem (see `bench oracle`).
     """
     from planet_colab import viz
-    from planet_colab.checkpoint import load_checkpoint
     from planet_colab.seeding import torch_generator
-    from planet_colab.storage import EpisodeStorage
-    from planet_colab.train import build_agent_parts
 
-    model, _, device, _ = build_agent_parts(config, torch.device("cpu"))
-    ckpt = load_checkpoint(run_dir, model, map_location="cpu")
+    config, agent = run.config, run.restore_agent(torch.device("cpu"))
+    model, ckpt = agent.model, agent.checkpoint
     model.eval()
-    storage = EpisodeStorage(run_dir / "episodes")
+    storage = run.storage
     gen = torch_generator(config.seed, "diagnostics")
     errors = open_loop_errors(model, [storage.load_episode(p) for p in storage.episode_paths[-episodes:]],
                               config.horizon, gen)
@@ -178,22 +176,22 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--no-train", action="store_true", help="only publish what the run has so far")
     args = p.parse_args(argv)
 
-    changes = dict(parse_override(o) for o in args.overrides)
-    if args.iterations is not None:
-        changes["total_iterations"] = args.iterations
-    config = config_for_run(args.run_dir, args.preset, **changes)
-    if not args.no_train:
+    changes = changes_from_args(args.overrides, args.iterations)
+    if args.no_train:
+        run = Run.open(args.run_dir, args.preset, changes=changes, new_ok=False)
+    else:
+        run = Run.open(args.run_dir, args.preset, changes=changes)
         t0 = time.perf_counter()
-        train_planner(config, args.run_dir, progress=False)
+        train_planner(run, progress=False)
         print(f"train_planner returned after {time.perf_counter() - t0:.0f} s in this process")
-    rows = read_metrics(args.run_dir)
+    config, rows = run.config, run.read_metrics()
     # Iterations redone after a kill are logged once (metrics.jsonl is rebuilt from the checkpoint).
     wall = float(sum(r.get("seconds", 0.0) + r.get("checkpoint_s", 0.0) for r in rows))
     random_returns = random_baseline(config, config.eval_episodes)
     summary = summarize(rows, random_returns, wall)
     name = config.preset
     args.out.mkdir(parents=True, exist_ok=True)
-    summary["diagnostics"] = model_diagnostics(config, args.run_dir, args.out)
+    summary["diagnostics"] = model_diagnostics(run, args.out)
     png = args.out / f"{name}.png"
     plot(summary, f"PlaNet, {config.env_name} from 64×64 pixels", png)
     (args.out / f"{name}.md").write_text(markdown(summary, config, args.run_dir, png))

@@ -19,12 +19,13 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from planet_colab.config import config_for_run, parse_override
+from planet_colab.config import changes_from_args
 from planet_colab.dataset import EpisodeDataset, collate_episode_batch
 from planet_colab.losses import make_optimizer, train_step
 from planet_colab.models import WorldModel
+from planet_colab.run import Run
 from planet_colab.seeding import torch_generator
-from planet_colab.storage import EpisodeStorage, episode_number
+from planet_colab.storage import episode_number
 
 CONTEXT = 5  # real frames filtered before imagining
 
@@ -59,9 +60,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--set", dest="overrides", nargs="*", default=[], metavar="KEY=VALUE")
     args = p.parse_args(argv)
 
-    changes = dict(parse_override(o) for o in args.overrides)
-    config = config_for_run(args.run_dir, **changes)
-    storage = EpisodeStorage(args.run_dir / "episodes")
+    changes = changes_from_args(args.overrides)
+    run = Run.open(args.run_dir, new_ok=False)
+    config, storage = run.config.replace(**changes), run.storage  # the A/B's changes stay out of the run
     paths = storage.episode_paths
     if len(paths) <= args.train_episodes:
         raise SystemExit(f"{args.run_dir} has {len(paths)} episodes; need more than --train-episodes "
@@ -74,11 +75,11 @@ def main(argv: list[str] | None = None) -> None:
     action_dim = int(storage.load_cached(paths[0])["action"].shape[-1])
     torch.manual_seed(config.seed)
     model = WorldModel(action_dim, config)
-    optimizer = make_optimizer(model)
+    optimizer = make_optimizer(model, config)
     generator = torch_generator(config.seed, "openloop")
     t0 = time.perf_counter()
     for step, (obs_b, act_b, rew_b, _) in enumerate(loader, 1):
-        out = train_step(model, optimizer, obs_b, act_b, rew_b, "cpu", generator=generator)
+        out = train_step(model, optimizer, obs_b, act_b, rew_b, "cpu", config=config, generator=generator)
         if step % 100 == 0 or step == args.steps:
             print(f"step {step}/{args.steps}: obs {out['obs_loss']:.2f} reward {out['reward_loss']:.3f} "
                   f"kl {out['kl']:.2f}  {time.perf_counter() - t0:.0f} s", flush=True)

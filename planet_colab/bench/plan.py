@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> None:
     env_steps_per_s, steps = None, 0
     if not args.no_episode:
         episode_config = pendulum if args.max_episode_steps is None else pendulum.replace(
-            max_episode_steps=args.max_episode_steps, seq_len=1)
+            max_episode_steps=args.max_episode_steps, seq_len=2)
         env = make_env_from_config(episode_config)
         with tempfile.TemporaryDirectory(prefix="plan_bench_") as tmp:
             t0 = time.perf_counter()

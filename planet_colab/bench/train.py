@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> None:
     model = WorldModel(args.action_dim, config).to(device)
     model.use_cpu_kernels = not args.plain_layers
     conv_path = "cpu_kernels" if device.type == "cpu" and model.use_cpu_kernels else "plain"
-    optimizer = make_optimizer(model)
+    optimizer = make_optimizer(model, config)
     gen = torch.Generator().manual_seed(0)
     T, B = args.seq, args.batch
     obs = torch.randint(0, 256, (T, B, 64, 64, 3), generator=gen).float().div_(255)
@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> None:
 
     t0 = time.perf_counter()
     for _ in range(args.warmup):
-        train_step(model, optimizer, obs, act, rew, device, generator=gen)
+        train_step(model, optimizer, obs, act, rew, device, config=config, generator=gen)
     print(f"warm-up: {args.warmup} steps in {time.perf_counter() - t0:.2f} s")
 
     round_ms, cpu_ms = [], []
@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> None:
             if device.type == "cuda":
                 torch.cuda.synchronize()
             t = time.perf_counter()
-            out = train_step(model, optimizer, obs, act, rew, device, generator=gen)
+            out = train_step(model, optimizer, obs, act, rew, device, config=config, generator=gen)
             if device.type == "cuda":
                 torch.cuda.synchronize()
             times.append(time.perf_counter() - t)

@@ -1,0 +1,273 @@
+"""One trainer per run directory: an owner lease that works where file locks do not (Google Drive).
+
+Two Colab runtimes on one Drive folder are two machines, and Drive's mount is eventually
+consistent, so POSIX locks mean nothing there. Instead the owner writes `<run>/owner.json` (host,
+pid, a random token, start and heartbeat times) under a temporary name and renames it, waits a
+moment, and reads it back: of two trainers that raced, only the one whose token is there goes on.
+A background thread refreshes the heartbeat, and the owner re-reads the file before each write to
+the run, so a trainer that lost the run stops instead of writing over its new owner's files.
+
+A lease counts as free when its file is absent, when its process is gone from this machine (a
+killed kernel, or a retry of the same dead job, gets in at once), or when its heartbeat is older
+than `STALE_AFTER_S` (a runtime that died with its machine blocks the next Run all for minutes,
+not for ever). Anyone else is refused with one line: who holds the run, since when, and how to
+take it over.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import socket
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any, Callable
+
+from planet_colab import safeio
+
+LEASE_NAME = "owner.json"
+HEARTBEAT_S = 30.0  # how often a live owner says so
+STALE_AFTER_S = 180.0  # a heartbeat this old means the owner is gone
+SETTLE_S = 1.0  # wait between writing a lease over another and reading it back
+
+
+class LeaseError(Exception):
+    """The run directory belongs to another trainer (its message is one line saying what to do)."""
+
+
+class RunInUseError(LeaseError):
+    """Another live trainer holds the run directory."""
+
+
+class LeaseLostError(LeaseError):
+    """This trainer's lease was taken over; it must stop writing to the run."""
+
+
+def read_lease(run_dir: str | os.PathLike) -> dict[str, Any] | None:
+    """The run's owner record as stored (None when nobody holds it or the file is unreadable)."""
+    try:
+        record = json.loads((Path(run_dir) / LEASE_NAME).read_text())
+    except (FileNotFoundError, ValueError):
+        return None
+    return record if isinstance(record, dict) and isinstance(record.get("token"), str) else None
+
+
+def _process_start(pid: int) -> str | None:
+    """The kernel's start time of `pid` (tells a reused pid from the original), None off Linux."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rsplit(")", 1)[1].split()[19]  # field 22, counted after the command name
+
+
+def _boot_id() -> str | None:
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return None
+
+
+def _alive_here(record: dict[str, Any]) -> bool:
+    """Whether the record's process still runs; only meaningful when it is on this machine."""
+    if record.get("boot_id") and record.get("boot_id") != _boot_id():
+        return False  # the machine rebooted since
+    pid = record.get("pid")
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # exists, another user's
+    start = record.get("pid_start")
+    return start is None or _process_start(pid) in (None, start)
+
+
+def _clock(t: Any) -> str:
+    if not isinstance(t, (int, float)):
+        return "an unknown time"
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(t))
+
+
+def _ago(seconds: float) -> str:
+    seconds = max(0, int(seconds))
+    return f"{seconds} s" if seconds < 120 else f"{seconds // 60} min"
+
+
+def _holder(record: dict[str, Any]) -> str:
+    where = "this machine" if record.get("host") == socket.gethostname() else f"host {record.get('host')}"
+    return f"pid {record.get('pid')} on {where}"
+
+
+def _write_json(path: Path, record: dict[str, Any], exclusive: bool) -> bool:
+    """Write `record` to `path` atomically; with `exclusive`, only if `path` does not exist yet.
+
+    Returns False when `exclusive` found the file there. Exclusivity uses a hard link, which fails
+    when the target exists; a filesystem without hard links (a FUSE mount) gets a plain rename and
+    relies on the read-back.
+    """
+    text = json.dumps(record, indent=1, sort_keys=True)
+    if not exclusive:
+        safeio.write_atomic(path, text)
+        return True
+    tmp = safeio.temporary_name(path)
+    try:
+        tmp.write_text(text)
+        try:
+            os.link(tmp, path)
+            return True
+        except FileExistsError:
+            return False
+        except OSError as e:
+            if e.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOSYS, errno.EXDEV):
+                raise
+    finally:
+        tmp.unlink(missing_ok=True)
+    safeio.write_atomic(path, text)
+    return True
+
+
+class OwnerLease:
+    """The owner lease of one run directory: `acquire()`, `check()` before each write, `release()`."""
+
+    def __init__(self, run_dir: str | os.PathLike, *, heartbeat_s: float | None = None,
+                 stale_after_s: float | None = None, settle_s: float | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.run_dir = Path(run_dir)
+        self.path = self.run_dir / LEASE_NAME
+        self.heartbeat_s = HEARTBEAT_S if heartbeat_s is None else heartbeat_s
+        self.stale_after_s = STALE_AFTER_S if stale_after_s is None else stale_after_s
+        self.settle_s = SETTLE_S if settle_s is None else settle_s
+        self.clock = clock
+        self.token = uuid.uuid4().hex
+        self.held = False
+        self._lost: str | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self._record: dict[str, Any] = {}
+
+    def __enter__(self) -> "OwnerLease":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.release()
+
+    # ------------------------------------------------------------------ judging another's lease
+    def _verdict(self, record: dict[str, Any]) -> str:
+        """'mine', 'gone' (its process ended on this machine), 'stale' (no heartbeat lately) or 'live'."""
+        if record.get("token") == self.token:
+            return "mine"
+        if record.get("host") == socket.gethostname():
+            if record.get("pid") == os.getpid() or not _alive_here(record):
+                return "gone"  # the same pid: an earlier call in this process that never released it
+        heartbeat = record.get("heartbeat_at")
+        if not isinstance(heartbeat, (int, float)) or self.clock() - heartbeat > self.stale_after_s:
+            return "stale"
+        return "live"
+
+    def _refusal(self, record: dict[str, Any]) -> str:
+        heartbeat = record.get("heartbeat_at")
+        free_at = heartbeat + self.stale_after_s if isinstance(heartbeat, (int, float)) else self.clock()
+        return (f"{self.run_dir} is in use by {_holder(record)} since {_clock(record.get('started_at'))} "
+                f"(last heartbeat {_ago(self.clock() - (heartbeat or 0))} ago); if that trainer is gone, "
+                f"run again after {_clock(free_at)} ({_ago(free_at - self.clock())} from now) or take it "
+                "over now with --take-over (take_over=True in Python)")
+
+    # ------------------------------------------------------------------ acquire / check / release
+    def acquire(self, take_over: bool = False) -> str | None:
+        """Become the run's owner; return a note when a previous owner's lease was taken over.
+
+        Raises RunInUseError naming the holder when another trainer is alive (unless `take_over`).
+        """
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        note = None
+        for _ in range(3):
+            existing = read_lease(self.run_dir)
+            if existing is not None:
+                verdict = self._verdict(existing)
+                if verdict == "live" and not take_over:
+                    raise RunInUseError(self._refusal(existing))
+                if verdict != "mine":
+                    why = {"gone": "its process is no longer running",
+                           "stale": f"no heartbeat since {_clock(existing.get('heartbeat_at'))}",
+                           "live": "take_over was asked for"}[verdict]
+                    note = f"Took over {self.run_dir} from {_holder(existing)} ({why})"
+            record = self._new_record()
+            if _write_json(self.path, record, exclusive=existing is None):
+                break
+            # Someone created the lease between our read and our write: judge theirs.
+        else:
+            raise RunInUseError(f"{self.run_dir}: could not take its owner lease ({self.path} keeps "
+                                "changing); another trainer is starting there")
+        if existing is not None:
+            time.sleep(self.settle_s)  # let a racing writer's rename land before reading back
+        back = read_lease(self.run_dir)
+        if back is None or back.get("token") != self.token:
+            raise RunInUseError(self._refusal(back) if back else
+                                f"{self.run_dir}: another trainer raced for its owner lease; try again")
+        self._record, self.held, self._lost = record, True, None
+        self._start_heartbeat()
+        return note
+
+    def _new_record(self) -> dict[str, Any]:
+        now = self.clock()
+        started = self._record.get("started_at", now)
+        return {"host": socket.gethostname(), "pid": os.getpid(), "pid_start": _process_start(os.getpid()),
+                "boot_id": _boot_id(), "token": self.token, "started_at": started, "heartbeat_at": now}
+
+    def check(self) -> None:
+        """Raise LeaseLostError unless this process still holds the lease (call before every write)."""
+        if not self.held:
+            raise LeaseLostError(f"{self.run_dir}: this trainer does not hold the run's owner lease")
+        if self._lost is None:
+            record = read_lease(self.run_dir)
+            if record is None or record.get("token") != self.token:
+                self._lost = (f"Stopped: {self.run_dir} was taken over by "
+                              f"{_holder(record) if record else 'another trainer'}"
+                              " since this trainer started; it writes nothing more there")
+        if self._lost is not None:
+            raise LeaseLostError(self._lost)
+
+    def refresh(self) -> None:
+        """Check the lease, then write a new heartbeat time."""
+        with self._lock:
+            self.check()
+            self._record = {**self._record, "heartbeat_at": self.clock()}
+            _write_json(self.path, self._record, exclusive=False)
+
+    def release(self) -> None:
+        """Stop the heartbeat and remove the lease if it is still ours."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        if not self.held:
+            return
+        self.held = False
+        with self._lock:
+            record = read_lease(self.run_dir)
+            if record is not None and record.get("token") == self.token:
+                try:
+                    self.path.unlink()
+                except FileNotFoundError:
+                    pass
+
+    def _start_heartbeat(self) -> None:
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._beat, name="planet-colab-lease", daemon=True)
+        self._thread.start()
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self.heartbeat_s):
+            try:
+                self.refresh()
+            except LeaseLostError:
+                return  # check() remembers why; the trainer stops at its next write
+            except OSError:
+                continue  # a Drive hiccup: the next beat tries again

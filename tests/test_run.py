@@ -1,0 +1,132 @@
+"""A run directory's config is one truth: what resumes read, where accepted changes go, never mixed."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from planet_colab.__main__ import main as cli
+from planet_colab.config import Config, get_config
+
+ROOT = Path(__file__).resolve().parents[1]
+LAUNCHER = Path(__file__).with_name("fault_launcher.py")
+QUIET = ["--no-progress", "--set", "eval_every=100"]
+
+
+def newest_checkpoint(run_dir: Path) -> dict:
+    name = json.loads((run_dir / "checkpoints" / "latest.json").read_text())["file"]
+    return torch.load(run_dir / "checkpoints" / name, weights_only=True)
+
+
+def stored(run_dir: Path) -> Config:
+    return Config.load(run_dir / "config.json")
+
+
+def test_open_prefers_the_runs_stored_config_and_refuses_another_preset(tmp_path):
+    from planet_colab.run import Run, RunError
+
+    assert Run.open(tmp_path / "new", changes={"learning_rate": 5e-4}).config.preset == "pendulum"
+    assert not (tmp_path / "new").exists()  # opening writes nothing
+    get_config("smoke", seed=7).save(tmp_path / "config.json")
+    resumed = Run.open(tmp_path, changes={"total_iterations": 9}).config
+    assert (resumed.preset, resumed.seed, resumed.total_iterations) == ("smoke", 7, 9)
+    with pytest.raises(RunError, match="preset 'paper' does not match"):
+        Run.open(tmp_path, "paper")
+
+
+def test_an_explicit_preset_never_resets_what_the_run_was_started_with(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert cli(["train", "--run-dir", str(run), "--preset", "smoke", "--iterations", "1", "--set", "seed=5",
+                "eval_every=100", "--no-progress"]) == 0
+    capsys.readouterr()
+    assert cli(["train", "--run-dir", str(run), "--preset", "smoke", "--iterations", "2", *QUIET]) == 0
+    out = capsys.readouterr().out
+    assert "with its own config, not the defaults of preset 'smoke': seed=5 (preset: 0)" in out
+    assert stored(run).seed == 5 and newest_checkpoint(run)["config"]["seed"] == 5
+    assert cli(["train", "--run-dir", str(run), "--preset", "pendulum"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "preset 'pendulum' does not match" in err
+
+
+def test_changes_on_resume_are_saved_and_a_new_learning_rate_reaches_adam(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert cli(["train", "--run-dir", str(run), "--preset", "smoke", "--iterations", "1", *QUIET]) == 0
+    assert newest_checkpoint(run)["optimizer"]["param_groups"][0]["lr"] == 1e-3
+    assert cli(["train", "--run-dir", str(run), "--iterations", "2", "--no-progress",
+                "--set", "learning_rate=2e-4", "free_nats=2.5"]) == 0
+    assert "learning_rate 0.001 -> 0.0002" in capsys.readouterr().out
+    config = stored(run)
+    assert (config.learning_rate, config.free_nats, config.total_iterations) == (2e-4, 2.5, 2)
+    assert config.eval_every == 100  # what the first command set is kept
+    payload = newest_checkpoint(run)
+    assert payload["optimizer"]["param_groups"][0]["lr"] == 2e-4
+    assert payload["config"]["learning_rate"] == 2e-4
+
+
+def test_a_fixed_field_cannot_change_on_resume(tmp_path):
+    from planet_colab.run import ConfigMismatchError, Run
+
+    get_config("smoke", seed=3).save(tmp_path / "config.json")
+    with pytest.raises(ConfigMismatchError, match="seed: run has 3, you asked for 4"):
+        Run.open(tmp_path, changes={"seed": 4})
+    with pytest.raises(ValueError, match="deter_dim: run has 16, you asked for 32"):
+        Run.open(tmp_path, config=get_config("smoke", seed=3, deter_dim=32))
+
+
+def test_a_bad_first_command_leaves_nothing_behind_and_the_corrected_one_works(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert cli(["train", "--run-dir", str(run), "--preset", "smoke", "--set", "env_name=CartPole-v1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "env_name 'CartPole-v1'" in err and "Box" in err
+    assert not run.exists()
+    assert cli(["train", "--run-dir", str(run), "--preset", "smoke", "--set", "seq_len=1"]) == 2
+    assert "seq_len must be at least 2" in capsys.readouterr().err
+    assert not run.exists()
+    assert cli(["train", "--run-dir", str(run), "--preset", "smoke", "--iterations", "1", *QUIET]) == 0
+
+
+@pytest.mark.parametrize("damage", ["missing", "damaged"])
+def test_a_lost_config_is_recovered_from_the_newest_checkpoint(tmp_path, capsys, damage):
+    run = tmp_path / "run"
+    assert cli(["train", "--run-dir", str(run), "--preset", "smoke", "--iterations", "2", *QUIET]) == 0
+    if damage == "missing":
+        (run / "config.json").unlink()
+    else:
+        (run / "config.json").write_text('{"preset": "smoke", "deter_dim": ')  # a half-synced file
+    capsys.readouterr()
+    assert cli(["train", "--run-dir", str(run), "--iterations", "3", "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "Recovered the run's config from ckpt_000001.pt" in out and damage in out
+    assert "Resumed from checkpoint after iteration 2 of 3" in out
+    assert stored(run) == get_config("smoke", eval_every=100, total_iterations=3)
+    if damage == "damaged":
+        assert (run / "quarantine" / "config.json").read_text().startswith('{"preset"')
+
+
+def _env() -> dict:
+    env = dict(os.environ, PYTHONHASHSEED="0", OMP_NUM_THREADS="1",
+               PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
+    env.pop("PLANET_COLAB_RUN_DIR", None)
+    return env
+
+
+def test_raised_iterations_survive_a_kill(tmp_path):
+    run = tmp_path / "run"
+    assert cli(["train", "--run-dir", str(run), "--preset", "smoke", "--iterations", "2", *QUIET]) == 0
+    # Killed just before the 10th gradient step of this process: iterations 2, 3 and 4 are done.
+    steps = get_config("smoke").train_steps
+    killed = subprocess.run([sys.executable, str(LAUNCHER), "train_step", str(3 * steps + 1), "--", "train",
+                             "--run-dir", str(run), "--iterations", "20", "--no-progress"],
+                            cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=300)
+    assert killed.returncode == -9, killed.stdout + killed.stderr
+    assert stored(run).total_iterations == 20
+    again = subprocess.run([sys.executable, "-m", "planet_colab", "train", "--run-dir", str(run), "--no-progress"],
+                           cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "of 20" in again.stdout and "Done: 20 iterations" in again.stdout
+    assert [r["iteration"] for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines())] \
+        == list(range(20))
