@@ -1,6 +1,7 @@
 """The online loop: exact resume, missing episodes, skipped steps, one owner, checkpoint on Stop, the CLI."""
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -15,7 +16,6 @@ import planet_colab.train as train
 from planet_colab.__main__ import main as cli
 from planet_colab.checkpoint import load_checkpoint
 from planet_colab.config import get_config
-from planet_colab.env import collect_seed_episodes
 from planet_colab.storage import DamagedEpisodeWarning, EpisodeStorage
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -144,21 +144,31 @@ def test_an_episode_missing_before_a_resume_does_not_block_it(tmp_path, capsys):
         f"episode_{n:06d}.npz" for n in (1, 2, 3, 5, 6)]
 
 
-def test_huge_rewards_skip_every_step_and_the_run_stops_naming_the_cause(tmp_path, capsys):
-    config = smoke(seed_episodes=5, total_iterations=10)
-    scratch = EpisodeStorage(tmp_path / "scratch")
-    collect_seed_episodes(config, scratch, progress=False)
-    storage = EpisodeStorage(tmp_path / "run" / "episodes")
-    for number, path in enumerate(scratch.episode_paths, 1):
-        ep = scratch.load_episode(path)
-        storage.add_episode(ep["obs"], ep["action"], ep["reward"] * 0 + 1e30, ep["terminal"], index=number)
-    with pytest.warns(RuntimeWarning, match="non-finite loss"), \
-            pytest.raises(train.TrainingStalled, match=r"largest \|reward\| 1e\+30.*learning_rate"):
-        train.train_planner(config, tmp_path / "run", progress=False)
-    rows = train.read_metrics(tmp_path / "run")
-    assert len(rows) >= 3 and all(r["train_steps"] == 0 and r["all_steps_skipped"] for r in rows[-3:])
+def test_a_1e30_reward_is_quarantined_at_load_and_its_seed_episode_collected_again(tmp_path):
+    config = smoke(total_iterations=3)
+    whole = train.train_planner(config, tmp_path / "whole", progress=False)
+    good = EpisodeStorage(tmp_path / "whole" / "episodes").load_episode(tmp_path / "whole" / "episodes" /
+                                                                        "episode_000001.npz")
+    (tmp_path / "run" / "episodes").mkdir(parents=True)
+    with open(tmp_path / "run" / "episodes" / "episode_000001.npz", "wb") as f:  # written by other code
+        np.savez_compressed(f, **{**good, "reward": good["reward"] * 0 + np.float32(1e30)})
+    with pytest.warns(DamagedEpisodeWarning, match="1e\\+30"):
+        result = train.train_planner(config, tmp_path / "run", progress=False)
+    assert result["metrics"][0]["recollected_episodes"] == [1]
+    for key, value in _weights(whole).items():
+        assert torch.equal(value, result["model"].state_dict()[key]), key
+
+
+def test_iterations_that_skip_every_step_are_flagged_and_the_run_stops_naming_the_cause(tmp_path, capsys):
+    config = smoke(total_iterations=10, learning_rate=1e12)  # one step, and the weights are beyond fp32
+    with pytest.warns(RuntimeWarning, match="non-finite"), \
+            pytest.raises(train.TrainingStalled, match=r"largest \|reward\| .*learning_rate 1e\+12 too high"):
+        train.train_planner(config, tmp_path, progress=False)
+    rows = train.read_metrics(tmp_path)
+    assert len(rows) == 4 and rows[0]["train_steps"] > 0
+    assert all(r["train_steps"] == 0 and r["all_steps_skipped"] and math.isnan(r["loss"]) for r in rows[1:])
     out = capsys.readouterr().out
-    assert out.count("ALL 3 TRAIN STEPS SKIPPED") >= 3 and "loss 0.00" not in out
+    assert out.count("ALL 3 TRAIN STEPS SKIPPED") == 3 and "loss     0.00" not in out
 
 
 # ------------------------------------------------------------------ one owner, one line, exit codes
