@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -231,3 +232,18 @@ def test_a_user_error_is_one_line_and_exit_code_2(tmp_path, capsys, args, named)
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and err.startswith("error: ") and named in err, err
     assert not (tmp_path / "run").exists()
+
+
+def test_a_trainer_that_lost_the_run_stops_before_its_next_write(tmp_path):
+    from planet_colab.lease import LeaseLostError
+
+    def taken_over(row):  # another runtime took the run over (e.g. with --take-over) after iteration 1
+        if row["iteration"] == 0:
+            now = time.time()
+            (tmp_path / "owner.json").write_text(json.dumps(
+                {"host": "colab-vm-2", "pid": 7, "token": "theirs", "started_at": now, "heartbeat_at": now}))
+
+    with pytest.raises(LeaseLostError, match="taken over by pid 7 on host colab-vm-2"):
+        train.train_planner(smoke(total_iterations=3), tmp_path, progress=False, callback=taken_over)
+    assert EpisodeStorage(tmp_path / "episodes").num_episodes == 3  # iteration 2 stored nothing
+    assert json.loads((tmp_path / "owner.json").read_text())["token"] == "theirs"
