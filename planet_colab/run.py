@@ -104,7 +104,7 @@ def check_environment(config: Config) -> None:
 
 def one_line(error: BaseException) -> str:
     """An error's message on one line (list items joined with '; ')."""
-    parts = [line.strip().lstrip("-").strip() for line in str(error).splitlines() if line.strip()]
+    parts = [line.strip().removeprefix("- ") for line in str(error).splitlines() if line.strip()]
     if not parts:
         return type(error).__name__
     head, rest = parts[0], parts[1:]

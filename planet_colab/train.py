@@ -169,11 +169,12 @@ class Checkpointer:
 
     def begin(self, iteration: int) -> None:
         """Before `iteration` trains: copy the weights while a finished iteration is still unsaved."""
-        self.current = iteration
-        self.snapshot = None
+        snapshot = None
         if self.saved < iteration - 1:
-            self.snapshot = ({k: v.detach().clone() for k, v in self.state.model.state_dict().items()},
-                             copy.deepcopy(self.state.optimizer.state_dict()))
+            snapshot = ({k: v.detach().clone() for k, v in self.state.model.state_dict().items()},
+                        copy.deepcopy(self.state.optimizer.state_dict()))
+        # Only now: a Stop while copying still finds `current` finished, and saves the live weights.
+        self.snapshot, self.current = snapshot, iteration
 
     def finish(self, iteration: int, metrics: list[dict[str, Any]]) -> None:
         """`iteration` is done (weights, episodes, metrics row): checkpoint it when due."""
@@ -186,15 +187,17 @@ class Checkpointer:
 
     def save_on_stop(self, metrics: list[dict[str, Any]]) -> str:
         """Save the newest finished iteration if it is not on disk yet; return the line to print."""
+        before = self.saved
         if self.finished > self.saved:
             if self.finished == self.current:
                 self._save(self.finished, metrics, self.state.model, self.state.optimizer)
             elif self.snapshot is not None:  # stopped mid-iteration: the weights as it found them
                 self._save(self.current - 1, metrics, _Frozen(self.snapshot[0]), _Frozen(self.snapshot[1]))
+        if self.saved > before:
             return f"Stopped: saved a checkpoint after iteration {self.saved + 1}; run again to resume."
         if self.saved < 0:
-            return "Stopped before the first iteration finished; run again to resume."
-        return f"Stopped: the checkpoint after iteration {self.saved + 1} is up to date; run again to resume."
+            return "Stopped before any iteration was checkpointed; run again to resume."
+        return f"Stopped: the newest checkpoint is after iteration {self.saved + 1}; run again to resume."
 
     def _save(self, iteration: int, metrics: list[dict[str, Any]], model: Any, optimizer: Any) -> None:
         scaler = self.state.scaler

@@ -217,7 +217,8 @@ def test_ctrl_c_saves_then_prints_one_line_and_exits_130(tmp_path):
     assert "Traceback" not in out + err
     stopped = [line for line in (out + err).splitlines() if "Stopped" in line]
     assert len(stopped) == 1 and "saved a checkpoint after iteration" in stopped[0], out + err
-    assert load_checkpoint(tmp_path)["iteration"] >= 1  # the finished iterations are kept
+    saved = load_checkpoint(tmp_path)
+    assert saved is not None and saved["iteration"] >= 1, out + err  # the finished iterations are kept
 
 
 @pytest.mark.parametrize("args, named", [
