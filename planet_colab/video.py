@@ -1,4 +1,5 @@
-"""Episode videos on disk in the format the file name says: GIF always, MP4 when ffmpeg is installed.
+"""Episode videos: on disk in the format the file name says (GIF always, MP4 when ffmpeg is installed),
+and inline in a notebook (a looping GIF, or a player with play/pause/step controls).
 
 MP4 goes through imageio-ffmpeg (`pip install imageio-ffmpeg`, which brings its own ffmpeg binary);
 without it a .mp4 name is refused before any episode is played, never silently written as a GIF.
@@ -6,7 +7,9 @@ without it a .mp4 name is refused before any episode is played, never silently w
 
 from __future__ import annotations
 
+import base64
 import importlib.util
+import io
 import os
 import tempfile
 from pathlib import Path
@@ -14,7 +17,10 @@ from typing import Any
 
 import numpy as np
 
+from planet_colab.frames import as_frames
 from planet_colab.safeio import write_atomic
+
+__all__ = ["check_video_path", "save_video", "save_gif", "gif_html", "video_html"]
 
 MP4_INSTALL = "pip install imageio-ffmpeg"
 
@@ -32,20 +38,44 @@ def check_video_path(path: str | os.PathLike, what: str = "video") -> Path:
     return path
 
 
-def save_video(frames: Any, path: str | os.PathLike, fps: float = 15, scale: int = 1) -> Path:
-    """Write frames (T, H, W, 3) uint8 as the GIF or MP4 that `path`'s extension names; return the path."""
-    from planet_colab.viz import _as_frames, save_gif
-
-    path = check_video_path(path)
-    if path.suffix.lower() == ".gif":
-        return save_gif(frames, path, fps=fps, scale=scale)
+def _scaled_frames(frames: Any, fps: float, scale: int) -> np.ndarray:
+    """Checked (T, H·scale, W·scale, 3) uint8 frames; ValueError for a bad fps or scale."""
+    imgs = as_frames(frames)
     if fps <= 0:
         raise ValueError(f"fps must be > 0, got {fps!r}")
     if not isinstance(scale, int) or scale < 1:
         raise ValueError(f"scale must be a positive integer, got {scale!r}")
-    imgs = _as_frames(frames)
     if scale > 1:
         imgs = imgs.repeat(scale, axis=1).repeat(scale, axis=2)  # nearest-neighbour: crisp pixels
+    return imgs
+
+
+def _gif_bytes(frames: Any, fps: float, scale: int) -> bytes:
+    from PIL import Image
+
+    pil = [Image.fromarray(f) for f in _scaled_frames(frames, fps, scale)]
+    buf = io.BytesIO()
+    # Pillow merges identical consecutive frames (adding their durations): the clip's timing is kept.
+    pil[0].save(buf, format="GIF", save_all=True, append_images=pil[1:],
+                duration=max(1, round(1000 / fps)), loop=0)
+    return buf.getvalue()
+
+
+def save_gif(frames: Any, path: str | os.PathLike, fps: float = 15, scale: int = 1) -> Path:
+    """Write frames (T, H, W, 3) as a looping GIF (optionally upscaled by `scale`); return the path."""
+    data = _gif_bytes(frames, fps, scale)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(path, data)
+    return path
+
+
+def save_video(frames: Any, path: str | os.PathLike, fps: float = 15, scale: int = 1) -> Path:
+    """Write frames (T, H, W, 3) uint8 as the GIF or MP4 that `path`'s extension names; return the path."""
+    path = check_video_path(path)
+    if path.suffix.lower() == ".gif":
+        return save_gif(frames, path, fps=fps, scale=scale)
+    imgs = _scaled_frames(frames, fps, scale)
     path.parent.mkdir(parents=True, exist_ok=True)
     # ffmpeg writes to a file name (and picks the container from its suffix): encode on the local
     # disk, then put the finished bytes on the run directory (Drive) in one crash-safe write.
@@ -70,3 +100,28 @@ def _encode_mp4(imgs: np.ndarray, path: Path, fps: float) -> None:
             writer.send(np.ascontiguousarray(frame))
     finally:
         writer.close()
+
+
+def gif_html(frames: Any, fps: float = 15, scale: int = 3) -> Any:
+    """An inline, looping GIF of the frames as IPython HTML (no JavaScript, so it works everywhere)."""
+    from IPython.display import HTML
+
+    data = base64.b64encode(_gif_bytes(frames, fps, scale)).decode("ascii")
+    return HTML(f'<img src="data:image/gif;base64,{data}" style="image-rendering: pixelated"/>')
+
+
+def video_html(frames: Any, fps: float = 15, scale: int = 3) -> Any:
+    """A player with play/pause/step controls (matplotlib's to_jshtml) for the frames."""
+    from IPython.display import HTML
+    from matplotlib.animation import FuncAnimation
+    from matplotlib.figure import Figure
+
+    imgs = as_frames(frames)
+    size = imgs.shape[2] * scale / 100
+    fig = Figure(figsize=(size, size * imgs.shape[1] / imgs.shape[2]), dpi=100)
+    ax = fig.add_axes((0, 0, 1, 1))
+    ax.axis("off")
+    artist = ax.imshow(imgs[0], interpolation="nearest")
+    anim = FuncAnimation(fig, lambda i: (artist.set_data(imgs[i]), artist)[1:],
+                         frames=len(imgs), interval=1000 / fps, blit=False)
+    return HTML(anim.to_jshtml(fps=fps, default_mode="loop"))

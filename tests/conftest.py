@@ -41,3 +41,22 @@ def no_io_backoff(monkeypatch):
     from planet_colab import safeio
 
     monkeypatch.setattr(safeio, "_sleep", lambda seconds: None)
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """A smoke-sized run: real seed episodes on disk and an (untrained) world model."""
+    import torch
+
+    from planet_colab.config import get_config
+    from planet_colab.env import collect_seed_episodes
+    from planet_colab.models import WorldModel
+    from planet_colab.storage import EpisodeStorage
+
+    config = get_config("smoke")
+    storage = EpisodeStorage(tmp_path_factory.mktemp("run") / "episodes")
+    collect_seed_episodes(config, storage, progress=False)
+    episode = storage.load_episode(storage.episode_paths[0])
+    torch.manual_seed(0)
+    model = WorldModel(episode["action"].shape[1], config)
+    return config, storage, episode, model

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from planet_colab import safeio, viz
+from planet_colab import safeio, video
 from planet_colab.checkpoint import load_checkpoint, save_checkpoint
 from planet_colab.config import Config, get_config
 from planet_colab.storage import EpisodeStorage
@@ -77,7 +77,7 @@ def _write_checkpoint(path):
 
 
 def _write_gif(path):
-    viz.save_gif(np.zeros((3, 8, 8, 3), np.uint8), path / "clip.gif")
+    video.save_gif(np.zeros((3, 8, 8, 3), np.uint8), path / "clip.gif")
     assert (path / "clip.gif").read_bytes()[:3] == b"GIF"
 
 

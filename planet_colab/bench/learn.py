@@ -145,6 +145,7 @@ def model_diagnostics(run: Run, out: Path, episodes: int = 5) -> dict[str, Any]:
     horizon; it is what separates a model problem from a planner problem (see `bench oracle`).
     """
     from planet_colab import viz
+    from planet_colab.imagination import open_loop_predict, reconstruct_episode
     from planet_colab.seeding import torch_generator
 
     config, agent = run.config, run.restore_agent(torch.device("cpu"))
@@ -155,12 +156,12 @@ def model_diagnostics(run: Run, out: Path, episodes: int = 5) -> dict[str, Any]:
     errors = open_loop_errors(model, [storage.load_episode(p) for p in storage.episode_paths[-episodes:]],
                               config.horizon, gen)
     last = storage.load_episode(storage.episode_paths[-1])
-    recon = viz.reconstruct_episode(model, last["obs"], last["action"], generator=gen)
+    recon = reconstruct_episode(model, last["obs"], last["action"], generator=gen)
     viz.save_figure(viz.plot_reconstructions(last["obs"], recon, title="reconstructions (posterior)"),
                     out / f"{config.preset}_reconstructions.png")
-    ol = viz.open_loop_predict(model, last["obs"], last["action"], last["reward"], context=5,
-                               horizon=config.horizon, start=max(0, min(30, len(last["reward"]) - 5 - config.horizon)),
-                               generator=gen)
+    ol = open_loop_predict(model, last["obs"], last["action"], last["reward"], context=5,
+                           horizon=config.horizon, start=max(0, min(30, len(last["reward"]) - 5 - config.horizon)),
+                           generator=gen)
     viz.save_figure(viz.plot_open_loop(ol), out / f"{config.preset}_open_loop.png")
     return {"checkpoint_iteration": int(ckpt["iteration"]) if ckpt else None, **errors}
 

@@ -33,14 +33,14 @@ CONTEXT = 5  # real frames filtered before imagining
 def open_loop_errors(model: WorldModel, episodes: Sequence[dict[str, np.ndarray]], horizon: int,
                      generator: torch.Generator, every: int = 10) -> dict[str, list[float]]:
     """Mean |imagined − real| reward and the true reward's spread per imagined step, plus pixel MSE."""
-    from planet_colab import viz
+    from planet_colab.imagination import open_loop_predict
 
     model.eval()
     reward_err, real_abs, obs_mse = [], [], []
     for ep in episodes:
         for start in range(0, len(ep["reward"]) - CONTEXT - horizon + 1, every):
-            r = viz.open_loop_predict(model, ep["obs"], ep["action"], ep["reward"], context=CONTEXT,
-                                      horizon=horizon, start=start, generator=generator)
+            r = open_loop_predict(model, ep["obs"], ep["action"], ep["reward"], context=CONTEXT,
+                                  horizon=horizon, start=start, generator=generator)
             reward_err.append(np.abs(r["pred_reward"] - r["real_reward"]))
             real_abs.append(np.abs(r["real_reward"] - r["real_reward"].mean()))
             obs_mse.append(r["mse"][CONTEXT:])
