@@ -9,24 +9,28 @@ were split out), so they stay off there until a measurement says otherwise. The 
 plain layers' either way, so checkpoints do not depend on the path. tests/test_cpu_kernels.py checks
 every path against the plain layers (values and gradients) and the generic rollout.
 
-Why each conv path (N = 400 images = B16×L25, depth 32, forward + backward, 1 thread, fp32, ms,
-best of 7, on the 2-core AMD EPYC AVX2 machine under load ≈ 3; "plain" = the nn layer on
-channels-last input, its fastest layout):
+Why each conv path. fp32 on this project's 2-core AMD EPYC (AVX2, no bf16), 1 thread, process CPU
+ms of forward + backward, N = 400 images (B16×L25), depth 32, best of 9, machine load ≈ 7; "plain"
+is the nn layer on channels-last input (its fastest layout; NCHW is slower still):
 
-    layer                  path here                          here   plain
-    encoder 64→31, 31→14,  `_ConvFn` (own backward: bias       374     371   (a tie: the layout
-            14→6             gradient outside oneDNN's kernel)  630     729    and the bias-gradient
-                                                                498     571    trick help the rest)
-    encoder 6→2            `_PatchConvFn` (im2col + matmul)     206     495
-    decoder 1→5            one matmul (a 1×1 input)             299    2674
-    decoder 5→13  (k=5)    `_ConvFn`, sub-pixel forward         534     702
-    decoder 13→30 (k=6)    `_ConvFn`, native forward           1414    1548   (sub-pixel 1349: within noise)
-    decoder 30→64 (k=6)    `_ConvFn`, sub-pixel forward         429     775
+    layer                  path here                                  here  plain
+    encoder 64→31          `_ConvFn` (bias gradient outside oneDNN)    216    283
+    encoder 31→14          `_ConvFn`                                   313    298  (a tie: 308 / 295
+    encoder 14→6           `_ConvFn`                                   244    204   and 193 / 194 when
+                                                                                     re-measured interleaved)
+    encoder 6→2            `_PatchConvFn` (im2col + matmul)             94    154
+    decoder 1→5            one matmul (the input is 1×1)               131   1081
+    decoder 5→13  (k=5)    `_ConvFn`, sub-pixel forward                274    267 (native forward 256)
+    decoder 13→30 (k=6)    `_ConvFn`, native forward                   563    675 (sub-pixel 593)
+    decoder 30→64 (k=6)    `_ConvFn`, sub-pixel forward                166    274
 
-The same paths were first chosen on a 2-core AVX512-BF16 box, where bf16 autocast took a whole
-B16×L25 train step from 2.36 s (fp32) to 0.65 s of 1-thread CPU time. Changing a path changes the
-rounding, so a CPU run would no longer reproduce its own checkpoints bit for bit: re-measure before
-changing, and keep the old path unless the new one is clearly faster.
+A whole B16×L25 train step (process CPU time, the two alternating in one process; `bench train
+--plain-layers` runs the plain one): 2.03 s with these paths, 3.42 s with the plain layers. The
+paths were first chosen on a 2-core AVX512-BF16 box, where bf16 autocast took that step from 2.36 s
+(fp32) to 0.65 s. In fp32 here the 5→13 deconv's native forward measured ~10% faster than its
+sub-pixel one (interleaved: 258 vs 285 ms), about 1% of a step; it stays sub-pixel because a changed
+path changes the rounding, and a CPU run must keep reproducing its checkpoints bit for bit.
+Re-measure before changing a path, and change one only when the gain is worth new numerics.
 """
 
 from __future__ import annotations
@@ -210,6 +214,12 @@ class FastRollout:
     cat, no per-step allocation of states, biases folded into the matmuls), fuses the r/z gates of
     both GRU inputs into one matmul, casts weights to the compute dtype once per plan instead of
     once per call, and sums the reward head's last (linear) layer over time before applying it.
+    fp32 on the 2-core AVX2 EPYC, 1 thread, process CPU ms per CEM action, alternating in one
+    process (median / best of 10): pendulum preset (500 × 5) 627 / 552 here, 742 / 602 generic;
+    paper settings (1000 × 10) 2458 / 2324 here, 2494 / 2305 generic. So in fp32 it is faster at
+    the pendulum preset and ties at the paper's settings (its larger gains were measured in bf16,
+    where it casts the weights once per plan). Kept: never slower, and the episodes the CPU runs
+    collected were planned with its numbers.
     """
 
     _verified: dict[type, bool] = {}
