@@ -12,7 +12,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from planet_colab.rendering import choose_gl_backend, gl_error_message
+from planet_colab.rendering import choose_gl_backend, configure_offscreen, gl_error_message
 
 PREFIX = "dmc:"
 # The PlaNet paper's six tasks (google-research/planet, planet/scripts/tasks.py).
@@ -54,6 +54,8 @@ class DMCEnv(gym.Env):
                              f"{', '.join(PREFIX + t for t in PAPER_TASKS)} "
                              "(or any other domain-task of dm_control.suite.ALL_TASKS)")
         self._env = suite.load(domain, task)
+        configure_offscreen(self._env.physics.model, image_size)
+        self._camera = None  # one camera for the env's life: physics.render builds a scene per frame
         self.render_mode = "rgb_array"
         self._size = image_size
         spec = self._env.action_spec()
@@ -83,7 +85,11 @@ class DMCEnv(gym.Env):
     def render(self) -> np.ndarray:
         """Camera 0 drawn directly at image_size × image_size (uint8 RGB)."""
         try:
-            return self._env.physics.render(height=self._size, width=self._size, camera_id=0)
+            if self._camera is None:
+                from dm_control.mujoco.engine import Camera
+
+                self._camera = Camera(self._env.physics, height=self._size, width=self._size, camera_id=0)
+            return self._camera.render().copy()  # the camera reuses its buffer
         except Exception as e:  # noqa: BLE001 - GL context creation fails with backend-specific errors
             if "GL" in type(e).__name__ or "gl" in str(e).lower() or "context" in str(e).lower():
                 raise ValueError(gl_error_message(e)) from None
@@ -91,6 +97,7 @@ class DMCEnv(gym.Env):
 
     def close(self) -> None:
         """Free the physics and its GL context."""
+        self._camera = None
         physics = getattr(self._env, "physics", None)
         if physics is not None and hasattr(physics, "free"):
             physics.free()

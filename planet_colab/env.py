@@ -137,6 +137,10 @@ def make_env(name: str = "Pendulum-v1", action_repeat: int = 2, seed: int | None
                          "`pip install -e .[dmc]` (Colab: `!pip install -q 'mujoco==3.17.0' imageio`)") from None
     except gym.error.Error as e:
         raise ValueError(f"env_name {name!r} cannot be made: {e}") from None
+    if kwargs:
+        from planet_colab.rendering import configure_offscreen
+
+        configure_offscreen(env.unwrapped.model, IMAGE_SIZE)
     inner = env.unwrapped
     if isinstance(getattr(inner, "screen_dim", None), int) and inner.screen_dim > _RENDER_DIM:
         inner.screen_dim = _RENDER_DIM

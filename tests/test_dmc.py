@@ -1,5 +1,6 @@
 """DeepMind Control Suite and MuJoCo tasks: headless 64×64 frames, one-line errors, exact resume."""
 
+import json
 import os
 import subprocess
 import sys
@@ -177,3 +178,19 @@ def test_dmc_run_killed_and_resumed_matches_an_uninterrupted_one(tmp_path):
     w = torch.load(run_dir / name, weights_only=True, map_location="cpu")["model"]
     ref = torch.load(tmp_path / "reference" / name, weights_only=True, map_location="cpu")["model"]
     assert w.keys() == ref.keys() and all(torch.equal(w[k], ref[k]) for k in ref)
+
+
+@needs_dmc
+def test_env_bench_reports_the_environment_share_of_an_episode():
+    cmd = [sys.executable, "-m", "planet_colab.bench", "env", "--preset", "smoke", "--steps", "12", "--plans", "1",
+           "--set", *DMC_SMOKE]
+    out = subprocess.run(cmd, cwd=ROOT, env=_subprocess_env(), capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["env_name"] == "dmc:cartpole-swingup" and result["steps"] == 12
+    for key in ("physics_ms", "render_ms", "default_render_ms", "planner_ms_per_action"):
+        assert result[key] > 0, key
+    total = result["env_ms_per_agent_step"] + result["planner_ms_per_action"]
+    assert result["env_share"] == pytest.approx(result["env_ms_per_agent_step"] / total, rel=1e-3)
+    # The cheaper render settings keep frames faithful: shadow edges at most.
+    assert result["pixels_differing_over_8"] < 0.01
