@@ -151,7 +151,15 @@ def extra_requirements(extra: str) -> list[str]:
     except importlib.metadata.PackageNotFoundError:
         return []
     marker = re.compile(rf"""extra\s*==\s*["']{re.escape(extra)}["']""")
-    return [r.split(";", 1)[0].strip() for r in declared if marker.search(r)]
+    found = [r for r in declared if marker.search(r)]
+    try:
+        from packaging.requirements import Requirement
+    except ImportError:
+        return [r.split(";", 1)[0].strip() for r in found]
+    # The dmc extra differs by Python version (dmc_install.py): keep what applies to this one.
+    kept = [Requirement(r) for r in found]
+    return [f"{q.name}{'[' + ','.join(sorted(q.extras)) + ']' if q.extras else ''}{q.specifier}" for q in kept
+            if q.marker is None or q.marker.evaluate({"extra": extra})]
 
 
 def ensure_task_dependencies(config: Any) -> None:
@@ -167,6 +175,10 @@ def ensure_task_dependencies(config: Any) -> None:
                            "with the notebook's first cell, then Runtime → Restart session and Run all")
     print(f"Installing the dmc extra for {config.preset}: {' '.join(requirements)}")
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", *requirements], check=True)
+    if "dm_control" in needed and not any(r.startswith("dm_control") for r in requirements):
+        from planet_colab.dmc_install import DM_CONTROL  # Python >= 3.13: without labmaze, see there
+
+        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", DM_CONTROL], check=True)
     importlib.invalidate_caches()
 
 

@@ -7,12 +7,15 @@ files it has not seen and every dataset shares one uint8 copy of each episode in
 
 from __future__ import annotations
 
+import os
+import warnings
 from typing import Sequence
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset, get_worker_info
 
+from planet_colab.config import Config
 from planet_colab.storage import DamagedEpisodeError, EpisodeStorage, episode_number
 
 Sample = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
@@ -127,3 +130,42 @@ def collate_episode_batch(batch: Sequence[Sample]) -> Sample:
             torch.stack(action, dim=1),    # (T, B, A)
             torch.stack(reward, dim=1),    # (T, B)
             torch.stack(terminal, dim=1))  # (T, B)
+
+
+def episode_bytes(config: Config, action_dim: int = 1) -> int:
+    """RAM one stored episode takes in the cache: uint8 frames plus float32 actions/rewards, bool terminals."""
+    frame = config.image_size * config.image_size * 3
+    return config.episode_len * (frame + 4 * action_dim + 4 + 1)
+
+
+def machine_memory_bytes() -> int:
+    """Physical memory, or the container's cgroup limit when that is lower."""
+    total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    for limit_file in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        try:
+            text = open(limit_file).read().strip()
+        except OSError:
+            continue
+        if text.isdigit():
+            total = min(total, int(text))
+    return total
+
+
+def project_episode_ram(config: Config, action_dim: int = 1, memory_bytes: int | None = None,
+                        *, warn: bool = True) -> tuple[int, str]:
+    """Bytes the RAM cache will hold once every episode of the run is stored, and a line saying so.
+
+    The cache keeps every episode (seed_episodes + total_iterations × collect_episodes); past half of
+    the machine's memory (Colab: 12 GB) it warns, naming the settings that shrink it.
+    """
+    episodes = config.seed_episodes + config.total_iterations * config.collect_episodes
+    per_episode = episode_bytes(config, action_dim)
+    total = episodes * per_episode
+    memory = machine_memory_bytes() if memory_bytes is None else memory_bytes
+    line = (f"Episode cache: {episodes} episodes × {per_episode / 1e6:.1f} MB = {total / 1e9:.2f} GB of RAM "
+            f"by the end of the run ({memory / 1e9:.1f} GB on this machine)")
+    if warn and total > memory / 2:
+        warnings.warn(f"the run's episodes will need {total / 1e9:.1f} GB of RAM, more than half of this "
+                      f"machine's {memory / 1e9:.1f} GB; lower total_iterations (--iterations) or "
+                      "collect_episodes", stacklevel=2)
+    return total, line

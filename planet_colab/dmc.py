@@ -12,13 +12,13 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
+from planet_colab.dmc_install import install_hint
 from planet_colab.rendering import choose_gl_backend, configure_offscreen, gl_error_message
 
 PREFIX = "dmc:"
 # The PlaNet paper's six tasks (google-research/planet, planet/scripts/tasks.py).
 PAPER_TASKS = ("cartpole-swingup", "reacher-easy", "cheetah-run", "finger-spin", "ball_in_cup-catch",
                "walker-walk")
-INSTALL_HINT = ("pip install -e .[dmc]` (Colab: `!pip install -q 'dm_control==1.0.50' 'mujoco==3.17.0'`)")
 
 
 def _import_suite() -> Any:
@@ -26,7 +26,7 @@ def _import_suite() -> Any:
     try:
         from dm_control import suite
     except ImportError as e:
-        raise ValueError(f"dm_control tasks need the dmc extra ({e}); install it with `{INSTALL_HINT}") from None
+        raise ValueError(f"dm_control tasks need the dmc extra ({e}); install it with {install_hint()}") from None
     except Exception as e:  # noqa: BLE001 - a GL library that fails to load raises all sorts of errors
         raise ValueError(gl_error_message(e)) from None
     return suite

@@ -133,8 +133,10 @@ def make_env(name: str = "Pendulum-v1", action_repeat: int = 2, seed: int | None
     try:
         env = gym.make(name, render_mode="rgb_array", max_episode_steps=max_episode_steps, **kwargs)
     except (gym.error.DependencyNotInstalled, ImportError) as e:
+        from planet_colab.dmc_install import install_hint
+
         raise ValueError(f"env_name {name!r} needs MuJoCo ({str(e).splitlines()[0]}); install it with "
-                         "`pip install -e .[dmc]` (Colab: `!pip install -q 'mujoco==3.17.0' imageio`)") from None
+                         f"{install_hint()}") from None
     except gym.error.Error as e:
         raise ValueError(f"env_name {name!r} cannot be made: {e}") from None
     if kwargs:

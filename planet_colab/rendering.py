@@ -17,8 +17,8 @@ from pathlib import Path
 NVIDIA_EGL_VENDOR_FILE = Path("/usr/share/glvnd/egl_vendor.d/10_nvidia.json")
 _NVIDIA_EGL_VENDOR = {"file_format_version": "1.0.0", "ICD": {"library_path": "libEGL_nvidia.so.0"}}
 
-GL_FIX = ("install a headless OpenGL library: `apt-get install -y libegl1` (EGL) or "
-          "`apt-get install -y libosmesa6` and set MUJOCO_GL=osmesa (on Colab prefix with `!`)")
+GL_FIX = ("install a headless OpenGL library: `apt-get install -y libosmesa6` (used automatically when "
+          "MUJOCO_GL is unset) or `apt-get install -y libegl1 libgl1-mesa-dri` for EGL (on Colab prefix with `!`)")
 
 
 def nvidia_gpu_present() -> bool:

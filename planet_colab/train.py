@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 
 from planet_colab.agent import build_agent_parts, collect_experience, evaluate
 from planet_colab.config import Config
-from planet_colab.dataset import EpisodeDataset, collate_episode_batch
+from planet_colab.dataset import EpisodeDataset, collate_episode_batch, project_episode_ram
 from planet_colab.env import make_env_from_config
 from planet_colab.losses import train_step
 from planet_colab.run import Run, RunError, TrainingState, read_metrics
@@ -244,6 +244,7 @@ class OnlineLoop:
 
     def __init__(self, run: Run, *, device: torch.device | None = None, progress: bool = True) -> None:
         self.run, self.config, self.progress = run, run.config, progress
+        print(project_episode_ram(self.config)[1])  # warns when the episodes will not fit in RAM
         seeded = run.collect_seed_episodes(progress)
         if seeded:
             print(f"Collected {len(seeded)} random seed episodes into {run.storage.episode_dir}")

@@ -1,5 +1,7 @@
 """EpisodeDataset and collate_episode_batch: the seed's promises, plus cheap refresh and exact resume."""
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -166,3 +168,20 @@ def test_only_damaged_files_says_where_they_went(store):
     store.path_for(1).write_bytes(b"not an episode")
     with pytest.warns(DamagedEpisodeWarning), pytest.raises(ValueError, match="1 damaged file.*quarantine"):
         EpisodeDataset(store, seq_len=5, virtual_len=8)
+
+
+def test_projected_ram_counts_every_episode_of_the_run_and_warns_past_half_the_memory():
+    from planet_colab.config import get_config
+    from planet_colab.dataset import project_episode_ram
+
+    cheetah = get_config("half_cheetah")  # 1000 frames of 64×64×3 per episode: 12.3 MB
+    total, line = project_episode_ram(cheetah, action_dim=6, memory_bytes=64 * 10**9)
+    episodes = cheetah.seed_episodes + cheetah.total_iterations * cheetah.collect_episodes
+    assert total == episodes * 1000 * (64 * 64 * 3 + 6 * 4 + 4 + 1)
+    assert f"{episodes} episodes" in line and "12.3 MB" in line
+    long_run = cheetah.replace(total_iterations=1000)  # 1005 episodes: 12.4 GB, over half of Colab's 12 GB
+    with pytest.warns(UserWarning, match="total_iterations"):
+        project_episode_ram(long_run, action_dim=6, memory_bytes=12 * 10**9)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        project_episode_ram(long_run, action_dim=6, memory_bytes=32 * 10**9)

@@ -117,13 +117,16 @@ def test_unknown_task_on_the_command_line_is_one_line(tmp_path):
     assert "dmc:cartpole-swingup" in lines[0] or "pip install -e .[dmc]" in lines[0]
 
 
-# Make every attempt to load a GL library fail, as on a machine without libEGL / libOSMesa.
+# Make every attempt to load a GL library fail, as on a machine without libEGL / libOSMesa: PyOpenGL
+# (which dm_control and mujoco render through) loads them with ctypes.CDLL.
 _NO_GL = """
-import OpenGL.platform.ctypesloader as loader
-def missing(dll, name, *args, **kwargs):
-    raise OSError(f"lib{name}.so: cannot open shared object file: No such file or directory")
-loader.loadLibrary = missing
-import numpy as np
+import ctypes, os
+real_init = ctypes.CDLL.__init__
+def init(self, name, *args, **kwargs):
+    if name and os.path.basename(str(name)).startswith(("libEGL", "libOSMesa", "libGL")):
+        raise OSError(f"{name}: cannot open shared object file: No such file or directory")
+    real_init(self, name, *args, **kwargs)
+ctypes.CDLL.__init__ = init
 from planet_colab.env import make_env
 env = make_env("dmc:cartpole-swingup", action_repeat=8)
 env.reset(seed=0)
@@ -135,8 +138,7 @@ env.reset(seed=0)
 def test_missing_gl_library_names_the_fix(backend):
     env = dict(_subprocess_env(), MUJOCO_GL=backend, PYOPENGL_PLATFORM=backend)
     code = f"{_NO_GL}\nprint('rendered')"
-    wrapper = ("import sys\nfrom planet_colab.env import make_env\n"
-               f"try:\n    exec({code!r})\nexcept ValueError as e:\n    sys.exit(f'error: {{e}}')\n")
+    wrapper = f"import sys\ntry:\n    exec({code!r})\nexcept ValueError as e:\n    sys.exit(f'error: {{e}}')\n"
     out = subprocess.run([sys.executable, "-c", wrapper], cwd=ROOT, env=env, capture_output=True,
                          text=True, timeout=300)
     assert out.returncode != 0, out.stdout
@@ -194,3 +196,23 @@ def test_env_bench_reports_the_environment_share_of_an_episode():
     assert result["env_share"] == pytest.approx(result["env_ms_per_agent_step"] / total, rel=1e-3)
     # The cheaper render settings keep frames faithful: shadow edges at most.
     assert result["pixels_differing_over_8"] < 0.01
+
+
+@pytest.mark.parametrize("version", [(3, 10), (3, 12), (3, 13)])
+def test_pyproject_dmc_extra_installs_what_dmc_install_lists(version):
+    tomllib = pytest.importorskip("tomllib")
+    requirements = pytest.importorskip("packaging.requirements")
+    from planet_colab.dmc_install import DM_CONTROL, pip_install_commands
+
+    declared = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]["dmc"]
+    env = {"python_version": f"{version[0]}.{version[1]}", "python_full_version": f"{version[0]}.{version[1]}.0"}
+    extra = {str(r.name) + str(r.specifier) for r in map(requirements.Requirement, declared)
+             if r.marker is None or r.marker.evaluate(env)}
+    commands = pip_install_commands(version)
+    listed = {a for args in commands for a in args if not a.startswith("-")}
+    if version >= (3, 13):
+        # labmaze has no wheel there: dm_control comes on its own, without its requirements.
+        assert commands[-1] == ["--no-deps", DM_CONTROL] and DM_CONTROL not in extra
+        listed.discard(DM_CONTROL)
+    assert extra == listed
+    assert "mujoco==3.17.0" in extra  # dm_control 1.0.50 fails on mujoco 4
