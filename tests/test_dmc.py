@@ -216,3 +216,24 @@ def test_pyproject_dmc_extra_installs_what_dmc_install_lists(version):
         listed.discard(DM_CONTROL)
     assert extra == listed
     assert "mujoco==3.17.0" in extra  # dm_control 1.0.50 fails on mujoco 4
+
+
+def test_gl_backend_is_chosen_once_and_never_overrides_the_user(monkeypatch, tmp_path):
+    from planet_colab import rendering
+
+    vendor = tmp_path / "egl_vendor.d" / "10_nvidia.json"
+    monkeypatch.setattr(rendering, "NVIDIA_EGL_VENDOR_FILE", vendor)
+    monkeypatch.delenv("PYOPENGL_PLATFORM", raising=False)
+    monkeypatch.setenv("MUJOCO_GL", "glfw")
+    assert rendering.choose_gl_backend() == "glfw"  # the user's choice stands
+    monkeypatch.delenv("MUJOCO_GL")
+    monkeypatch.setattr(rendering, "nvidia_gpu_present", lambda: True)
+    assert rendering.choose_gl_backend() == "egl" and os.environ["MUJOCO_GL"] == "egl"
+    assert json.loads(vendor.read_text())["ICD"]["library_path"] == "libEGL_nvidia.so.0"  # Colab lacks it
+    monkeypatch.delenv("MUJOCO_GL")
+    monkeypatch.setattr(rendering, "nvidia_gpu_present", lambda: False)
+    monkeypatch.setattr(rendering.ctypes.util, "find_library", lambda name: "libOSMesa.so.8")
+    assert rendering.choose_gl_backend() == "osmesa"
+    monkeypatch.delenv("MUJOCO_GL")
+    monkeypatch.setattr(rendering.ctypes.util, "find_library", lambda name: None)
+    assert rendering.choose_gl_backend() == "egl"  # mesa's EGL renders on the CPU
