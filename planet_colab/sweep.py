@@ -109,10 +109,10 @@ def plan_sweep(root: str | os.PathLike, presets: Sequence[str], seeds: Sequence[
     if bad:
         raise ValueError(f"seed {bad[0]!r} is not an integer >= 0")
     if iterations is not None and (not isinstance(iterations, int) or iterations < 1):
-        raise ValueError(f"--iterations must be a positive integer, got {iterations!r}")
+        raise ValueError(f"the number of iterations (--iterations) must be a positive integer, got {iterations!r}")
     root = Path(root)
     if root.exists() and not root.is_dir():
-        raise ValueError(f"--root {root} is a file, not a directory")
+        raise ValueError(f"the sweep's root (--root) {root} is a file, not a directory")
     runs = []
     for preset in presets:
         for seed in seeds:
@@ -143,7 +143,7 @@ def _check_reachable(address: str, timeout_s: float = 5.0) -> None:
     hostport = address.split("://", 1)[-1]
     host, _, port = hostport.rpartition(":")
     if not host or not port.isdigit():
-        raise ValueError(f"--address {address!r} is not HOST:PORT (e.g. 10.0.0.5:6379, the head "
+        raise ValueError(f"the address {address!r} is not HOST:PORT (e.g. 10.0.0.5:6379, the head "
                          "node's `ray start --head` address)")
     try:
         socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
@@ -190,8 +190,22 @@ def _check_resources(ray: Any, cpus: int, gpus: float) -> None:
     for key, need, flag in (("CPU", cpus, "--cpus-per-run"), ("GPU", gpus, "--gpus-per-run")):
         have = total.get(key, 0)
         if need > have:
-            raise ValueError(f"{flag} {need:g} asks for more than the Ray cluster has ({have:g} "
-                             f"{key}s); no run could ever start: lower {flag}")
+            raise ValueError(f"each run asks for {need:g} {key}s ({flag}), more than the Ray cluster "
+                             f"has ({have:g}); no run could ever start: lower {flag}")
+
+
+def _lapse_wait(run_dir: str, deadline: float) -> float | None:
+    """Seconds until the run's lease, held on another machine, goes stale; None: do not wait."""
+    from planet_colab.lease import STALE_AFTER_S, read_lease
+
+    record = read_lease(run_dir)
+    if record is None:
+        return 0.0  # released meanwhile
+    heartbeat = record.get("heartbeat_at")
+    if record.get("host") == socket.gethostname() or not isinstance(heartbeat, (int, float)):
+        return None  # a live trainer on this machine: a dead one here would have been taken over
+    wait = heartbeat + STALE_AFTER_S + 1.0 - time.time()
+    return max(wait, 0.0) if time.monotonic() + wait <= deadline else None
 
 
 def _train_run(config: dict[str, Any], run_dir: str, threads: int) -> dict[str, Any]:
@@ -200,10 +214,24 @@ def _train_run(config: dict[str, Any], run_dir: str, threads: int) -> dict[str, 
     os.environ.setdefault("SDL_AUDIODRIVER", "dummy")
     import torch
 
+    from planet_colab.lease import HEARTBEAT_S, STALE_AFTER_S, RunInUseError
     from planet_colab.train import train_planner
 
     torch.set_num_threads(threads)
-    result = train_planner(Config.from_dict(config), run_dir, progress=False)
+    # Ray retries a run whose worker died. On this machine the dead worker's lease is taken over at
+    # once; a worker lost with its machine holds the lease until its heartbeat goes stale, so wait
+    # that long (a live owner elsewhere keeps beating, and the wait ends with its one-line refusal).
+    deadline = time.monotonic() + STALE_AFTER_S + 2 * HEARTBEAT_S
+    while True:
+        try:
+            result = train_planner(Config.from_dict(config), run_dir, progress=False)
+            break
+        except RunInUseError as e:
+            wait = _lapse_wait(run_dir, deadline)
+            if wait is None:
+                raise
+            print(f"Waiting {wait:.0f} s for the lease of another machine to lapse: {e}", flush=True)
+            time.sleep(wait)
     evals = [r for r in result["metrics"] if "eval_mean" in r]
     # Printed here, not by the driver, so it follows the run's last iteration line in the log.
     print(f"Done: {len(result['metrics'])} iterations" + (
@@ -254,6 +282,7 @@ def _cancel(ray: Any, refs: dict[Any, SweepRun], say: Callable[[str], None]) -> 
     for ref in refs:
         ray.cancel(ref)
     ray.wait(list(refs), num_returns=len(refs), timeout=CANCEL_GRACE_S)
+    time.sleep(1.5)  # their last forwarded lines first
 
 
 def run_sweep(root: str | os.PathLike, presets: Sequence[str], seeds: Sequence[int], *,
@@ -266,9 +295,9 @@ def run_sweep(root: str | os.PathLike, presets: Sequence[str], seeds: Sequence[i
     before anything starts; a missing Ray raises ImportError naming the install command.
     """
     if not isinstance(cpus_per_run, int) or isinstance(cpus_per_run, bool) or cpus_per_run < 1:
-        raise ValueError(f"--cpus-per-run must be a positive integer, got {cpus_per_run!r}")
+        raise ValueError(f"CPUs per run (--cpus-per-run) must be a positive integer, got {cpus_per_run!r}")
     if not gpus_per_run >= 0:
-        raise ValueError(f"--gpus-per-run must be >= 0, got {gpus_per_run!r}")
+        raise ValueError(f"GPUs per run (--gpus-per-run) must be >= 0, got {gpus_per_run!r}")
     runs = plan_sweep(root, presets, seeds, iterations)
     ray = _import_ray()
     if not ray.is_initialized():
@@ -294,8 +323,10 @@ def run_sweep(root: str | os.PathLike, presets: Sequence[str], seeds: Sequence[i
             "per run follows, prefixed with its preset/seed")
         try:
             outcomes.update(_wait_all(ray, refs, say))
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as stop:
             _cancel(ray, refs, say)
+            say("Stopped; run the same sweep again to resume.")
+            stop.reported = True  # type: ignore[attr-defined]  # the command line then adds nothing
             raise
     finally:
         time.sleep(1.5)  # Ray forwards the workers' lines with a lag: let the last ones arrive first

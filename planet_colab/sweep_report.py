@@ -48,7 +48,7 @@ def find_runs(root: str | os.PathLike) -> dict[str, dict[int, Path]]:
 
 
 def _read_rows(run_dir: Path) -> list[dict[str, Any]]:
-    from planet_colab.train import read_metrics
+    from planet_colab.run import read_metrics
 
     return read_metrics(run_dir)
 

@@ -8,6 +8,7 @@ import re
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -59,7 +60,7 @@ def _closed_port() -> int:
     (["--presets", "smoke", "smoke", "--seeds", "0"], "smoke is listed twice in --presets"),
     (["--presets", "smoke", "--seeds", "2", "--address", "127.0.0.1:PORT"],
      "cannot reach a Ray cluster at 127.0.0.1:"),
-    (["--presets", "smoke", "--seeds", "0", "1", "--cpus-per-run", "0"], "--cpus-per-run must be"),
+    (["--presets", "smoke", "--seeds", "0", "1", "--cpus-per-run", "0"], "CPUs per run (--cpus-per-run) must be a positive integer"),
 ])
 def test_bad_input_is_one_line_and_touches_nothing(existing_root, capsys, args, message):
     if "--address" in args:
@@ -147,6 +148,10 @@ def test_two_presets_by_two_seeds_all_finish_with_a_line_per_iteration(swept):
             resumed = re.search(rf"\({preset}/seed_{seed} pid=\d+\) Resumed from checkpoint after "
                                 "iteration 2 ", out)
             assert bool(resumed) == ((preset, seed) in KILLED), out
+            # Ray's retry took the dead worker's owner lease over at once (same machine, pid gone).
+            took_over = re.search(rf"\({preset}/seed_{seed} pid=\d+\) Took over .* from pid \d+ on this "
+                                  r"machine \(its process is no longer running\)", out)
+            assert bool(took_over) == ((preset, seed) in KILLED), out
     assert _final_weights(root / "smoke" / "seed_0")["encoder.0.weight"].shape[0] == 4
     assert _final_weights(root / "smoke_b" / "seed_0")["encoder.0.weight"].shape[0] == 8
 
@@ -203,3 +208,39 @@ def test_report_compares_the_sweeps_presets_across_seeds(swept, capsys):
             assert point["std"] == pytest.approx(np.std(evals[point["episodes"]]))
     if importlib.util.find_spec("tensorboard") is not None:  # the sweep extra installs it
         assert len(list((root / "tensorboard").rglob("*tfevents*"))) == 4
+
+
+# ---- a retried run and the owner lease --------------------------------------------------------------
+def _lease(run_dir: Path, host: str, pid: int, heartbeat_at: float) -> None:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "owner.json").write_text(json.dumps(
+        {"token": "someone-else", "host": host, "pid": pid, "started_at": heartbeat_at,
+         "heartbeat_at": heartbeat_at}))
+
+
+def test_a_run_lost_with_another_machine_waits_for_its_lease_to_lapse(tmp_path, capfd):
+    """Ray retries a run whose node died elsewhere: its lease is stale soon, and the retry gets in then."""
+    from planet_colab.lease import STALE_AFTER_S
+    from planet_colab.sweep import _train_run
+
+    run_dir = tmp_path / "smoke" / "seed_0"
+    _lease(run_dir, "a-lost-node", 4242, time.time() - STALE_AFTER_S + 2.0)
+    config = get_config("smoke", seed=0, total_iterations=1)
+    t0 = time.monotonic()
+    assert _train_run(config.to_dict(), str(run_dir), 1) == {"iterations": 1}
+    assert time.monotonic() - t0 >= 2.0
+    out = capfd.readouterr().out
+    assert re.search(r"Waiting [0-3] s for the lease of another machine to lapse", out), out
+    assert "Took over" in out and "a-lost-node" in out
+
+
+def test_a_run_held_by_a_live_trainer_here_fails_at_once_saying_who(tmp_path):
+    from planet_colab.lease import RunInUseError
+    from planet_colab.sweep import _train_run
+
+    run_dir = tmp_path / "smoke" / "seed_0"
+    _lease(run_dir, socket.gethostname(), os.getppid(), time.time())
+    config = get_config("smoke", seed=0, total_iterations=1)
+    with pytest.raises(RunInUseError, match=f"in use by pid {os.getppid()} on this machine"):
+        _train_run(config.to_dict(), str(run_dir), 1)
+    assert not (run_dir / "episodes").exists()
