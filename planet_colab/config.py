@@ -1,7 +1,7 @@
 """One place for every hyperparameter: the `Config` dataclass, named presets, JSON round-trip.
 
-Defaults are the PlaNet paper's (Hafner et al., 2019) with the seed's Colab-sized training loop;
-presets shrink them. Nothing else in the package hard-codes a hyperparameter.
+Defaults are the PlaNet paper's (Hafner et al., 2019) with the seed's Colab-sized training loop
+(docs/design.md); presets shrink them. Nothing else in the package hard-codes a hyperparameter.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ SHAPE_FIELDS = (
 
 @dataclass
 class Config:
-    """Every hyperparameter of a run; see DESIGN.md for where each one acts."""
+    """Every hyperparameter of a run; each group's comment names the module it acts in (docs/design.md §1)."""
 
     preset: str = "pendulum"
     seed: int = 0
@@ -76,7 +76,7 @@ class Config:
 
     @property
     def virtual_len(self) -> int:
-        """Items per DataLoader epoch, so that it yields exactly `train_steps` full batches (seed §4)."""
+        """Items per DataLoader epoch, so that it yields exactly `train_steps` full batches (docs/design.md §6)."""
         return self.batch_size * self.train_steps
 
     @property

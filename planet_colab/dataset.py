@@ -1,8 +1,9 @@
-"""EpisodeDataset (RAM cache, virtual length, random subsequences) and collate_episode_batch (seed §3–§5).
+"""EpisodeDataset (RAM cache, virtual length, random subsequences) and collate_episode_batch.
 
-Build a new EpisodeDataset at the start of every iteration so newly collected episodes enter
-training (seed §6). Decoded episodes live in the EpisodeStorage's cache, so a rebuild decodes only
-files it has not seen and every dataset shares one uint8 copy of each episode in RAM.
+Why each of these: docs/design.md §5–§7. Build a new EpisodeDataset at the start of every iteration
+so newly collected episodes enter training (docs/design.md §8). Decoded episodes live in the
+EpisodeStorage's cache, so a rebuild decodes only files it has not seen and every dataset shares one
+uint8 copy of each episode in RAM.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ def _positive_int(name: str, value: object) -> int:
 
 
 class EpisodeDataset(Dataset):
-    """`virtual_len` random `seq_len`-step slices of the stored episodes (index ignored, seed §4).
+    """`virtual_len` random `seq_len`-step slices of the stored episodes (index ignored, docs/design.md §6).
 
     `seed` (int, np.random.Generator or None) is the only source of randomness: the same seed and
     the same episodes give the same sequence of slices, which is what an exact resume needs.
