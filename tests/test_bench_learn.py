@@ -30,3 +30,22 @@ def test_summary_reports_the_last_evaluation_and_every_collected_episode(tmp_pat
 def test_a_run_without_evaluation_is_refused_with_a_message():
     with pytest.raises(SystemExit, match="no evaluation yet"):
         summarize([r for r in rows() if "eval_mean" not in r], [-1200.0], 1.0)
+
+
+def test_a_run_stopped_between_evaluations_is_published_with_a_fresh_evaluation(tmp_path):
+    from planet_colab.bench.learn import evaluate_newest
+    from planet_colab.run import Run
+    from planet_colab.train import train_planner
+
+    run = Run.open(tmp_path / "run", "smoke", changes={"total_iterations": 3, "eval_every": 5,
+                                                      "checkpoint_every": 1})
+    train_planner(run, progress=False)
+    rows = run.read_metrics()
+    assert [("eval_mean" in r) for r in rows] == [False, False, True]  # the last iteration always evaluates
+    # As if the run had stopped before its last iteration's evaluation.
+    stopped = rows[:2] + [{k: v for k, v in rows[2].items() if not k.startswith("eval_")}]
+    published = evaluate_newest(Run.open(tmp_path / "run", new_ok=False), stopped)
+    assert len(published) == 3 and published[-1]["evaluated_when_published"]
+    # The same seeds as the loop's own evaluation of that iteration: the same returns.
+    assert published[-1]["eval_returns"] == rows[-1]["eval_returns"]
+    assert "evaluated_when_published" not in run.read_metrics()[2]  # metrics.jsonl is left as it is

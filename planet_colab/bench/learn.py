@@ -26,6 +26,12 @@ from planet_colab.seeding import derive_seed, numpy_rng
 from planet_colab.train import train_planner
 
 PHASES = ("train_s", "collect_s", "eval_s", "io_s", "checkpoint_s")
+# What each published task is measured against: (our target, label, a reported PlaNet figure or None).
+# cartpole_swingup: PlaNet's 297 ± 39 at 100k env steps as reported in the CURL paper, Table 1.
+TARGETS: dict[str, tuple[float, str, tuple[float, float, str] | None]] = {
+    "pendulum": (-300.0, "target −300", None),
+    "cartpole_swingup": (300.0, "target 300", (297.0, 39.0, "PlaNet at 100k steps (CURL, Table 1)")),
+}
 
 
 def random_baseline(config: Config, episodes: int) -> list[float]:
@@ -93,7 +99,12 @@ def plot(summary: dict[str, Any], title: str, path: Path) -> None:
     rnd, rsd = summary["random_mean_return"], summary["random_std"]
     ax.axhline(rnd, color="C3", ls="--", label="random policy")
     ax.axhspan(rnd - rsd, rnd + rsd, color="C3", alpha=0.1)
-    ax.axhline(-300, color="0.5", ls=":", lw=1, label="target −300")
+    target = TARGETS.get(summary.get("preset", ""))
+    if target is not None:
+        ax.axhline(target[0], color="0.5", ls=":", lw=1, label=target[1])
+        if target[2] is not None:
+            mean, std, label = target[2]
+            ax.errorbar([100], [mean], yerr=[std], fmt="s", color="C2", capsize=3, label=label)
     ax.set_xlabel("collected episodes (seed + planner)")
     ax.set_ylabel("return (mean ± std over evaluation episodes)")
     steps_per_episode = summary["env_steps"] / max(summary["episodes"], 1)
@@ -106,6 +117,20 @@ def plot(summary: dict[str, Any], title: str, path: Path) -> None:
     fig.savefig(path, dpi=110)
 
 
+def _target_lines(summary: dict[str, Any], config: Config) -> list[str]:
+    """What the result is measured against, when the task has a target (TARGETS)."""
+    target = TARGETS.get(config.preset)
+    if target is None:
+        return []
+    text = f"Target: {target[0]:g} mean evaluation return by 100 episodes."
+    if target[2] is not None:
+        text += f" Reported: {target[2][2]} {target[2][0]:g} ± {target[2][1]:g}."
+    if summary.get("evaluated_when_published"):
+        text += (" The last evaluation was made when publishing (the run stopped between its "
+                 "scheduled evaluations), on the same seeds the loop would have used.")
+    return [text, ""]
+
+
 def markdown(summary: dict[str, Any], config: Config, run_dir: Path, png: Path) -> str:
     """The results page: table, wall-clock split, config and machine."""
     lines = [f"# PlaNet on {config.env_name} from pixels ({config.preset} preset)", "",
@@ -115,6 +140,7 @@ def markdown(summary: dict[str, Any], config: Config, run_dir: Path, png: Path) 
              f"{summary['eval_std']:.1f}** over {summary['eval_episodes']} episodes on distinct seeds "
              f"(best {summary['best_eval_mean_return']:.1f}); random policy "
              f"{summary['random_mean_return']:.1f} ± {summary['random_std']:.1f}.", "",
+             *_target_lines(summary, config),
              "| episodes | env steps | eval return (mean) | std |", "|---:|---:|---:|---:|"]
     for (ep, mean, std), steps in zip(summary["curve"], summary["curve_env_steps"]):
         lines.append(f"| {ep} | {steps:,} | {mean:.1f} | {std:.1f} |")
@@ -166,6 +192,29 @@ def model_diagnostics(run: Run, out: Path, episodes: int = 5) -> dict[str, Any]:
     return {"checkpoint_iteration": int(ckpt["iteration"]) if ckpt else None, **errors}
 
 
+def evaluate_newest(run: Run, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Rows with a noise-free evaluation of the newest checkpoint added to its row, unless it has one.
+
+    For publishing a run that stopped between evaluations; metrics.jsonl is left as it is.
+    """
+    from planet_colab.agent import evaluate
+
+    parts = run.restore_agent(torch.device("cpu"))
+    done = int(parts.checkpoint["iteration"])
+    rows = [dict(r) for r in rows if r["iteration"] <= done]
+    if not rows or rows[-1]["iteration"] != done or "eval_mean" in rows[-1]:
+        return rows
+    config = run.config
+    t0 = time.perf_counter()
+    ev = evaluate(parts.model, parts.planner, config, num_episodes=config.eval_episodes,
+                  seed_key=done, device=parts.device, progress=True)
+    print(f"evaluated the checkpoint after iteration {done + 1}: {ev['mean']:.1f} ± {ev['std']:.1f} "
+          f"({time.perf_counter() - t0:.0f} s)")
+    rows[-1].update(eval_mean=float(ev["mean"]), eval_std=float(ev["std"]),
+                    eval_returns=[float(x) for x in ev["returns"]], evaluated_when_published=True)
+    return rows
+
+
 def main(argv: list[str] | None = None) -> None:
     """Train/resume, then write the curve, table and JSON; print the JSON last."""
     p = argparse.ArgumentParser(prog="python -m planet_colab.bench learn")
@@ -175,6 +224,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", type=Path, default=Path("docs/results"))
     p.add_argument("--set", dest="overrides", nargs="*", default=[], metavar="KEY=VALUE")
     p.add_argument("--no-train", action="store_true", help="only publish what the run has so far")
+    p.add_argument("--evaluate-now", action="store_true",
+                   help="when the newest checkpoint has no evaluation yet, evaluate it now (published only)")
     args = p.parse_args(argv)
 
     changes = changes_from_args(args.overrides, args.iterations)
@@ -188,8 +239,12 @@ def main(argv: list[str] | None = None) -> None:
     config, rows = run.config, run.read_metrics()
     # Iterations redone after a kill are logged once (metrics.jsonl is rebuilt from the checkpoint).
     wall = float(sum(r.get("seconds", 0.0) + r.get("checkpoint_s", 0.0) for r in rows))
+    if args.evaluate_now:
+        rows = evaluate_newest(run, rows)
     random_returns = random_baseline(config, config.eval_episodes)
     summary = summarize(rows, random_returns, wall)
+    summary["preset"] = config.preset
+    summary["evaluated_when_published"] = bool(rows and rows[-1].get("evaluated_when_published"))
     name = config.preset
     args.out.mkdir(parents=True, exist_ok=True)
     summary["diagnostics"] = model_diagnostics(run, args.out)
