@@ -13,7 +13,7 @@ import gymnasium as gym
 import numpy as np
 
 from planet_colab.dmc_install import install_hint
-from planet_colab.rendering import choose_gl_backend, configure_offscreen, gl_error_message
+from planet_colab.rendering import choose_gl_backend, configure_offscreen, gl_error_message, is_gl_failure
 
 PREFIX = "dmc:"
 # The PlaNet paper's six tasks (google-research/planet, planet/scripts/tasks.py).
@@ -28,7 +28,9 @@ def _import_suite() -> Any:
     except ImportError as e:
         raise ValueError(f"dm_control tasks need the dmc extra ({e}); install it with {install_hint()}") from None
     except Exception as e:  # noqa: BLE001 - a GL library that fails to load raises all sorts of errors
-        raise ValueError(gl_error_message(e)) from None
+        if is_gl_failure(e):
+            raise ValueError(gl_error_message(e)) from None
+        raise
     return suite
 
 
@@ -91,7 +93,7 @@ class DMCEnv(gym.Env):
                 self._camera = Camera(self._env.physics, height=self._size, width=self._size, camera_id=0)
             return self._camera.render().copy()  # the camera reuses its buffer
         except Exception as e:  # noqa: BLE001 - GL context creation fails with backend-specific errors
-            if "GL" in type(e).__name__ or "gl" in str(e).lower() or "context" in str(e).lower():
+            if is_gl_failure(e):
                 raise ValueError(gl_error_message(e)) from None
             raise
 

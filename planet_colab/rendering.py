@@ -54,10 +54,11 @@ def choose_gl_backend() -> str:
     return chosen
 
 
-# Measured (cartpole, walker, cheetah, finger, reacher, cup at 64×64 on mesa llvmpipe): the suite's
-# 2048² shadow map is most of a frame's cost; at 512² fewer than 0.2% of pixels change by more than 8
-# of 255 (shadow edges) and frames look the same, while turning shadows off darkens whole floors
-# (walker: 44% of pixels) and turning multisampling off changes every edge (6%), so both stay on.
+# Measured on the suite's tasks (cartpole, walker, cheetah, finger, reacher, cup at 64×64 on mesa
+# llvmpipe): the 2048² shadow map is most of a frame's cost; at 512² fewer than 0.2% of pixels change
+# by more than 8 of 255 (shadow edges) and frames look the same, while turning shadows off darkens
+# whole floors (walker: 44% of pixels) and turning multisampling off changes every edge (6%), so both
+# stay on. Gymnasium's MuJoCo envs keep their own settings (see env.make_env).
 SHADOW_MAP_SIZE = 512
 
 
@@ -67,6 +68,17 @@ def configure_offscreen(model: object, image_size: int) -> None:
     # The offscreen buffer is allocated (and cleared) at this size; the suite's 640×480 only costs.
     model.vis.global_.offwidth = image_size
     model.vis.global_.offheight = image_size
+
+
+def is_gl_failure(error: BaseException) -> bool:
+    """True when the error was raised while loading or using OpenGL (PyOpenGL, MuJoCo's GL contexts)."""
+    tb = error.__traceback__
+    while tb is not None:
+        path = tb.tb_frame.f_code.co_filename.replace("\\", "/")
+        if any(part in path for part in ("/OpenGL/", "/egl/", "/osmesa/", "/_render/", "gl_context")):
+            return True
+        tb = tb.tb_next
+    return False
 
 
 def gl_error_message(error: BaseException) -> str:

@@ -128,16 +128,17 @@ def init(self, name, *args, **kwargs):
     real_init(self, name, *args, **kwargs)
 ctypes.CDLL.__init__ = init
 from planet_colab.env import make_env
-env = make_env("dmc:cartpole-swingup", action_repeat=8)
+env = make_env(ENV_NAME, action_repeat=2)
 env.reset(seed=0)
 """
 
 
 @needs_dmc
-@pytest.mark.parametrize("backend", ["egl", "osmesa"])
-def test_missing_gl_library_names_the_fix(backend):
+@pytest.mark.parametrize("backend, env_name", [("egl", "dmc:cartpole-swingup"), ("osmesa", "dmc:cartpole-swingup"),
+                                               ("egl", "HalfCheetah-v5")])
+def test_missing_gl_library_names_the_fix(backend, env_name):
     env = dict(_subprocess_env(), MUJOCO_GL=backend, PYOPENGL_PLATFORM=backend)
-    code = f"{_NO_GL}\nprint('rendered')"
+    code = f"ENV_NAME = {env_name!r}\n{_NO_GL}\nprint('rendered')"
     wrapper = f"import sys\ntry:\n    exec({code!r})\nexcept ValueError as e:\n    sys.exit(f'error: {{e}}')\n"
     out = subprocess.run([sys.executable, "-c", wrapper], cwd=ROOT, env=env, capture_output=True,
                          text=True, timeout=300)
