@@ -8,9 +8,8 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
-import torch
+from run_checks import assert_same_run
 
 from planet_colab.storage import EpisodeStorage
 
@@ -37,12 +36,6 @@ def _train(run_dir: Path, fault: tuple[str, int] | None = None) -> subprocess.Po
         cmd = [sys.executable, str(LAUNCHER), fault[0], str(fault[1]), "--", *args]
     return subprocess.Popen(cmd, cwd=ROOT, env=_env(), stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
-
-
-def _final_weights(run_dir: Path) -> dict:
-    name = f"ckpt_{ITERATIONS - 1:06d}.pt"
-    payload = torch.load(run_dir / "checkpoints" / name, weights_only=True, map_location="cpu")
-    return payload["model"]
 
 
 @pytest.fixture(scope="module")
@@ -91,15 +84,6 @@ def test_kills_at_random_instants_lose_nothing(tmp_path, reference_run):
     assert proc.returncode == 0, out
 
     storage = EpisodeStorage(run_dir / "episodes")
-    reference = EpisodeStorage(reference_run / "episodes")
     assert storage.num_episodes == 2 + ITERATIONS  # smoke: 2 seed episodes + one per iteration
     assert not any((run_dir / "quarantine").glob("*")), "a file was quarantined"
-    for mine, theirs in zip(storage.episode_paths, reference.episode_paths, strict=True):
-        a, b = storage.load_episode(mine), reference.load_episode(theirs)
-        for key in ("obs", "action", "reward", "terminal"):
-            np.testing.assert_array_equal(a[key], b[key], err_msg=f"{mine.name}:{key}")
-
-    final, expected = _final_weights(run_dir), _final_weights(reference_run)
-    assert final.keys() == expected.keys()
-    for key in expected:
-        assert torch.equal(final[key], expected[key]), f"weights differ at {key}"
+    assert_same_run(run_dir, reference_run, ITERATIONS)

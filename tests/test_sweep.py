@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
+from run_checks import assert_same_run, final_weights
 
 from planet_colab import config as config_module
 from planet_colab.__main__ import main
@@ -31,11 +31,6 @@ SMOKE_B = {**config_module.PRESETS["smoke"], "cnn_depth": 8}
 
 def _files(root: Path) -> dict[str, bytes]:
     return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
-
-
-def _final_weights(run_dir: Path) -> dict:
-    name = f"ckpt_{ITERATIONS - 1:06d}.pt"
-    return torch.load(run_dir / "checkpoints" / name, weights_only=True, map_location="cpu")["model"]
 
 
 # ---- bad input: one line each, nothing started, nothing written ------------------------------------
@@ -152,8 +147,8 @@ def test_two_presets_by_two_seeds_all_finish_with_a_line_per_iteration(swept):
             took_over = re.search(rf"\({preset}/seed_{seed} pid=\d+\) Took over .* from pid \d+ on this "
                                   r"machine \(its process is no longer running\)", out)
             assert bool(took_over) == ((preset, seed) in KILLED), out
-    assert _final_weights(root / "smoke" / "seed_0")["encoder.0.weight"].shape[0] == 4
-    assert _final_weights(root / "smoke_b" / "seed_0")["encoder.0.weight"].shape[0] == 8
+    assert final_weights(root / "smoke" / "seed_0", ITERATIONS)["encoder.0.weight"].shape[0] == 4
+    assert final_weights(root / "smoke_b" / "seed_0", ITERATIONS)["encoder.0.weight"].shape[0] == 8
 
 
 def test_killed_runs_end_bit_for_bit_like_uninterrupted_train_runs(swept, tmp_path, smoke_b):
@@ -161,16 +156,7 @@ def test_killed_runs_end_bit_for_bit_like_uninterrupted_train_runs(swept, tmp_pa
     for preset, seed in KILLED:
         reference = tmp_path / f"{preset}_{seed}"
         train_planner(get_config(preset, seed=seed), reference, progress=False)
-        run_dir = root / preset / f"seed_{seed}"
-        storage, theirs = EpisodeStorage(run_dir / "episodes"), EpisodeStorage(reference / "episodes")
-        for a_path, b_path in zip(storage.episode_paths, theirs.episode_paths, strict=True):
-            a, b = storage.load_episode(a_path), theirs.load_episode(b_path)
-            for key in ("obs", "action", "reward", "terminal"):
-                np.testing.assert_array_equal(a[key], b[key], err_msg=f"{run_dir} {a_path.name}:{key}")
-        final, expected = _final_weights(run_dir), _final_weights(reference)
-        assert final.keys() == expected.keys()
-        for key in expected:
-            assert torch.equal(final[key], expected[key]), f"{preset}/seed_{seed}: weights differ at {key}"
+        assert_same_run(root / preset / f"seed_{seed}", reference, ITERATIONS)
 
 
 def test_running_the_same_sweep_again_skips_finished_runs(swept, monkeypatch, smoke_b):
