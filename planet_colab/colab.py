@@ -107,7 +107,7 @@ def default_run_dir(name: str) -> Path:
 
 
 def notebook_preset(picked: str | None = None, *, remember: bool = True) -> str:
-    """The notebooks' task: $PLANET_COLAB_PRESET, else `picked` (remembered), else the remembered pick, else pendulum."""
+    """The task: $PLANET_COLAB_PRESET, else `picked` (then remembered), else the remembered pick, else pendulum."""
     from planet_colab.config import PRESETS
 
     pick_file = default_run_root() / PICK_FILE
