@@ -13,7 +13,7 @@ os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
 os.environ.setdefault("SDL_AUDIODRIVER", "dummy")
 os.environ.setdefault("SDL_NO_SIGNAL_HANDLERS", "1")  # keep Ctrl-C / Stop as KeyboardInterrupt
 
-from planet_colab.config import PRESETS, Config  # noqa: E402
+from planet_colab.config import PRESETS  # noqa: E402
 
 
 class _Parser(argparse.ArgumentParser):
@@ -83,27 +83,18 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _require_run(run_dir: Path) -> Config:
-    if not (run_dir / "config.json").exists():
-        raise ValueError(f"{run_dir} is not a run directory (no config.json); "
-                         "start one with `python -m planet_colab train --run-dir DIR`")
-    return Config.load(run_dir / "config.json")
-
-
 def cmd_evaluate(args: argparse.Namespace) -> int:
     """Evaluate the newest checkpoint without exploration noise on distinct seeds."""
-    from planet_colab.checkpoint import load_checkpoint
-    from planet_colab.train import build_agent_parts, evaluate
+    from planet_colab.agent import evaluate
+    from planet_colab.run import Run
     from planet_colab.video import check_video_path, save_video
 
-    config = _require_run(args.run_dir)
+    run = Run.open(args.run_dir, new_ok=False)
     if args.video is not None:
         check_video_path(args.video, what="--video")  # before minutes of play, not after
-    model, planner, device, _ = build_agent_parts(config)
-    ckpt = load_checkpoint(args.run_dir, model, map_location=device)
-    if ckpt is None:
-        raise ValueError(f"{args.run_dir} has no checkpoint yet; train first "
-                         f"(`python -m planet_colab train --run-dir {args.run_dir}`)")
+    agent = run.restore_agent()
+    config, model, planner, device = run.config, agent.model, agent.planner, agent.device
+    ckpt = agent.checkpoint
     result = evaluate(model, planner, config, num_episodes=args.episodes,
                       seed_key="cli", device=device, record_frames=args.video is not None)
     print(f"After iteration {ckpt['iteration'] + 1}: return {result['mean']:.1f} ± {result['std']:.1f} "

@@ -189,20 +189,24 @@ def notebook_tasks() -> list[str]:
     return [DEFAULT_TASK] + [p for p, fields in PRESETS.items() if p != DEFAULT_TASK and "env_name" in fields]
 
 
-def open_notebook_run(picked: str | None = None, *, cost: bool = True) -> tuple[Path, Any]:
-    """The notebooks' run directory and config for the task (see notebook_preset); says what it will cost."""
-    from planet_colab.config import Config, get_config
+def open_notebook_run(picked: str | None = None, *, changes: dict[str, Any] | None = None, cost: bool = True,
+                      new_ok: bool = True) -> Any:
+    """The notebooks' Run (planet_colab.run) for the task (see notebook_preset); says what it will cost.
+
+    `changes` (e.g. {"total_iterations": 200}) are checked like the command line's and saved to the
+    run's config.json by the first writer; `new_ok=False` refuses a run that does not exist yet.
+    """
+    from planet_colab.config import get_config
     from planet_colab.cost import describe_cost
+    from planet_colab.run import Run
 
     preset = notebook_preset(picked)
-    run_dir = default_run_dir(preset)
-    stored = run_dir / "config.json"
-    config = Config.load(stored) if stored.exists() else get_config(preset)
-    ensure_task_dependencies(config)
-    print(f"run directory {run_dir}")
+    ensure_task_dependencies(get_config(preset))  # before Run.open makes the task's environment
+    run = Run.open(default_run_dir(preset), preset, changes=changes, new_ok=new_ok)
+    print(f"run directory {run.run_dir}")
     if cost:
-        print(describe_cost(config))
-    return run_dir, config
+        print(describe_cost(run.config))
+    return run
 
 
 def _drive_looks_mounted() -> bool:

@@ -48,16 +48,15 @@ def _last_results(rows: list[dict[str, Any]]) -> list[tuple[str, str]]:
 
 
 def run_summary(run_dir: str | os.PathLike) -> str:
-    """Aligned lines describing what `run_dir` holds; ValueError when it is not a run directory."""
+    """Aligned lines describing what `run_dir` holds; RunError when it is not a run directory."""
     from planet_colab.checkpoint import latest_checkpoint_info
     from planet_colab.storage import EpisodeStorage
     from planet_colab.train import read_metrics
 
+    from planet_colab.run import Run
+
     run_dir = Path(run_dir)
-    if not (run_dir / "config.json").exists():
-        raise ValueError(f"{run_dir} is not a run directory (no config.json); "
-                         "start one with `python -m planet_colab train --run-dir DIR`")
-    config = Config.load(run_dir / "config.json")
+    config = Run.open(run_dir, new_ok=False).config  # RunError (one line) when it is not a run
     episodes = EpisodeStorage(run_dir / "episodes").num_episodes
     ckpt = latest_checkpoint_info(run_dir)
     rows = read_metrics(run_dir)

@@ -60,4 +60,4 @@ def test_commands_on_a_directory_that_is_not_a_run_fail_in_one_line(tmp_path, ca
     for command in (["info"], ["evaluate"]):
         assert _exit_code([*command, "--run-dir", str(tmp_path)]) == 2
         err = capsys.readouterr().err.strip()
-        assert len(err.splitlines()) == 1 and "is not a run directory (no config.json)" in err
+        assert len(err.splitlines()) == 1 and "is not a run directory" in err

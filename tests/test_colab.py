@@ -157,8 +157,8 @@ def test_task_picked_in_01_is_what_02_and_03_open(no_env, monkeypatch, capsys):
     assert "pick another in notebook 01" in capsys.readouterr().out
     assert colab.notebook_preset("smoke") == "smoke"  # notebook 01's form
     assert colab.notebook_preset() == "smoke"  # notebooks 02 and 03, in their own sessions
-    run_dir, config = colab.open_notebook_run()
-    assert run_dir == colab.default_run_dir("smoke") and config.preset == "smoke"
+    run = colab.open_notebook_run()
+    assert run.run_dir == colab.default_run_dir("smoke") and run.config.preset == "smoke"
     assert "picked in notebook 01" in capsys.readouterr().out
 
 
@@ -169,9 +169,10 @@ def test_open_notebook_run_prefers_the_runs_own_config_and_says_the_cost(no_env,
     run_dir = colab.default_run_dir("smoke")
     run_dir.mkdir(parents=True)
     get_config("smoke", total_iterations=7).save(run_dir / "config.json")  # e.g. started by the CLI
-    _, config = colab.open_notebook_run("smoke")
-    assert config.total_iterations == 7
+    assert colab.open_notebook_run("smoke").config.total_iterations == 7
     assert "smoke: 7 iterations, estimated" in capsys.readouterr().out
+    # A notebook raising the total goes through the same checks as the command line's --iterations.
+    assert colab.open_notebook_run(changes={"total_iterations": 9}).config.total_iterations == 9
 
 
 def test_preset_variable_wins_and_is_not_remembered(no_env, monkeypatch):
