@@ -8,11 +8,9 @@ on the working directory, so the command line and notebooks started anywhere fin
 from __future__ import annotations
 
 import errno
-import importlib.metadata
 import importlib.util
 import json
 import os
-import re
 import subprocess
 import sys
 import warnings
@@ -144,24 +142,6 @@ def uses_mujoco(env_name: str) -> bool:
     return isinstance(entry, str) and ".mujoco" in entry
 
 
-def extra_requirements(extra: str) -> list[str]:
-    """The requirements an installed planet_colab declares for `extra` (empty when it has none)."""
-    try:
-        declared = importlib.metadata.requires("planet_colab") or []
-    except importlib.metadata.PackageNotFoundError:
-        return []
-    marker = re.compile(rf"""extra\s*==\s*["']{re.escape(extra)}["']""")
-    found = [r for r in declared if marker.search(r)]
-    try:
-        from packaging.requirements import Requirement
-    except ImportError:
-        return [r.split(";", 1)[0].strip() for r in found]
-    # The dmc extra differs by Python version (dmc_install.py): keep what applies to this one.
-    kept = [Requirement(r) for r in found]
-    return [f"{q.name}{'[' + ','.join(sorted(q.extras)) + ']' if q.extras else ''}{q.specifier}" for q in kept
-            if q.marker is None or q.marker.evaluate({"extra": extra})]
-
-
 def ensure_task_dependencies(config: Any) -> None:
     """In Colab, pip-install the `dmc` extra when the config's task needs MuJoCo and it is missing."""
     needed = ("dm_control", "mujoco") if config.env_name.startswith("dmc:") else ("mujoco",)
@@ -169,16 +149,11 @@ def ensure_task_dependencies(config: Any) -> None:
         return
     if not in_colab():
         return  # making the environment says what to install; never change a local environment unasked
-    requirements = extra_requirements("dmc")
-    if not requirements:
-        raise RuntimeError("this planet_colab was installed without its `dmc` extra's metadata; reinstall it "
-                           "with the notebook's first cell, then Runtime → Restart session and Run all")
-    print(f"Installing the dmc extra for {config.preset}: {' '.join(requirements)}")
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", *requirements], check=True)
-    if "dm_control" in needed and not any(r.startswith("dm_control") for r in requirements):
-        from planet_colab.dmc_install import DM_CONTROL  # Python >= 3.13: without labmaze, see there
+    from planet_colab.dmc_install import pip_install_commands  # per Python version: see there (labmaze)
 
-        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", DM_CONTROL], check=True)
+    print(f"Installing the dmc extra (dm_control, MuJoCo) for {config.preset}…")
+    for args in pip_install_commands():
+        subprocess.run([sys.executable, "-m", "pip", "install", "-q", *args], check=True)
     importlib.invalidate_caches()
 
 

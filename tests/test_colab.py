@@ -192,30 +192,21 @@ def test_unknown_task_names_the_choices(no_env, monkeypatch):
 
 
 def test_a_mujoco_task_installs_the_dmc_extra_only_in_colab_and_only_when_missing(no_env, fake_colab, monkeypatch):
+    from planet_colab import dmc_install
     from planet_colab.config import get_config
 
     monkeypatch.setattr(colab, "_drive_looks_mounted", lambda: True)
     calls = []
-    monkeypatch.setattr(colab.subprocess, "run", lambda cmd, check: calls.append(cmd[5:]))  # after "-q"
-    monkeypatch.setattr(colab, "extra_requirements", lambda extra: ["dm_control==1.0.50", "mujoco==3.17.0"])
-    dm_control_needs = ["absl-py>=0.7.0", "labmaze", "lxml", 'dm-tree!=0.1.2; python_version < "4"']
-    monkeypatch.setattr(colab, "_base_requirements", lambda dist: dm_control_needs)
+    monkeypatch.setattr(colab.subprocess, "run", lambda cmd, check: calls.append(cmd))
     monkeypatch.setattr(colab.importlib.util, "find_spec", lambda name: None)  # nothing installed
     colab.ensure_task_dependencies(get_config("smoke"))  # Pendulum needs no extra
     assert calls == []
     dmc_task = get_config("smoke", env_name="dmc:cartpole-swingup")
     colab.ensure_task_dependencies(dmc_task)
-    # labmaze has no wheel for Colab's Python 3.13: dm_control goes in without it.
-    assert calls == [["mujoco==3.17.0"], ["--no-deps", "dm_control==1.0.50"],
-                     ["absl-py>=0.7.0", "lxml", 'dm-tree!=0.1.2; python_version < "4"']]
+    # What dmc_install says for this Python (on Colab's 3.13: dm_control without labmaze, --no-deps).
+    pip = [sys.executable, "-m", "pip", "install", "-q"]
+    assert calls == [pip + args for args in dmc_install.pip_install_commands()]
+    assert any("dm_control==1.0.50" in args for args in dmc_install.pip_install_commands((3, 13)))
     monkeypatch.delitem(sys.modules, "google.colab")  # outside Colab a local environment is never changed
     colab.ensure_task_dependencies(dmc_task)
-    assert len(calls) == 3
-
-
-def test_extra_requirements_come_from_the_installed_metadata(monkeypatch):
-    declared = ['numpy>=2.0', 'pytest>=8.0; extra == "test"', "dm_control==1.0.50; extra == 'dmc'"]
-    monkeypatch.setattr(colab.importlib.metadata, "requires", lambda name: declared)
-    assert colab.extra_requirements("dmc") == ["dm_control==1.0.50"]
-    assert colab.extra_requirements("test") == ["pytest>=8.0"]
-    assert colab.extra_requirements("nothing") == []
+    assert len(calls) == len(dmc_install.pip_install_commands())
