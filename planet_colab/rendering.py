@@ -7,6 +7,7 @@ any `import mujoco` / `dm_control` / gymnasium MuJoCo env. A value the user set 
 from __future__ import annotations
 
 import ctypes.util
+import importlib.util
 import json
 import os
 import shutil
@@ -36,8 +37,21 @@ def _write_nvidia_egl_vendor_file() -> None:
         pass  # not root: EGL may still find the driver; a failure then surfaces as the GL error below
 
 
+def _import_triton_first() -> None:
+    # mesa's software renderers (OSMesa, EGL on llvmpipe) bring their own LLVM; importing triton (the
+    # compiler that PyPI's CUDA builds of torch ship, Colab's too, and that fused Adam imports) after
+    # one of them has rendered segfaults the process (measured: Python 3.13, torch 2.14.1+cu130,
+    # mujoco 3.17.0, mesa 22.3, osmesa and egl alike). Imported before any GL library, both work.
+    if importlib.util.find_spec("triton") is not None:
+        try:
+            import triton  # noqa: F401
+        except Exception:  # a broken triton is torch's problem to report, not the renderer's
+            pass
+
+
 def choose_gl_backend() -> str:
     """Set MUJOCO_GL (unless already set) to egl on NVIDIA GPUs, else osmesa if present, else egl."""
+    _import_triton_first()
     chosen = os.environ.get("MUJOCO_GL")
     if chosen:
         return chosen
