@@ -5,7 +5,9 @@ torch 2.13.0+cpu with 2 threads, the paper's model sizes, fp32): per iteration t
 100 steps of 16 × 25 sequences, collect 12.1 s for 100 agent steps of CEM 500 × 5 over 12 steps.
 Training scales with sequences × length × steps, planning with candidates × refits × horizon per
 agent step; MuJoCo tasks add their rendering (27–31 ms per 64×64 frame on the same CPU). Colab's
-CPU runtime has 2 cores too; a GPU runtime trains faster, by an amount not measured here.
+CPU runtime has 2 cores too; a GPU runtime trains faster, by an amount not measured here. A busy
+machine is slower: the cartpole_swingup run (docs/results) measured 12.5 s per 50 × 50 train step on
+one thread with six other jobs on the two cores, against 2.8 s estimated here for an idle machine.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ PLAN_S_PER_CANDIDATE_STEP = 12.1 / (100 * 500 * 5 * 12)
 MUJOCO_RENDER_S = 0.030
 OVERHEAD_S_PER_ITERATION = 1.0  # data loader, metrics, checkpoints: most of a tiny model's iteration
 STARTUP_S = 15.0  # imports, environment, seed episodes of a tiny run (smoke: 27 s on a loaded 2-core CPU)
-MEASURED_ON = "a 2-core CPU"
+MEASURED_ON = "an idle 2-core CPU"
 
 
 def estimate_seconds(config: Any) -> dict[str, float]:

@@ -18,7 +18,7 @@ def test_estimate_grows_with_the_work_and_reads_as_hours():
     base = get_config("pendulum")
     assert estimate_seconds(base.replace(total_iterations=200))["total"] > 1.9 * estimate_seconds(base)["total"]
     assert estimate_seconds(base.replace(batch_size=32))["train"] == 2 * estimate_seconds(base)["train"]
-    assert describe_cost(base).startswith("pendulum: 100 iterations, estimated 1.8 h on a 2-core CPU")
+    assert describe_cost(base).startswith("pendulum: 100 iterations, estimated 1.8 h on an idle 2-core CPU")
     assert "not measured" in describe_cost(base)  # an estimate says so
 
 
