@@ -128,6 +128,8 @@ def _add_sweep_parsers(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--gpus-per-run", type=float, default=0.0, help="Ray GPUs per run (may be 0.5)")
     s.add_argument("--address", help="join this Ray cluster (default: RAY_ADDRESS, else start Ray "
                    "on this machine)")
+    s.add_argument("--local-cpus", type=int, help="CPUs a Ray started on this machine may use "
+                   "(default: all; fewer leaves cores to other work)")
     r = sub.add_parser("sweep-report", help="compare a sweep's runs: curve, table, JSON, TensorBoard")
     r.add_argument("--root", type=Path, required=True)
     r.add_argument("--tensorboard-dir", type=Path,
@@ -141,7 +143,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     try:
         outcomes = run_sweep(args.root, args.presets, args.seeds, iterations=args.iterations,
                              cpus_per_run=args.cpus_per_run, gpus_per_run=args.gpus_per_run,
-                             address=args.address)
+                             address=args.address, local_cpus=args.local_cpus)
     except ImportError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

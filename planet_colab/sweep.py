@@ -287,20 +287,31 @@ def _cancel(ray: Any, refs: dict[Any, SweepRun], say: Callable[[str], None]) -> 
 
 def run_sweep(root: str | os.PathLike, presets: Sequence[str], seeds: Sequence[int], *,
               iterations: int | None = None, cpus_per_run: int = 1, gpus_per_run: float = 0.0,
-              address: str | None = None, max_retries: int = MAX_RETRIES,
-              say: Callable[[str], None] = print) -> dict[str, str]:
+              address: str | None = None, local_cpus: int | None = None,
+              max_retries: int = MAX_RETRIES, say: Callable[[str], None] = print) -> dict[str, str]:
     """Train every (preset, seed) not yet finished under `root` as one Ray task each; resumable.
 
-    Returns {"preset/seed_S": "finished" | "skipped" | "failed: why"}. Bad input raises ValueError
+    `local_cpus` caps the CPUs a Ray started here may hand out (default: all of them), so that
+    runs leave cores to other work. Returns {"preset/seed_S": "finished" | "skipped" | "failed: why"}.
+    Bad input raises ValueError
     before anything starts; a missing Ray raises ImportError naming the install command.
     """
     if not isinstance(cpus_per_run, int) or isinstance(cpus_per_run, bool) or cpus_per_run < 1:
         raise ValueError(f"CPUs per run (--cpus-per-run) must be a positive integer, got {cpus_per_run!r}")
+    if local_cpus is not None and (not isinstance(local_cpus, int) or isinstance(local_cpus, bool)
+                                   or local_cpus < 1):
+        raise ValueError(f"--local-cpus must be a positive integer, got {local_cpus!r}")
+    if local_cpus is not None and cpus_per_run > local_cpus:
+        raise ValueError(f"each run asks for {cpus_per_run} CPUs (--cpus-per-run), more than "
+                         f"--local-cpus {local_cpus}; no run could ever start")
     if not gpus_per_run >= 0:
         raise ValueError(f"GPUs per run (--gpus-per-run) must be >= 0, got {gpus_per_run!r}")
     runs = plan_sweep(root, presets, seeds, iterations)
     ray = _import_ray()
     if not ray.is_initialized():
+        if local_cpus is not None and (address or os.environ.get("RAY_ADDRESS")) not in (None, "", "local"):
+            raise ValueError("--local-cpus applies only when Ray starts on this machine; a cluster's "
+                             "CPUs are set where it starts (`ray start --num-cpus N`)")
         _cluster_address(address)  # an unreachable cluster is refused before anything is said
     for run in runs:
         say(_describe(run))
@@ -309,7 +320,7 @@ def run_sweep(root: str | os.PathLike, presets: Sequence[str], seeds: Sequence[i
     if not todo:
         say(f"Nothing to do: {'all runs are' if len(runs) > 1 else 'the run is'} finished.")
         return outcomes
-    started_here = connect(address)
+    started_here = connect(address, num_cpus=local_cpus)
     try:
         _check_resources(ray, cpus_per_run, gpus_per_run)
         task = ray.remote(_train_run)

@@ -56,6 +56,11 @@ def _closed_port() -> int:
     (["--presets", "smoke", "--seeds", "2", "--address", "127.0.0.1:PORT"],
      "cannot reach a Ray cluster at 127.0.0.1:"),
     (["--presets", "smoke", "--seeds", "0", "1", "--cpus-per-run", "0"], "CPUs per run (--cpus-per-run) must be a positive integer"),
+    (["--presets", "smoke", "--seeds", "2", "--local-cpus", "0"], "--local-cpus must be a positive integer"),
+    (["--presets", "smoke", "--seeds", "2", "--address", "127.0.0.1:PORT", "--local-cpus", "1"],
+     "--local-cpus applies only when Ray starts on this machine"),
+    (["--presets", "smoke", "--seeds", "2", "--local-cpus", "1", "--cpus-per-run", "2"],
+     "each run asks for 2 CPUs (--cpus-per-run), more than --local-cpus 1"),
 ])
 def test_bad_input_is_one_line_and_touches_nothing(existing_root, capsys, args, message):
     if "--address" in args:
@@ -230,3 +235,23 @@ def test_a_run_held_by_a_live_trainer_here_fails_at_once_saying_who(tmp_path):
     with pytest.raises(RunInUseError, match=f"in use by pid {os.getppid()} on this machine"):
         _train_run(config.to_dict(), str(run_dir), 1)
     assert not (run_dir / "episodes").exists()
+
+
+def test_local_cpus_caps_the_ray_started_here(tmp_path, monkeypatch):
+    ray = pytest.importorskip("ray")
+    from planet_colab import sweep
+
+    seen, real_connect = {}, sweep.connect
+
+    def connect_and_stop(address, num_cpus=None):
+        real_connect(address, num_cpus=num_cpus)
+        seen["cpus"] = ray.cluster_resources().get("CPU")
+        ray.shutdown()
+        raise KeyboardInterrupt  # stop before any run starts: the cap is what this test is about
+
+    monkeypatch.setattr(sweep, "connect", connect_and_stop)
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    with pytest.raises(KeyboardInterrupt):
+        run_sweep(tmp_path, ["smoke"], [0], local_cpus=1, say=lambda line: None)
+    assert seen["cpus"] == 1
+    assert not (tmp_path / "smoke").exists()
