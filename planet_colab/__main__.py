@@ -4,10 +4,15 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import signal
 import sys
+import threading
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
 os.environ.setdefault("SDL_AUDIODRIVER", "dummy")
@@ -158,15 +163,35 @@ def cmd_sweep_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _raise_interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def _sigterm_stops_like_ctrl_c() -> Iterator[None]:
+    """SIGTERM (`kill`, a job scheduler, a preempted node) saves finished work and exits as Ctrl-C does."""
+    # Only in the main thread, and never over a handler someone else chose.
+    if threading.current_thread() is not threading.main_thread() or \
+            signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        yield
+        return
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of `python -m planet_colab`: 0 done, 2 a user error (one line), 130 stopped by Ctrl-C."""
+    """Entry point of `python -m planet_colab`: 0 done, 2 a user error (one line), 130 stopped by Ctrl-C/SIGTERM."""
     from planet_colab.lease import LeaseError
     from planet_colab.run import RunError, one_line
 
     try:
         args = _parser().parse_args(argv)
-        return {"train": cmd_train, "evaluate": cmd_evaluate, "info": cmd_info, "sweep": cmd_sweep,
-                "sweep-report": cmd_sweep_report}[args.command](args)
+        with _sigterm_stops_like_ctrl_c():
+            return {"train": cmd_train, "evaluate": cmd_evaluate, "info": cmd_info, "sweep": cmd_sweep,
+                    "sweep-report": cmd_sweep_report}[args.command](args)
     except KeyboardInterrupt as stop:
         if not getattr(stop, "reported", False):  # the loop has said what it saved
             print("Stopped; nothing was lost. Run the same command to resume.", file=sys.stderr)

@@ -205,13 +205,15 @@ def test_two_trainers_started_together_one_refuses_and_the_run_is_one_trainers(t
     assert len(set(actions)) == len(actions)  # no episode is a copy of another
 
 
-def test_ctrl_c_saves_then_prints_one_line_and_exits_130(tmp_path):
+@pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM])
+def test_ctrl_c_or_sigterm_saves_then_prints_one_line_and_exits_130(tmp_path, stop_signal):
+    # SIGTERM: `kill`, a job scheduler, a preempted cluster node — the same as Ctrl-C.
     proc = _cli("train", "--run-dir", str(tmp_path), "--preset", "smoke", "--iterations", "50",
                 "--no-progress", "--set", "checkpoint_every=100", "eval_every=100", launcher=("slow", 100))
     for line in proc.stdout:
         if line.startswith("iter    2/"):
             break
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(stop_signal)
     out, err = proc.communicate(timeout=300)
     assert proc.returncode == 130, out + err
     assert "Traceback" not in out + err
