@@ -2,7 +2,8 @@
 
 These run the model and return arrays (uint8 frames, per-step errors and rewards); `viz` draws them
 (`plot_reconstructions`, `plot_open_loop`) and `bench openloop` averages them. Both read a whole
-episode at once, one sequence of batch size 1, with no gradients.
+episode at once, one sequence of batch size 1, with no gradients. The settings they need (bit depth,
+horizon) come from the `config` they are given, as in training and evaluation.
 """
 
 from __future__ import annotations
@@ -11,10 +12,11 @@ from typing import Any
 
 import numpy as np
 
+from planet_colab.config import Config
 from planet_colab.frames import as_frames, to_numpy
 
 
-def _model_inputs(model: Any, obs: Any, actions: Any) -> tuple[Any, Any]:
+def _model_inputs(model: Any, obs: Any, actions: Any, bit_depth: int) -> tuple[Any, Any]:
     """Preprocessed obs (T, 1, 64, 64, 3) and actions (T, 1, A) on the model's device."""
     import torch
 
@@ -31,7 +33,7 @@ def _model_inputs(model: Any, obs: Any, actions: Any) -> tuple[Any, Any]:
                          f"matching obs, got {act.shape}")
     device = next(model.parameters()).device
     # Bin centres (no dequantisation noise): the picture is the same every time it is drawn.
-    obs_pre = preprocess_obs(torch.from_numpy(obs_u8).to(device), model.config.bit_depth, noise=False)
+    obs_pre = preprocess_obs(torch.from_numpy(obs_u8).to(device), bit_depth, noise=False)
     return obs_pre[:, None], torch.from_numpy(act).to(device)[:, None]
 
 
@@ -40,19 +42,23 @@ def _to_pixels(x: Any) -> np.ndarray:
     return np.clip(np.round((to_numpy(x).astype(np.float32) + 0.5) * 255.0), 0, 255).astype(np.uint8)
 
 
-def reconstruct_episode(model: Any, obs: Any, actions: Any, generator: Any = None) -> np.ndarray:
+def reconstruct_episode(model: Any, obs: Any, actions: Any, *, config: Config,
+                        generator: Any = None) -> np.ndarray:
     """Filter a stored episode with the model and decode every posterior state: (T, 64, 64, 3) uint8."""
     import torch
 
-    obs_pre, act = _model_inputs(model, obs, actions)  # (T, 1, 64, 64, 3), (T, 1, A)
+    obs_pre, act = _model_inputs(model, obs, actions, config.bit_depth)  # (T, 1, 64, 64, 3), (T, 1, A)
     with torch.no_grad():
         out = model(obs_pre, act, generator=generator)
     return _to_pixels(out["recon"][:, 0].float())  # (T, 64, 64, 3)
 
 
-def open_loop_predict(model: Any, obs: Any, actions: Any, rewards: Any = None, *, context: int = 5,
-                      horizon: int | None = None, start: int = 0, generator: Any = None) -> dict[str, Any]:
+def open_loop_predict(model: Any, obs: Any, actions: Any, rewards: Any = None, *, config: Config,
+                      context: int = 5, horizon: int | None = None, start: int = 0,
+                      generator: Any = None) -> dict[str, Any]:
     """Filter `context` real frames, then imagine `horizon` steps with the recorded actions; arrays to plot.
+
+    `horizon` defaults to config.horizon, the planner's; config.bit_depth preprocesses the frames.
 
     Returns real and pred (context + horizon, 64, 64, 3) uint8 (pred's first `context` frames are
     posterior reconstructions, the rest prior predictions), mse (context + horizon,) in [0, 1]
@@ -61,11 +67,11 @@ def open_loop_predict(model: Any, obs: Any, actions: Any, rewards: Any = None, *
     """
     import torch
 
-    horizon = model.config.horizon if horizon is None else horizon
+    horizon = config.horizon if horizon is None else horizon
     for name, value, low in (("context", context, 1), ("horizon", horizon, 1), ("start", start, 0)):
         if not isinstance(value, (int, np.integer)) or value < low:
             raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
-    obs_pre, act = _model_inputs(model, obs, actions)  # (T, 1, 64, 64, 3), (T, 1, A)
+    obs_pre, act = _model_inputs(model, obs, actions, config.bit_depth)  # (T, 1, 64, 64, 3), (T, 1, A)
     span = context + horizon
     if start + span > len(obs_pre):
         raise ValueError(f"start + context + horizon = {start + span} exceeds the episode's "

@@ -25,9 +25,11 @@ def add_episodes(root, count, length=20, seed=0):
 def test_errors_are_per_imagined_step_and_spread_is_the_true_rewards(tmp_path):
     store = add_episodes(tmp_path, 1)
     episode = store.load_episode(store.episode_paths[0])
-    model = WorldModel(1, get_config("smoke"))
+    config = get_config("smoke")
+    model = WorldModel(1, config)
     horizon = 4
-    result = openloop.open_loop_errors(model, [episode], horizon, torch.Generator().manual_seed(0), every=5)
+    result = openloop.open_loop_errors(model, [episode], torch.Generator().manual_seed(0), config=config,
+                                       horizon=horizon, every=5)
     assert all(len(v) == horizon for v in result.values())
     # Windows start at 0, 5, 10 (20 steps, 5 context + 4 imagined); the state reached by a_{t-1}
     # is scored against r_{t-1}, so window s covers rewards s+4 .. s+7.
@@ -35,7 +37,7 @@ def test_errors_are_per_imagined_step_and_spread_is_the_true_rewards(tmp_path):
     spread = np.mean([np.abs(w - w.mean()) for w in windows], 0)
     np.testing.assert_allclose(result["reward_abs_deviation_by_step"], spread.round(2), atol=1e-6)
     with pytest.raises(ValueError, match="long enough"):
-        openloop.open_loop_errors(model, [episode], 16, torch.Generator())
+        openloop.open_loop_errors(model, [episode], torch.Generator(), config=config, horizon=16)
 
 
 def test_main_trains_on_some_episodes_and_scores_the_held_out_rest(tmp_path, capsys):

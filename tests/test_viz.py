@@ -99,10 +99,10 @@ def test_config_is_printed_as_name_value_columns():
 
 
 def test_reconstructions_and_open_loop_figures_render(tiny_run, tmp_path):
-    _, _, episode, model = tiny_run
-    recon = reconstruct_episode(model, episode["obs"], episode["action"],
+    config, _, episode, model = tiny_run
+    recon = reconstruct_episode(model, episode["obs"], episode["action"], config=config,
                                 generator=torch.Generator().manual_seed(0))
     assert_png(viz.plot_reconstructions(episode["obs"], recon, num=5), tmp_path / "recon.png")
-    result = open_loop_predict(model, episode["obs"], episode["action"], episode["reward"],
+    result = open_loop_predict(model, episode["obs"], episode["action"], episode["reward"], config=config,
                                context=4, start=2, generator=torch.Generator().manual_seed(0))
     assert_png(viz.plot_open_loop(result), tmp_path / "open_loop.png")

@@ -180,12 +180,12 @@ def model_diagnostics(run: Run, out: Path, episodes: int = 5) -> dict[str, Any]:
     storage = run.storage
     gen = torch_generator(config.seed, "diagnostics")
     errors = open_loop_errors(model, [storage.load_episode(p) for p in storage.episode_paths[-episodes:]],
-                              config.horizon, gen)
+                              gen, config=config)
     last = storage.load_episode(storage.episode_paths[-1])
-    recon = reconstruct_episode(model, last["obs"], last["action"], generator=gen)
+    recon = reconstruct_episode(model, last["obs"], last["action"], config=config, generator=gen)
     viz.save_figure(viz.plot_reconstructions(last["obs"], recon, title="reconstructions (posterior)"),
                     out / f"{config.preset}_reconstructions.png")
-    ol = open_loop_predict(model, last["obs"], last["action"], last["reward"], context=5,
+    ol = open_loop_predict(model, last["obs"], last["action"], last["reward"], config=config, context=5,
                            horizon=config.horizon, start=max(0, min(30, len(last["reward"]) - 5 - config.horizon)),
                            generator=gen)
     viz.save_figure(viz.plot_open_loop(ol), out / f"{config.preset}_open_loop.png")

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from planet_colab.config import changes_from_args
+from planet_colab.config import Config, changes_from_args
 from planet_colab.dataset import EpisodeDataset, collate_episode_batch
 from planet_colab.losses import make_optimizer, train_step
 from planet_colab.models import WorldModel
@@ -30,16 +30,20 @@ from planet_colab.storage import episode_number
 CONTEXT = 5  # real frames filtered before imagining
 
 
-def open_loop_errors(model: WorldModel, episodes: Sequence[dict[str, np.ndarray]], horizon: int,
-                     generator: torch.Generator, every: int = 10) -> dict[str, list[float]]:
-    """Mean |imagined − real| reward and the true reward's spread per imagined step, plus pixel MSE."""
+def open_loop_errors(model: WorldModel, episodes: Sequence[dict[str, np.ndarray]], generator: torch.Generator,
+                     *, config: Config, horizon: int | None = None, every: int = 10) -> dict[str, list[float]]:
+    """Mean |imagined − real| reward and the true reward's spread per imagined step, plus pixel MSE.
+
+    `horizon` imagined steps (default config.horizon) after CONTEXT filtered ones, a window every `every` steps.
+    """
     from planet_colab.imagination import open_loop_predict
 
+    horizon = config.horizon if horizon is None else horizon
     model.eval()
     reward_err, real_abs, obs_mse = [], [], []
     for ep in episodes:
         for start in range(0, len(ep["reward"]) - CONTEXT - horizon + 1, every):
-            r = open_loop_predict(model, ep["obs"], ep["action"], ep["reward"], context=CONTEXT,
+            r = open_loop_predict(model, ep["obs"], ep["action"], ep["reward"], config=config, context=CONTEXT,
                                   horizon=horizon, start=start, generator=generator)
             reward_err.append(np.abs(r["pred_reward"] - r["real_reward"]))
             real_abs.append(np.abs(r["real_reward"] - r["real_reward"].mean()))
@@ -84,7 +88,7 @@ def main(argv: list[str] | None = None) -> None:
             print(f"step {step}/{args.steps}: obs {out['obs_loss']:.2f} reward {out['reward_loss']:.3f} "
                   f"kl {out['kl']:.2f}  {time.perf_counter() - t0:.0f} s", flush=True)
     held_out = [storage.load_episode(path) for path in paths[args.train_episodes:]]
-    result = open_loop_errors(model, held_out, config.horizon, torch_generator(config.seed, "openloop_eval"))
+    result = open_loop_errors(model, held_out, torch_generator(config.seed, "openloop_eval"), config=config)
     print("imagined step        " + " ".join(f"{k + 1:5d}" for k in range(config.horizon)))
     print("reward abs error     " + " ".join(f"{v:5.2f}" for v in result["open_loop_reward_abs_error_by_step"]))
     print("true reward spread   " + " ".join(f"{v:5.2f}" for v in result["reward_abs_deviation_by_step"]))
