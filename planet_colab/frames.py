@@ -1,14 +1,21 @@
-"""Image arrays as every picture- or video-making function accepts them: (N, H, W, 3) uint8.
+"""Pictures in and out: image arrays as every picture- or video-making function accepts them,
+(N, H, W, 3) uint8, and matplotlib figures as PNG bytes or files.
 
 Callers may pass uint8 pixels, floats in [0, 1], a list of frames or torch tensors; anything else is
-refused with a one-line error naming the argument, before a figure or a file is started.
+refused with a one-line error naming the argument, before a figure or a file is started. The modules
+that draw (viz, video, sweep_report) all build on this one, which draws nothing itself.
 """
 
 from __future__ import annotations
 
+import io
+import os
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from planet_colab.safeio import write_atomic
 
 
 def to_numpy(x: Any) -> np.ndarray:
@@ -43,3 +50,18 @@ def as_frames(frames: Any, name: str = "frames") -> np.ndarray:
             raise ValueError(f"{name}: integer pixels must be in 0..255, got range [{arr.min()}, {arr.max()}]")
         return arr.astype(np.uint8)
     raise ValueError(f"{name}: expected uint8 or float pixels, got dtype {arr.dtype}")
+
+
+def figure_png(fig: Any, dpi: int = 100) -> bytes:
+    """The matplotlib figure rendered as PNG bytes."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi)
+    return buf.getvalue()
+
+
+def save_figure(fig: Any, path: str | os.PathLike, dpi: int = 100) -> Path:
+    """Write the figure as a PNG of exactly figsize × dpi pixels (no tight cropping); return the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(path, figure_png(fig, dpi))
+    return path

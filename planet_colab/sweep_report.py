@@ -200,7 +200,7 @@ def write_tensorboard(root: str | os.PathLike, out_dir: str | os.PathLike | None
 def write_report(root: str | os.PathLike, tensorboard_dir: str | os.PathLike | None = None,
                  say: Callable[[str], None] = print) -> dict[str, Any]:
     """Write root/report/sweep.{png,md,json} and the TensorBoard files; print the tables; return the summary."""
-    from planet_colab.viz import figure_png
+    from planet_colab.frames import save_figure
 
     root = Path(root)
     summary = summarize(root)
@@ -211,7 +211,7 @@ def write_report(root: str | os.PathLike, tensorboard_dir: str | os.PathLike | N
     markdown = format_markdown(summary)
     _write_file(out / "sweep.json", (json.dumps(summary, indent=1) + "\n").encode())
     _write_file(out / "sweep.md", markdown.encode())
-    _write_file(out / "sweep.png", figure_png(plot_sweep(summary)))
+    save_figure(plot_sweep(summary), out / "sweep.png")
     say(markdown)
     say(f"Wrote {out / 'sweep.png'}, {out / 'sweep.md'} and {out / 'sweep.json'}")
     try:

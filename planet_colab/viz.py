@@ -11,17 +11,13 @@ The plot functions only draw arrays: the model's reconstructions and imagination
 
 from __future__ import annotations
 
-import io
-import os
-from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from planet_colab.frames import as_frames
-from planet_colab.safeio import write_atomic
+from planet_colab.frames import as_frames, figure_png, save_figure
 
 __all__ = [
     "show", "figure_png", "save_figure", "format_config",
@@ -34,22 +30,7 @@ TIME_KEYS = ("train_s", "collect_s", "eval_s", "io_s", "checkpoint_s")
 LOSS_CURVES = ("obs_loss", "reward_loss", "kl_loss")
 
 
-# ---- figures in notebooks and files -------------------------------------------------------------
-def figure_png(fig: Figure, dpi: int = 100) -> bytes:
-    """The figure rendered as PNG bytes."""
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi)
-    return buf.getvalue()
-
-
-def save_figure(fig: Figure, path: str | os.PathLike, dpi: int = 100) -> Path:
-    """Write the figure as a PNG of exactly figsize × dpi pixels (no tight cropping); return the path."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_atomic(path, figure_png(fig, dpi))
-    return path
-
-
+# ---- figures in notebooks (figure_png and save_figure live in frames, shared with sweep_report) ---
 def show(fig: Figure, dpi: int = 100) -> None:
     """Display the figure in a notebook as a PNG (prints a one-line summary outside IPython)."""
     from IPython.display import Image, display
