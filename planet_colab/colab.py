@@ -129,28 +129,15 @@ def notebook_preset(picked: str | None = None, *, remember: bool = True) -> str:
     return preset
 
 
-def uses_mujoco(env_name: str) -> bool:
-    """True for a DeepMind Control Suite task ("dmc:…") or a gymnasium MuJoCo env (the `dmc` extra)."""
-    if env_name.startswith("dmc:"):
-        return True
-    try:
-        import gymnasium as gym
-
-        entry = gym.spec(env_name).entry_point
-    except Exception:  # an unknown id is reported where the env is made, with its own message
-        return False
-    return isinstance(entry, str) and ".mujoco" in entry
-
-
 def ensure_task_dependencies(config: Any) -> None:
     """In Colab, pip-install the `dmc` extra when the config's task needs MuJoCo and it is missing."""
+    from planet_colab.dmc_install import pip_install_commands, uses_mujoco  # pip lists per Python version
+
     needed = ("dm_control", "mujoco") if config.env_name.startswith("dmc:") else ("mujoco",)
     if not uses_mujoco(config.env_name) or all(importlib.util.find_spec(m) for m in needed):
         return
     if not in_colab():
         return  # making the environment says what to install; never change a local environment unasked
-    from planet_colab.dmc_install import pip_install_commands  # per Python version: see there (labmaze)
-
     print(f"Installing the dmc extra (dm_control, MuJoCo) for {config.preset}…")
     for args in pip_install_commands():
         subprocess.run([sys.executable, "-m", "pip", "install", "-q", *args], check=True)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from planet_colab.colab import uses_mujoco
+from planet_colab.dmc_install import uses_mujoco
 
 TRAIN_S_PER_SEQUENCE_STEP = 44.9 / (100 * 16 * 25)
 PLAN_S_PER_CANDIDATE_STEP = 12.1 / (100 * 500 * 5 * 12)

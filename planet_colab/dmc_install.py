@@ -1,4 +1,4 @@
-"""What the `dmc` extra installs on each Python, and the hint a missing install prints.
+"""Which tasks need the `dmc` extra, what it installs on each Python, and the hint a missing install prints.
 
 dm_control 1.0.50 requires labmaze, which has no wheel for Python >= 3.13 (Colab's Python) and
 whose source build needs bazel; only dm_control.locomotion imports it, never the suite. So from
@@ -20,6 +20,19 @@ DM_CONTROL_DEPS = ("absl-py>=0.7.0", "dm-env", "dm-tree!=0.1.2", "glfw", "lxml",
 # What gymnasium[mujoco] adds for its MuJoCo envs besides mujoco (whose pin is ours).
 GYMNASIUM_MUJOCO_DEPS = ("imageio>=2.14.1", "packaging>=23.0")
 NO_LABMAZE_WHEEL = (3, 13)
+
+
+def uses_mujoco(env_name: str) -> bool:
+    """True for a DeepMind Control Suite task ("dmc:…") or a gymnasium MuJoCo env (the `dmc` extra)."""
+    if env_name.startswith("dmc:"):
+        return True
+    try:
+        import gymnasium as gym
+
+        entry = gym.spec(env_name).entry_point
+    except Exception:  # an unknown id is reported where the env is made, with its own message
+        return False
+    return isinstance(entry, str) and ".mujoco" in entry
 
 
 def pip_install_commands(version: tuple[int, int] | None = None) -> list[list[str]]:

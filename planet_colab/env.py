@@ -22,6 +22,7 @@ import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from planet_colab.config import Config  # noqa: E402
+from planet_colab.dmc_install import install_hint, uses_mujoco  # noqa: E402
 from planet_colab.seeding import derive_seed, numpy_rng  # noqa: E402
 from planet_colab.storage import EpisodeStorage  # noqa: E402
 
@@ -97,14 +98,6 @@ class PixelEnv(gym.Wrapper):
         return self.render_pixels(), total, bool(terminated), bool(truncated), info
 
 
-def _is_mujoco(name: str) -> bool:
-    try:
-        entry = gym.spec(name).entry_point
-    except gym.error.Error:
-        return False
-    return isinstance(entry, str) and ".mujoco" in entry
-
-
 def make_env(name: str = "Pendulum-v1", action_repeat: int = 2, seed: int | None = None,
              max_episode_steps: int | None = None) -> PixelEnv:
     """A gymnasium env with 64×64×3 uint8 pixel observations, actions in [-1, 1] and action repeat.
@@ -123,7 +116,7 @@ def make_env(name: str = "Pendulum-v1", action_repeat: int = 2, seed: int | None
         return PixelEnv(make_dmc_env(name, max_episode_steps, IMAGE_SIZE), action_repeat=action_repeat,
                         seed=seed)
     kwargs: dict[str, Any] = {}
-    if _is_mujoco(name):
+    if uses_mujoco(name):
         from planet_colab.rendering import choose_gl_backend
 
         choose_gl_backend()  # before gymnasium imports mujoco
@@ -135,8 +128,6 @@ def make_env(name: str = "Pendulum-v1", action_repeat: int = 2, seed: int | None
     try:
         env = gym.make(name, render_mode="rgb_array", max_episode_steps=max_episode_steps, **kwargs)
     except (gym.error.DependencyNotInstalled, ImportError) as e:
-        from planet_colab.dmc_install import install_hint
-
         raise ValueError(f"env_name {name!r} needs MuJoCo ({str(e).splitlines()[0]}); install it with "
                          f"{install_hint()}") from None
     except gym.error.Error as e:
