@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from planet_colab.config import Config
-from planet_colab.env import make_env_from_config
+from planet_colab.env import make_env_from_config, record_step
 from planet_colab.models import WorldModel, preprocess_obs
 from planet_colab.planner import ACTION_HIGH, ACTION_LOW, CEMPlanner
 from planet_colab.precision import autocast_context, resolve_precision, select_device
@@ -80,10 +80,7 @@ def run_episode(env: Any, agent: Agent, *, env_seed: int, generator: torch.Gener
         while max_steps is None or len(steps["reward"]) < max_steps:
             action = agent.act(obs, explore=explore, generator=generator)
             next_obs, reward, terminated, truncated, _ = env.step(action)
-            steps["obs"].append(obs)
-            steps["action"].append(action)
-            steps["reward"].append(float(reward))
-            steps["terminal"].append(bool(terminated))
+            record_step(steps, obs, action, reward, terminated)
             if frames is not None:
                 frames.append(np.array(next_obs, dtype=np.uint8))
             if bar is not None:

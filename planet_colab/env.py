@@ -150,6 +150,14 @@ def make_env_from_config(config: Config, seed: int | None = None) -> PixelEnv:
                     max_episode_steps=config.max_episode_steps)
 
 
+def record_step(steps: dict[str, list], obs: Any, action: Any, reward: SupportsFloat, terminated: bool) -> None:
+    """Append a step as an episode stores it: the obs seen, the action taken, its reward, whether it ended there."""
+    steps["obs"].append(obs)
+    steps["action"].append(action)
+    steps["reward"].append(float(reward))
+    steps["terminal"].append(bool(terminated))
+
+
 def run_random_episode(env: PixelEnv, rng: np.random.Generator, env_seed: int | None = None
                        ) -> dict[str, list]:
     """One episode with uniform random actions in [-1, 1]: per step obs seen, action, reward, terminal."""
@@ -158,10 +166,7 @@ def run_random_episode(env: PixelEnv, rng: np.random.Generator, env_seed: int | 
     while True:
         action = rng.uniform(-1.0, 1.0, env.action_space.shape).astype(np.float32)
         next_obs, reward, terminated, truncated, _ = env.step(action)
-        steps["obs"].append(obs)
-        steps["action"].append(action)
-        steps["reward"].append(float(reward))
-        steps["terminal"].append(terminated)
+        record_step(steps, obs, action, reward, terminated)
         if terminated or truncated:
             return steps
         obs = next_obs
