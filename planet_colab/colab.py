@@ -45,35 +45,30 @@ def mount_drive(mountpoint: str | os.PathLike = DRIVE_MOUNTPOINT, retries: int =
     from google.colab import drive  # only importable in Colab
 
     mp = Path(mountpoint)
-    try:
-        if _is_mounted(mp):
-            return mp
-        drive.mount(str(mp))
-        _listdir(mp)
-        return mp
-    except OSError as e:
-        if not _is_stale(e):
-            raise
-        last = e
-
-    # "Transport endpoint is not connected": Drive's FUSE process died under a live mount (long
-    # idle, or a restart that kept /content). Flushing and force-remounting usually revives it.
-    for attempt in range(1, retries + 1):
-        print(f"Google Drive at {mp} is not responding (Transport endpoint is not connected); "
-              f"remounting (attempt {attempt} of {retries})…")
+    # Attempt 0 mounts (or finds Drive mounted); attempts 1..retries force a remount. A stale mount,
+    # "Transport endpoint is not connected", is Drive's FUSE process dead under a live mount (long
+    # idle, or a restart that kept /content): flushing and force-remounting usually revives it.
+    for attempt in range(retries + 1):
+        if attempt:
+            print(f"Google Drive at {mp} is not responding (Transport endpoint is not connected); "
+                  f"remounting (attempt {attempt} of {retries})…")
+            try:
+                drive.flush_and_unmount()
+            except Exception:  # an already-dead mount often can't be flushed; remounting is what matters
+                pass
         try:
-            drive.flush_and_unmount()
-        except Exception:  # an already-dead mount often can't be flushed; remounting is what matters
-            pass
-        try:
-            drive.mount(str(mp), force_remount=True)
+            if not attempt and _is_mounted(mp):
+                return mp
+            drive.mount(str(mp), force_remount=bool(attempt))
             _listdir(mp)
-            print(f"Google Drive remounted at {mp}.")
-            return mp
         except OSError as e:
             if not _is_stale(e):
                 raise
             last = e
+            continue
+        if attempt:
+            print(f"Google Drive remounted at {mp}.")
+        return mp
     raise RuntimeError(f"Google Drive at {mp} is not responding (Transport endpoint is not connected) and "
                        f"remounting did not help ({last}). {_RESTART_HINT}")
 
