@@ -1,13 +1,28 @@
-"""What "ends exactly like an uninterrupted run" means, for the tests that kill or resume runs."""
+"""What "ends exactly like an uninterrupted run" means, for the tests that kill or resume runs, and
+the environment the child processes of those tests start with."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from planet_colab.storage import EpisodeStorage
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def subprocess_env(**extra: str) -> dict[str, str]:
+    """os.environ for a child Python: this checkout first on PYTHONPATH, one thread, a fixed hash seed,
+    headless SDL, no run directory or Ray cluster inherited from the caller; then `extra`."""
+    env = dict(os.environ, SDL_VIDEODRIVER="dummy", SDL_AUDIODRIVER="dummy", PYTHONHASHSEED="0",
+               OMP_NUM_THREADS="1",
+               PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
+    for name in ("PLANET_COLAB_RUN_DIR", "RAY_ADDRESS"):
+        env.pop(name, None)
+    return {**env, **extra}
 
 
 def final_weights(run_dir: Path, iterations: int) -> dict[str, torch.Tensor]:

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from run_checks import subprocess_env
 
 from planet_colab.config import PRESETS, get_config
 from planet_colab.env import make_env
@@ -26,13 +27,6 @@ needs_dmc = pytest.mark.skipif(not HAVE_DMC, reason="dm_control not installed (p
 
 # A DMC task at smoke sizes: 40 env steps / action repeat 4 = 10 agent steps per episode.
 DMC_SMOKE = ["env_name=dmc:cartpole-swingup", "action_repeat=4", "max_episode_steps=40"]
-
-
-def _subprocess_env() -> dict:
-    env = dict(os.environ, PYTHONHASHSEED="0", OMP_NUM_THREADS="1",
-               PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
-    env.pop("PLANET_COLAB_RUN_DIR", None)
-    return env
 
 
 @needs_dmc
@@ -110,7 +104,7 @@ def test_unknown_task_lists_the_known_ones():
 def test_unknown_task_on_the_command_line_is_one_line(tmp_path):
     cmd = [sys.executable, "-m", "planet_colab", "train", "--preset", "smoke", "--run-dir",
            str(tmp_path / "run"), "--no-progress", "--set", "env_name=dmc:nope-nothing"]
-    out = subprocess.run(cmd, cwd=ROOT, env=_subprocess_env(), capture_output=True, text=True, timeout=300)
+    out = subprocess.run(cmd, cwd=ROOT, env=subprocess_env(), capture_output=True, text=True, timeout=300)
     assert out.returncode != 0
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in out.stderr, out.stderr
@@ -137,7 +131,7 @@ env.reset(seed=0)
 @pytest.mark.parametrize("backend, env_name", [("egl", "dmc:cartpole-swingup"), ("osmesa", "dmc:cartpole-swingup"),
                                                ("egl", "HalfCheetah-v5")])
 def test_missing_gl_library_names_the_fix(backend, env_name):
-    env = dict(_subprocess_env(), MUJOCO_GL=backend, PYOPENGL_PLATFORM=backend)
+    env = subprocess_env(MUJOCO_GL=backend, PYOPENGL_PLATFORM=backend)
     code = f"ENV_NAME = {env_name!r}\n{_NO_GL}\nprint('rendered')"
     wrapper = f"import sys\ntry:\n    exec({code!r})\nexcept ValueError as e:\n    sys.exit(f'error: {{e}}')\n"
     out = subprocess.run([sys.executable, "-c", wrapper], cwd=ROOT, env=env, capture_output=True,
@@ -153,7 +147,7 @@ def _train(run_dir: Path, fault: tuple[str, int] | None = None) -> subprocess.Co
             "--set", *DMC_SMOKE, "checkpoint_every=1", "eval_every=2", "eval_episodes=1"]
     cmd = [sys.executable, "-m", "planet_colab", *args] if fault is None else \
         [sys.executable, str(LAUNCHER), fault[0], str(fault[1]), "--", *args]
-    return subprocess.run(cmd, cwd=ROOT, env=_subprocess_env(), capture_output=True, text=True, timeout=600)
+    return subprocess.run(cmd, cwd=ROOT, env=subprocess_env(), capture_output=True, text=True, timeout=600)
 
 
 @needs_dmc
@@ -187,7 +181,7 @@ def test_dmc_run_killed_and_resumed_matches_an_uninterrupted_one(tmp_path):
 def test_env_bench_reports_the_environment_share_of_an_episode():
     cmd = [sys.executable, "-m", "planet_colab.bench", "env", "--preset", "smoke", "--steps", "12", "--plans", "1",
            "--set", *DMC_SMOKE]
-    out = subprocess.run(cmd, cwd=ROOT, env=_subprocess_env(), capture_output=True, text=True, timeout=300)
+    out = subprocess.run(cmd, cwd=ROOT, env=subprocess_env(), capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert result["env_name"] == "dmc:cartpole-swingup" and result["steps"] == 12

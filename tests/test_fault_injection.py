@@ -1,6 +1,5 @@
 """A run SIGKILLed at many instants and restarted each time ends exactly like an uninterrupted run."""
 
-import os
 import random
 import signal
 import subprocess
@@ -9,7 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
-from run_checks import assert_same_run
+from run_checks import assert_same_run, subprocess_env
 
 from planet_colab.storage import EpisodeStorage
 
@@ -20,21 +19,13 @@ TRAIN_ARGS = ["train", "--preset", "smoke", "--iterations", str(ITERATIONS), "--
               "--set", "checkpoint_every=2", "eval_every=3"]
 
 
-def _env() -> dict:
-    env = dict(os.environ, SDL_VIDEODRIVER="dummy", SDL_AUDIODRIVER="dummy", PYTHONHASHSEED="0",
-               OMP_NUM_THREADS="1",
-               PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
-    env.pop("PLANET_COLAB_RUN_DIR", None)
-    return env
-
-
 def _train(run_dir: Path, fault: tuple[str, int] | None = None) -> subprocess.Popen:
     args = [*TRAIN_ARGS, "--run-dir", str(run_dir)]
     if fault is None:
         cmd = [sys.executable, "-m", "planet_colab", *args]
     else:
         cmd = [sys.executable, str(LAUNCHER), fault[0], str(fault[1]), "--", *args]
-    return subprocess.Popen(cmd, cwd=ROOT, env=_env(), stdout=subprocess.PIPE,
+    return subprocess.Popen(cmd, cwd=ROOT, env=subprocess_env(), stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
 
 

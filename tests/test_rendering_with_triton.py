@@ -2,12 +2,12 @@
 PyPI's CUDA torch): training a DMC task must not crash when fused Adam imports triton after a frame."""
 
 import importlib.util
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from run_checks import subprocess_env
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -26,8 +26,7 @@ print("survived", flush=True)
 
 @pytest.mark.parametrize("backend", ["osmesa", "egl"])
 def test_triton_imported_after_a_software_rendered_frame_does_not_crash(backend):
-    env = dict(os.environ, MUJOCO_GL=backend, PYOPENGL_PLATFORM=backend,
-               PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
+    env = subprocess_env(MUJOCO_GL=backend, PYOPENGL_PLATFORM=backend)
     out = subprocess.run([sys.executable, "-c", _RENDER_THEN_TRITON], cwd=ROOT, env=env,
                          capture_output=True, text=True, timeout=300)
     assert "survived" in out.stdout, f"exit {out.returncode}: {out.stderr[-2000:]}"

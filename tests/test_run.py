@@ -2,13 +2,13 @@
 
 import contextlib
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
+from run_checks import subprocess_env
 
 from planet_colab.__main__ import main as cli
 from planet_colab.config import Config, get_config
@@ -110,13 +110,6 @@ def test_a_lost_config_is_recovered_from_the_newest_checkpoint(tmp_path, capsys,
         assert (run / "quarantine" / "config.json").read_text().startswith('{"preset"')
 
 
-def _env() -> dict:
-    env = dict(os.environ, PYTHONHASHSEED="0", OMP_NUM_THREADS="1",
-               PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
-    env.pop("PLANET_COLAB_RUN_DIR", None)
-    return env
-
-
 def test_raised_iterations_survive_a_kill(tmp_path):
     run = tmp_path / "run"
     assert cli(["train", "--run-dir", str(run), "--preset", "smoke", "--iterations", "2", *QUIET]) == 0
@@ -124,11 +117,11 @@ def test_raised_iterations_survive_a_kill(tmp_path):
     steps = get_config("smoke").train_steps
     killed = subprocess.run([sys.executable, str(LAUNCHER), "train_step", str(3 * steps + 1), "--", "train",
                              "--run-dir", str(run), "--iterations", "20", "--no-progress"],
-                            cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=300)
+                            cwd=ROOT, env=subprocess_env(), capture_output=True, text=True, timeout=300)
     assert killed.returncode == -9, killed.stdout + killed.stderr
     assert stored(run).total_iterations == 20
     again = subprocess.run([sys.executable, "-m", "planet_colab", "train", "--run-dir", str(run), "--no-progress"],
-                           cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=300)
+                           cwd=ROOT, env=subprocess_env(), capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, again.stdout + again.stderr
     assert "of 20" in again.stdout and "Done: 20 iterations" in again.stdout
     assert [r["iteration"] for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines())] \

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from run_checks import assert_same_run, final_weights
+from run_checks import assert_same_run, final_weights, subprocess_env
 
 from planet_colab import config as config_module
 from planet_colab.__main__ import main
@@ -101,15 +101,6 @@ FAULTS = "checkpoint:2:smoke/seed_1,episode:5:smoke_b/seed_0"
 KILLED = (("smoke", 1), ("smoke_b", 0))
 
 
-def _env() -> dict:
-    env = dict(os.environ, SDL_VIDEODRIVER="dummy", SDL_AUDIODRIVER="dummy", PYTHONHASHSEED="0",
-               OMP_NUM_THREADS="1", PLANET_COLAB_TEST_PRESETS=json.dumps({"smoke_b": SMOKE_B}),
-               PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
-    for name in ("PLANET_COLAB_RUN_DIR", "RAY_ADDRESS"):
-        env.pop(name, None)
-    return env
-
-
 @pytest.fixture(scope="module")
 def swept(tmp_path_factory) -> tuple[Path, str, Path]:
     """`sweep --presets smoke smoke_b --seeds 0 1` through local Ray, two workers killed: (root, output, marks)."""
@@ -120,7 +111,8 @@ def swept(tmp_path_factory) -> tuple[Path, str, Path]:
     cmd = [sys.executable, str(LAUNCHER), "ray-workers", str(marks), FAULTS, "--", "sweep",
            "--root", str(root), "--presets", "smoke", "smoke_b", "--seeds", "0", "1",
            "--cpus-per-run", "1"]
-    proc = subprocess.run(cmd, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=600)
+    env = subprocess_env(PLANET_COLAB_TEST_PRESETS=json.dumps({"smoke_b": SMOKE_B}))
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out
     return root, out, marks

@@ -2,7 +2,6 @@
 
 import json
 import math
-import os
 import signal
 import subprocess
 import sys
@@ -12,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from run_checks import subprocess_env
 
 import planet_colab.train as train
 from planet_colab.__main__ import main as cli
@@ -175,12 +175,9 @@ def test_iterations_that_skip_every_step_are_flagged_and_the_run_stops_naming_th
 # ------------------------------------------------------------------ one owner, one line, exit codes
 
 def _cli(*args: str, launcher: tuple[str, int] | None = None) -> subprocess.Popen:
-    env = dict(os.environ, PYTHONHASHSEED="0", OMP_NUM_THREADS="1",
-               PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
-    env.pop("PLANET_COLAB_RUN_DIR", None)
     head = [sys.executable, "-m", "planet_colab"] if launcher is None else \
         [sys.executable, str(ROOT / "tests" / "fault_launcher.py"), launcher[0], str(launcher[1]), "--"]
-    return subprocess.Popen([*head, *args], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+    return subprocess.Popen([*head, *args], cwd=ROOT, env=subprocess_env(), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
 
 
