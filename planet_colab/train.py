@@ -59,12 +59,6 @@ def train_planner(run: Run | Config, run_dir: Any = None, *, device: torch.devic
         return OnlineLoop(run, device=device, progress=progress).iterate(callback)
 
 
-def check_resume_config(config: Config, run_dir: Any) -> None:
-    """Write config.json for a new run, or refuse one that changes a fixed field (use `Run.open` instead)."""
-    with Run.open(run_dir, config=config).own():
-        pass
-
-
 def training_data(run: Run, config: Config, iteration: int) -> tuple[EpisodeDataset, dict[str, list[int]]]:
     """The episodes iteration `iteration` trains on: numbers 1 .. seed_episodes + iteration·collect_episodes.
 
