@@ -50,10 +50,8 @@ def _last_results(rows: list[dict[str, Any]]) -> list[tuple[str, str]]:
 def run_summary(run_dir: str | os.PathLike) -> str:
     """Aligned lines describing what `run_dir` holds; RunError when it is not a run directory."""
     from planet_colab.checkpoint import latest_checkpoint_info
+    from planet_colab.run import Run, read_metrics
     from planet_colab.storage import EpisodeStorage
-    from planet_colab.train import read_metrics
-
-    from planet_colab.run import Run
 
     run_dir = Path(run_dir)
     config = Run.open(run_dir, new_ok=False).config  # RunError (one line) when it is not a run
