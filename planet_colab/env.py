@@ -128,6 +128,8 @@ def make_env(name: str = "Pendulum-v1", action_repeat: int = 2, seed: int | None
     try:
         env = gym.make(name, render_mode="rgb_array", max_episode_steps=max_episode_steps, **kwargs)
     except (gym.error.DependencyNotInstalled, ImportError) as e:
+        if not kwargs:  # another env's missing package (Box2D, …): gymnasium's own advice, on one line
+            raise ValueError(f"env_name {name!r} cannot be made: {' '.join(str(e).split())}") from None
         raise ValueError(f"env_name {name!r} needs MuJoCo ({str(e).splitlines()[0]}); install it with "
                          f"{install_hint()}") from None
     except gym.error.Error as e:

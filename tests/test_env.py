@@ -126,6 +126,31 @@ def test_bad_arguments_are_refused():
         env.step(np.zeros(2, np.float32))
 
 
+BOX2D_MISSING = 'Box2D is not installed, you can install it by run `pip install swig` followed by\n`pip install "gymnasium[box2d]"`'
+
+
+def _needs_box2d(render_mode=None):
+    raise gym.error.DependencyNotInstalled(BOX2D_MISSING)
+
+
+gym.register("NeedsBox2DTest-v0", entry_point=_needs_box2d)
+# gymnasium's MuJoCo envs live in gymnasium.envs.mujoco; this module is absent, as MuJoCo would be.
+gym.register("NeedsMujocoTest-v0", entry_point="planet_colab_absent.envs.mujoco.cheetah:Cheetah")
+
+
+def test_a_missing_package_gets_its_own_advice_and_only_mujoco_gets_the_dmc_extra(monkeypatch):
+    monkeypatch.setenv("MUJOCO_GL", "egl")  # what make_env would choose for a MuJoCo env; restored after
+    with pytest.raises(ValueError) as err:
+        make_env("NeedsBox2DTest-v0")
+    message = str(err.value)
+    assert "\n" not in message and 'pip install "gymnasium[box2d]"' in message
+    assert "MuJoCo" not in message and "[dmc]" not in message
+    with pytest.raises(ValueError) as err:
+        make_env("NeedsMujocoTest-v0")
+    message = str(err.value)
+    assert "\n" not in message and "needs MuJoCo" in message and "pip install -e .[dmc]" in message
+
+
 def test_make_env_from_config_uses_its_fields():
     config = get_config("smoke", action_repeat=3, max_episode_steps=20)
     env = make_env_from_config(config, seed=0)
