@@ -103,19 +103,20 @@ def notebook_preset(picked: str | None = None, *, remember: bool = True) -> str:
     """The task: $PLANET_COLAB_PRESET, else `picked` (then remembered), else the remembered pick, else pendulum."""
     from planet_colab.config import PRESETS
 
-    pick_file = default_run_root() / PICK_FILE
+    # Only a pick read or remembered touches the run root (Drive in Colab; notebook 00 mounts none).
+    pick_file = None if picked and not remember else default_run_root() / PICK_FILE
     override = os.environ.get(ENV_PRESET, "").strip()
     if override:
         preset, source = override, f"from ${ENV_PRESET}"
     elif picked:
         preset, source = picked, "picked here; notebooks 02 and 03 use it too" if remember else "this notebook's"
-    elif pick_file.exists():
+    elif pick_file is not None and pick_file.exists():
         preset, source = json.loads(pick_file.read_text())["preset"], "picked in notebook 01"
     else:
         preset, source = DEFAULT_TASK, "the default; pick another in notebook 01"
     if preset not in PRESETS:
         raise ValueError(f"Unknown preset {preset!r} ({source}); choose one of: {', '.join(PRESETS)}")
-    if picked and not override and remember:
+    if pick_file is not None and picked and not override:
         from planet_colab.safeio import write_atomic
 
         pick_file.parent.mkdir(parents=True, exist_ok=True)

@@ -1,13 +1,18 @@
 """Colab glue with a fake google.colab: run-directory precedence, Drive mount and stale-mount recovery."""
 
 import errno
+import os
+import subprocess
 import sys
 import types
+import warnings
 from pathlib import Path
 
 import pytest
 
 from planet_colab import colab
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 class FakeDrive(types.ModuleType):
@@ -210,3 +215,23 @@ def test_a_mujoco_task_installs_the_dmc_extra_only_in_colab_and_only_when_missin
     monkeypatch.delitem(sys.modules, "google.colab")  # outside Colab a local environment is never changed
     colab.ensure_task_dependencies(dmc_task)
     assert len(calls) == len(dmc_install.pip_install_commands())
+
+
+def test_the_data_tour_needs_no_drive_for_its_task(no_env, fake_colab):
+    # Notebook 00 mounts nothing: its fixed, unremembered pick must not read or write the run root.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # default_run_root() warns in Colab when Drive is not mounted
+        assert colab.notebook_preset("pendulum", remember=False) == "pendulum"
+
+
+def test_the_data_tour_never_writes_into_a_run_or_the_run_root(tmp_path):
+    """Notebook 00 (under nbval, as CI runs it) keeps its episodes in a temporary directory, even when
+    $PLANET_COLAB_RUN_DIR names the user's run, and that directory is gone when its kernel exits."""
+    run_dir, root, tmp = tmp_path / "my_run", tmp_path / "root", tmp_path / "tmp"
+    tmp.mkdir()
+    env = dict(os.environ, PLANET_COLAB_RUN_DIR=str(run_dir), PLANET_COLAB_RUN_ROOT=str(root), TMPDIR=str(tmp))
+    out = subprocess.run([sys.executable, "-m", "pytest", "-q", str(ROOT / "notebooks" / "00_data_pipeline_tour.ipynb")],
+                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-2000:]
+    assert not run_dir.exists() and not root.exists()
+    assert not list(tmp.glob("planet_colab_data_tour_*"))

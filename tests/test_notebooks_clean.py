@@ -107,7 +107,9 @@ def test_notebook_opens_in_colab_and_installs_only_there(path):
     assert COLAB_GUARD in install
     guarded = install.split(COLAB_GUARD, 1)[1]
     assert f'pip install -q "planet_colab @ git+https://github.com/{repo}"' in guarded, fix
-    assert "mount_drive()" in guarded
+    # A notebook that opens the run mounts Drive, where the run lives; the data tour (00) touches neither.
+    opens_run = any("open_notebook_run(" in c.source for c in nb.cells if c.cell_type == "code")
+    assert ("mount_drive()" in guarded) == opens_run, path.name
     # Reinstalling Colab's torch (its CUDA build), gymnasium or pygame would cost minutes and can break
     # the runtime: torch is never named, and the rest only as lower bounds, which pip leaves alone
     # when Colab's version satisfies them.
