@@ -271,3 +271,35 @@ class OwnerLease:
                 return  # check() remembers why; the trainer stops at its next write
             except OSError:
                 continue  # a Drive hiccup: the next beat tries again
+
+
+def wait_for_lapse(run_dir: str | os.PathLike, *, poll_s: float = 5.0, stale_after_s: float = STALE_AFTER_S,
+                   say: Callable[[str], None] = print) -> str:
+    """Wait out a lease left by a trainer lost with its machine (a Colab runtime after a disconnect).
+
+    Returns at once "free" (no lease), "stale" (already lapsed) or "here" (held on this machine, where
+    `acquire` tells a dead process from a live one itself). Otherwise says how long it waits and polls:
+    "lapsed" once the heartbeat is older than `stale_after_s`, "free" if the lease goes away, "live" as
+    soon as the heartbeat moves (a trainer is alive there; `acquire` then refuses, naming it).
+    """
+    record = read_lease(run_dir)
+    if record is None:
+        return "free"
+    heartbeat = record.get("heartbeat_at")
+    if record.get("host") == socket.gethostname():
+        return "here"
+    if not isinstance(heartbeat, (int, float)) or time.time() - heartbeat > stale_after_s:
+        return "stale"
+    lapse_at = heartbeat + stale_after_s + 1.0
+    say(f"Waiting {lapse_at - time.time():.0f} s for the lease of another machine to lapse: {_holder(record)}, "
+        f"last heartbeat {_ago(time.time() - heartbeat)} ago (a trainer lost with its machine leaves its "
+        "lease behind; a live one renews it and is not taken over)")
+    while True:
+        time.sleep(max(0.0, min(poll_s, lapse_at - time.time())))
+        now = read_lease(run_dir)
+        if now is None:
+            return "free"
+        if now.get("token") != record.get("token") or now.get("heartbeat_at") != heartbeat:
+            return "live"
+        if time.time() >= lapse_at:
+            return "lapsed"

@@ -194,44 +194,26 @@ def _check_resources(ray: Any, cpus: int, gpus: float) -> None:
                              f"has ({have:g}); no run could ever start: lower {flag}")
 
 
-def _lapse_wait(run_dir: str, deadline: float) -> float | None:
-    """Seconds until the run's lease, held on another machine, goes stale; None: do not wait."""
-    from planet_colab.lease import STALE_AFTER_S, read_lease
-
-    record = read_lease(run_dir)
-    if record is None:
-        return 0.0  # released meanwhile
-    heartbeat = record.get("heartbeat_at")
-    if record.get("host") == socket.gethostname() or not isinstance(heartbeat, (int, float)):
-        return None  # a live trainer on this machine: a dead one here would have been taken over
-    wait = heartbeat + STALE_AFTER_S + 1.0 - time.time()
-    return max(wait, 0.0) if time.monotonic() + wait <= deadline else None
-
-
 def _train_run(config: dict[str, Any], run_dir: str, threads: int) -> dict[str, Any]:
     """One Ray task: train (or resume) one run directory with `threads` torch threads."""
     os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
     os.environ.setdefault("SDL_AUDIODRIVER", "dummy")
     import torch
 
-    from planet_colab.lease import HEARTBEAT_S, STALE_AFTER_S, RunInUseError
+    from planet_colab.lease import RunInUseError, wait_for_lapse
     from planet_colab.train import train_planner
 
     torch.set_num_threads(threads)
     # Ray retries a run whose worker died. On this machine the dead worker's lease is taken over at
     # once; a worker lost with its machine holds the lease until its heartbeat goes stale, so wait
-    # that long (a live owner elsewhere keeps beating, and the wait ends with its one-line refusal).
-    deadline = time.monotonic() + STALE_AFTER_S + 2 * HEARTBEAT_S
+    # that long (a live owner elsewhere keeps beating: the wait ends and its one-line refusal stands).
     while True:
         try:
             result = train_planner(Config.from_dict(config), run_dir, progress=False)
             break
-        except RunInUseError as e:
-            wait = _lapse_wait(run_dir, deadline)
-            if wait is None:
+        except RunInUseError:
+            if wait_for_lapse(run_dir, say=lambda line: print(line, flush=True)) in ("here", "live"):
                 raise
-            print(f"Waiting {wait:.0f} s for the lease of another machine to lapse: {e}", flush=True)
-            time.sleep(wait)
     evals = [r for r in result["metrics"] if "eval_mean" in r]
     # Printed here, not by the driver, so it follows the run's last iteration line in the log.
     print(f"Done: {len(result['metrics'])} iterations" + (

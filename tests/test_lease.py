@@ -1,14 +1,17 @@
 """The owner lease: one trainer per run directory, a dead owner taken over, a lost lease noticed."""
 
 import json
+import re
 import socket
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
 
-from planet_colab.lease import LEASE_NAME, LeaseLostError, OwnerLease, RunInUseError, read_lease
+from planet_colab.lease import (LEASE_NAME, LeaseLostError, OwnerLease, RunInUseError, read_lease,
+                                wait_for_lapse)
 
 
 @pytest.fixture
@@ -91,3 +94,37 @@ def test_the_heartbeat_moves_while_the_owner_works(tmp_path):
         assert read_lease(tmp_path)["heartbeat_at"] > first
         lease.check()
     assert read_lease(tmp_path) is None
+
+
+def test_a_lease_left_by_a_lost_machine_is_waited_out_saying_so_then_taken(tmp_path):
+    # A Colab runtime lost with its VM: its last heartbeat is recent, and it will never beat again.
+    plant(tmp_path, host="colab-vm-disconnected", pid=4242, heartbeat_at=time.time())
+    said, t0 = [], time.monotonic()
+    assert wait_for_lapse(tmp_path, stale_after_s=2, say=said.append) == "lapsed"
+    assert time.monotonic() - t0 >= 2
+    assert len(said) == 1 and re.search(r"^Waiting [23] s for the lease of another machine to lapse", said[0])
+    assert "pid 4242 on host colab-vm-disconnected" in said[0]
+    with OwnerLease(tmp_path, settle_s=0, stale_after_s=2) as lease:
+        assert "no heartbeat since" in lease.acquire()
+
+
+def test_waiting_ends_as_soon_as_the_other_machines_trainer_beats_and_it_keeps_the_run(tmp_path):
+    record = plant(tmp_path, host="colab-vm-alive", heartbeat_at=time.time())
+    beat = threading.Timer(0.3, lambda: plant(tmp_path, **{**record, "heartbeat_at": time.time()}))
+    beat.start()
+    t0 = time.monotonic()
+    assert wait_for_lapse(tmp_path, poll_s=0.1, say=lambda line: None) == "live"
+    assert time.monotonic() - t0 < 60  # not the 3 minutes a lost machine's lease takes
+    beat.join()
+    with pytest.raises(RunInUseError, match="host colab-vm-alive"):
+        OwnerLease(tmp_path, settle_s=0).acquire()
+
+
+def test_nothing_to_wait_for_returns_at_once(tmp_path):
+    said = []
+    assert wait_for_lapse(tmp_path, say=said.append) == "free"
+    plant(tmp_path, host="colab-vm-gone", heartbeat_at=time.time() - 1000)
+    assert wait_for_lapse(tmp_path, say=said.append) == "stale"
+    plant(tmp_path, heartbeat_at=time.time())  # this machine: acquire tells a dead process from a live one
+    assert wait_for_lapse(tmp_path, say=said.append) == "here"
+    assert said == []

@@ -152,6 +152,9 @@ def test_notebooks_share_the_run_directory_and_preset():
     for name in ("02_train_planner.ipynb", "03_evaluate_and_visualize.ipynb"):
         assert "open_notebook_run(" in sources[name] and "PRESET" not in sources[name], name
     assert 'notebook_preset("pendulum", remember=False)' in sources["00_data_pipeline_tour.ipynb"]
+    # After a disconnect, Run all in 02 waits out the lost runtime's lease instead of failing on it.
+    train = sources["02_train_planner.ipynb"]
+    assert -1 < train.find("wait_for_lapse(run.run_dir)") < train.find("train_planner(run")
 
 
 if __name__ == "__main__":
