@@ -82,7 +82,7 @@ def save_checkpoint(model: torch.nn.Module, optimizer: torch.optim.Optimizer | N
     digest, size = safeio.write_atomic(path, lambda f: torch.save(payload, f))
 
     # The index is rewritten before old files are deleted, so it never lists a file that is gone.
-    index = _read_index(ckpt_dir, quarantine_damaged=True)
+    index = _read_index(ckpt_dir, on_damage="quarantine")
     entries = {name: e for name, e in index.get("checkpoints", {}).items() if (ckpt_dir / name).exists()}
     entries[path.name] = {"sha256": digest, "iteration": int(iteration), "size": size}
     others = [p for it, p in _list_checkpoints(ckpt_dir) if p.name != path.name]  # newest first
@@ -97,15 +97,22 @@ def save_checkpoint(model: torch.nn.Module, optimizer: torch.optim.Optimizer | N
 
 def load_checkpoint(run_dir: str | os.PathLike, model: torch.nn.Module | None = None,
                     optimizer: torch.optim.Optimizer | None = None,
-                    map_location: str | torch.device = "cpu") -> dict | None:
-    """Newest checkpoint that loads and matches its hash (older ones as fallback); None if there is none."""
+                    map_location: str | torch.device = "cpu", *, read_only: bool = False) -> dict | None:
+    """Newest checkpoint that loads and matches its hash (older ones as fallback); None if there is none.
+
+    The run's owner (the default) moves a checkpoint that fails to load to quarantine/ and rewrites the
+    index without it. `read_only=True` is for a process that does not own the run (evaluation, a
+    notebook on another runtime): it moves, rewrites and deletes nothing, and skips such a file with a
+    warning; often it is the trainer's newest one, which Drive has not finished syncing here.
+    """
     ckpt_dir = Path(run_dir) / CHECKPOINT_DIR
     if not ckpt_dir.is_dir():
         return None
-    # A load must not delete the temporary of a save running right now in another process (a
-    # notebook on the same Drive run): only stale ones go.
-    safeio.clean_temporaries(ckpt_dir, safeio.STALE_TEMP_AGE_S)
-    index = _read_index(ckpt_dir, quarantine_damaged=True)
+    if not read_only:
+        # A load must not delete the temporary of a save running right now in another process (a
+        # notebook on the same Drive run): only stale ones go.
+        safeio.clean_temporaries(ckpt_dir, safeio.STALE_TEMP_AGE_S)
+    index = _read_index(ckpt_dir, on_damage="warn" if read_only else "quarantine")
     entries: dict[str, dict] = dict(index.get("checkpoints", {}))
     candidates = _list_checkpoints(ckpt_dir)
 
@@ -139,10 +146,15 @@ def load_checkpoint(run_dir: str | os.PathLike, model: torch.nn.Module | None = 
             "syncing, wait and retry; to start over anyway, move these files away or use a new run directory.")
 
     for path, problem in failures:
+        if read_only:
+            warnings.warn(f"Skipped {path} ({problem}; if the run's trainer wrote it moments ago, Drive may "
+                          f"not have finished syncing it); using the older {payload['path'].name}. Left in "
+                          "place: this process does not own the run", UserWarning, stacklevel=2)
+            continue
         safeio.quarantine(path, Path(run_dir) / QUARANTINE_DIR,
                           f"{problem}; resuming from the older {payload['path'].name} instead", UserWarning)
         entries.pop(path.name, None)
-    if failures:
+    if failures and not read_only:
         _write_index(ckpt_dir, {n: e for n, e in entries.items() if (ckpt_dir / n).exists()})
 
     if model is not None:
@@ -170,7 +182,7 @@ def latest_checkpoint_info(run_dir: str | os.PathLike) -> dict | None:
         return None
     iteration, path = candidates[0]
     st = path.stat()
-    entry = _read_index(ckpt_dir, quarantine_damaged=False).get("checkpoints", {}).get(path.name, {})
+    entry = _read_index(ckpt_dir, on_damage="ignore").get("checkpoints", {}).get(path.name, {})
     return {"file": str(path), "iteration": iteration, "start_iteration": iteration + 1, "size": st.st_size,
             "mtime": st.st_mtime, "sha256": entry.get("sha256"), "num_checkpoints": len(candidates)}
 
@@ -262,7 +274,8 @@ def _list_checkpoints(ckpt_dir: Path) -> list[tuple[int, Path]]:
     return sorted(found, key=lambda t: t[0], reverse=True)
 
 
-def _read_index(ckpt_dir: Path, quarantine_damaged: bool) -> dict:
+def _read_index(ckpt_dir: Path, on_damage: str) -> dict:
+    """The index as stored; {} when missing or damaged, which `on_damage` "quarantine"s, "warn"s of or "ignore"s."""
     path = ckpt_dir / INDEX_NAME
     if not path.exists():
         return {}
@@ -278,9 +291,12 @@ def _read_index(ckpt_dir: Path, quarantine_damaged: bool) -> dict:
     except (OSError, ValueError) as e:
         if safeio.is_transient(e):
             raise  # the mount dropped: the index may be fine
-        if quarantine_damaged:
+        if on_damage == "quarantine":
             safeio.quarantine(path, ckpt_dir.parent / QUARANTINE_DIR, f"{e}; checkpoints are loaded without "
                               "hash verification until the next save rewrites it", UserWarning)
+        elif on_damage == "warn":
+            warnings.warn(f"{path} is damaged or half-synced ({e}); loading checkpoints without hash "
+                          "verification", UserWarning, stacklevel=3)
         return {}
 
 

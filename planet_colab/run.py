@@ -8,7 +8,8 @@
     <run>/metrics.jsonl    one JSON row per finished iteration
     <run>/quarantine/      damaged files set aside, never deleted
 
-Reading a run (evaluation, notebooks, benchmarks) writes nothing:
+Reading a run (evaluation, notebooks, benchmarks, `info`) writes, moves and deletes nothing: a
+checkpoint or episode that fails to load (one Drive is still syncing, say) is skipped with a warning:
 
     run = Run.open(run_dir, new_ok=False)
     agent = run.restore_agent()          # agent.model, agent.planner, agent.device, agent.checkpoint
@@ -114,16 +115,28 @@ def one_line(error: BaseException) -> str:
 
 
 class _OwnedStorage(EpisodeStorage):
-    """EpisodeStorage whose writes first check that this process still owns the run."""
+    """The run's EpisodeStorage: read-only while this process does not hold the owner lease; its
+    writes first check that the lease is still its own (Run.own makes the folder and cleans it)."""
 
-    def __init__(self, episode_dir: Path, check: Callable[[], None]) -> None:
-        self._check_owner = check
-        super().__init__(episode_dir)
+    def __init__(self, episode_dir: Path, check: Callable[[], None], held: Callable[[], bool]) -> None:
+        self._check_owner, self._held = check, held
+        super().__init__(episode_dir, read_only=True)
+
+    @property
+    def read_only(self) -> bool:
+        """True unless this process holds the run's owner lease right now."""
+        return not self._held()
 
     def add_episode(self, *args: Any, **kwargs: Any) -> Path:
         """Check the owner lease, then store the episode (EpisodeStorage.add_episode)."""
         self._check_owner()
         return super().add_episode(*args, **kwargs)
+
+    def quarantine(self, path: str | os.PathLike, reason: str) -> Path | None:
+        """Move a damaged file aside after checking the owner lease (read-only: leave it and warn)."""
+        if not self.read_only:
+            self._check_owner()
+        return super().quarantine(path, reason)
 
 
 class Run:
@@ -161,7 +174,7 @@ class Run:
     def _resolve(self, check_env: bool) -> list[str]:
         """(Re)read the stored config and apply the open() arguments; return notes to print."""
         run_dir, preset, changes, config, new_ok = self._spec
-        stored, notes, recovered = _stored_config(run_dir)
+        stored, notes, recovered = _stored_config(run_dir, read_only=self._lease is None)
         if stored is None:
             if not new_ok:
                 raise RunError(f"{run_dir} is not a run directory (no {CONFIG_NAME}, no checkpoint); start one "
@@ -212,6 +225,9 @@ class Run:
                 print(note)
             self._resolve(check_env=False)  # the run may have been started or changed while this one was opened
             self._save_config()
+            episodes = self.run_dir / "episodes"
+            safeio.retry_io(lambda: episodes.mkdir(exist_ok=True), path=episodes, what="create")
+            safeio.clean_temporaries(episodes)
             yield self
         finally:
             self._lease = None
@@ -244,9 +260,10 @@ class Run:
     # ------------------------------------------------------------------ episodes and metrics
     @property
     def storage(self) -> EpisodeStorage:
-        """The run's EpisodeStorage (writes need the owner lease)."""
+        """The run's EpisodeStorage: read-only (moves nothing) unless inside `with run.own():`."""
         if self._storage is None:
-            self._storage = _OwnedStorage(self.run_dir / "episodes", self.check_owner)
+            self._storage = _OwnedStorage(self.run_dir / "episodes", self.check_owner,
+                                          lambda: self._lease is not None)
         return self._storage
 
     def episode_numbers(self, iteration: int) -> list[int]:
@@ -313,7 +330,7 @@ class Run:
     def _load_newest(self, model: WorldModel, optimizer: torch.optim.Optimizer | None,
                      device: torch.device) -> dict[str, Any] | None:
         try:
-            payload = load_checkpoint(self.run_dir, map_location=device)
+            payload = load_checkpoint(self.run_dir, map_location=device, read_only=self._lease is None)
         except RuntimeError as e:
             raise RunError(one_line(e)) from None
         if payload is None:
@@ -335,8 +352,10 @@ class Run:
         return payload
 
 
-def _stored_config(run_dir: Path) -> tuple[Config | None, list[str], bool]:
-    """(config, notes, recovered): config.json, else the newest checkpoint's config; None for a new run."""
+def _stored_config(run_dir: Path, read_only: bool) -> tuple[Config | None, list[str], bool]:
+    """(config, notes, recovered): config.json, else the newest checkpoint's config; None for a new run.
+
+    `read_only` (no owner lease) moves nothing while looking for that checkpoint."""
     path = run_dir / CONFIG_NAME
     problem = None
     if path.exists():
@@ -345,7 +364,7 @@ def _stored_config(run_dir: Path) -> tuple[Config | None, list[str], bool]:
         except (ValueError, TypeError) as e:
             problem = one_line(e)
     try:
-        payload = load_checkpoint(run_dir) if (run_dir / "checkpoints").is_dir() else None
+        payload = load_checkpoint(run_dir, read_only=read_only) if (run_dir / "checkpoints").is_dir() else None
     except RuntimeError as e:
         raise RunError(f"{path} is {'damaged (' + problem + ')' if problem else 'missing'}, and "
                        f"{one_line(e)}") from None

@@ -8,7 +8,9 @@ in it, the reward received for that action and whether the episode truly ended t
 Each episode is written once through `safeio.write_atomic` (temporary name, fsync, rename; Drive's
 transient errors retried). Stored data is trusted no further than new data: a file that fails to load
 or holds values `validate_episode` would refuse is moved to `<run>/quarantine/` with a warning
-instead of being deleted or reaching training.
+instead of being deleted or reaching training. A storage opened `read_only` (a process that does
+not own the run: evaluation, a notebook on another runtime) creates, moves and deletes nothing: it
+skips such a file with a warning and leaves it where it is.
 """
 
 from __future__ import annotations
@@ -182,16 +184,24 @@ def _read_npz(path: Path) -> dict[str, np.ndarray]:
 class EpisodeStorage:
     """A directory of episode files; create it once per run and reuse it (it caches decoded episodes)."""
 
-    def __init__(self, episode_dir: str | os.PathLike) -> None:
+    def __init__(self, episode_dir: str | os.PathLike, *, read_only: bool = False) -> None:
         self.episode_dir = Path(episode_dir)
-        self.episode_dir.mkdir(parents=True, exist_ok=True)
+        self._read_only = read_only
         self.quarantine_dir = self.episode_dir.parent / "quarantine"
         # str(path) -> ((size, mtime_ns), episode): decoded episodes, shared by every EpisodeDataset
         # built from this storage so that a refresh decodes only new files (and RAM holds one copy).
         # Keyed by str, not Path: hashing hundreds of Paths would cost as much as decoding an episode.
         self._cache: dict[str, tuple[tuple[int, int], dict[str, np.ndarray]]] = {}
         self._highest_written = 0
-        self.clean_temporaries()
+        if not read_only:
+            safeio.retry_io(lambda: self.episode_dir.mkdir(parents=True, exist_ok=True), path=self.episode_dir,
+                            what="create")
+            self.clean_temporaries()
+
+    @property
+    def read_only(self) -> bool:
+        """Whether this storage only reads: it then writes, moves and deletes nothing."""
+        return self._read_only
 
     def __repr__(self) -> str:
         return f"EpisodeStorage({str(self.episode_dir)!r}, episodes={self.num_episodes})"
@@ -222,8 +232,9 @@ class EpisodeStorage:
         """Whether episode number `index` is stored (a quarantined one is not)."""
         return self.path_for(index).exists()
 
-    @staticmethod
-    def _listdir(directory: Path) -> list[str]:
+    def _listdir(self, directory: Path) -> list[str]:
+        if self.read_only and not directory.is_dir():
+            return []  # a reader never creates the folder; a run without episodes yet has none
         return safeio.retry_io(lambda: os.listdir(directory), path=directory, what="list")
 
     def _used_numbers(self) -> list[int]:
@@ -248,6 +259,9 @@ class EpisodeStorage:
         `index=None` takes the next unused number; an explicit `index` writes exactly that number
         (how a resumed loop re-creates the episode of iteration i) and refuses to overwrite.
         """
+        if self.read_only:
+            raise ValueError(f"{self.episode_dir} was opened read-only (without the run's owner lease); "
+                             "episodes are stored by the run's trainer")
         data = validate_episode(obs_list, action_list, reward_list, terminal_list)
         if index is None:
             index = self.next_index()
@@ -260,16 +274,17 @@ class EpisodeStorage:
         return path
 
     def clean_temporaries(self, max_age_s: float = TEMP_MAX_AGE_S) -> list[Path]:
-        """Delete leftover temporaries of interrupted writes older than `max_age_s`; return them."""
-        return safeio.clean_temporaries(self.episode_dir, max_age_s)
+        """Delete leftover temporaries of interrupted writes older than `max_age_s`; return them (none when read-only)."""
+        return [] if self.read_only else safeio.clean_temporaries(self.episode_dir, max_age_s)
 
     # ------------------------------------------------------------------ reading
     def load_episode(self, path: str | os.PathLike) -> dict[str, np.ndarray]:
         """Read and validate one episode file (not cached).
 
-        A damaged file is moved to the quarantine folder with a DamagedEpisodeWarning and
-        DamagedEpisodeError (a ValueError) is raised; an I/O error of the mount itself (errno set,
-        e.g. Drive disconnected; retried first) is raised as an OSError and quarantines nothing.
+        A damaged file is moved to the quarantine folder (left in place when read-only) with a
+        DamagedEpisodeWarning and DamagedEpisodeError (a ValueError) is raised; an I/O error of the
+        mount itself (errno set, e.g. Drive disconnected; retried first) is raised as an OSError and
+        quarantines nothing.
         """
         path = Path(path)
         try:
@@ -277,15 +292,17 @@ class EpisodeStorage:
         except Exception as e:
             if isinstance(e, OSError) and e.errno is not None:  # the mount or a missing file, not the contents
                 raise
-            self.quarantine(path, f"{type(e).__name__}: {e}")
-            raise DamagedEpisodeError(f"{path} failed to load ({type(e).__name__}: {e}); "
-                                      f"moved to {self.quarantine_dir}") from None
+            reason = f"{type(e).__name__}: {e}"
+            self.quarantine(path, reason)
+            raise DamagedEpisodeError(f"{path} failed to load ({reason}); {self._where()}") from None
         problem = _check_loaded(data)
         if problem is not None:
             self.quarantine(path, problem)
-            raise DamagedEpisodeError(f"{path} is not a valid episode ({problem}); "
-                                      f"moved to {self.quarantine_dir}")
+            raise DamagedEpisodeError(f"{path} is not a valid episode ({problem}); {self._where()}")
         return {k: data[k] for k in EPISODE_KEYS}
+
+    def _where(self) -> str:
+        return "left in place (read-only)" if self.read_only else f"moved to {self.quarantine_dir}"
 
     def load_cached(self, path: str | os.PathLike) -> dict[str, np.ndarray]:
         """Like `load_episode`, but reuses the decoded arrays while the file's size and mtime are unchanged."""
@@ -308,12 +325,19 @@ class EpisodeStorage:
                 del self._cache[path]
 
     def quarantine(self, path: str | os.PathLike, reason: str) -> Path | None:
-        """Move a damaged file to the quarantine folder (never delete it) and warn; return its new path."""
+        """Move a damaged file to the quarantine folder (never delete it) and warn; return its new path.
+
+        Read-only, the file is left where it is (None is returned), with the same warning.
+        """
         path = Path(path)
         self._cache.pop(os.fspath(path), None)
         number = episode_number(path)
         if number is not None:
             self._highest_written = max(self._highest_written, number)  # its number is never reused
+        if self.read_only:
+            warnings.warn(f"{path} is damaged or not fully synced yet ({reason}); skipped and left in place "
+                          "(this process does not own the run)", DamagedEpisodeWarning, stacklevel=3)
+            return None
         try:
             return safeio.quarantine(path, self.quarantine_dir, reason, DamagedEpisodeWarning)
         except OSError as e:

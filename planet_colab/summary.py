@@ -55,7 +55,7 @@ def run_summary(run_dir: str | os.PathLike) -> str:
 
     run_dir = Path(run_dir)
     config = Run.open(run_dir, new_ok=False).config  # RunError (one line) when it is not a run
-    episodes = EpisodeStorage(run_dir / "episodes").num_episodes
+    episodes = EpisodeStorage(run_dir / "episodes", read_only=True).num_episodes
     ckpt = latest_checkpoint_info(run_dir)
     rows = read_metrics(run_dir)
     seed = min(episodes, config.seed_episodes)

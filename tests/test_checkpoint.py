@@ -1,6 +1,7 @@
 """Checkpoints: round trip, safe loading, damage → fallback + quarantine, rotation, never a silent restart."""
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -105,6 +106,24 @@ def test_damaged_newest_falls_back_to_previous_and_is_quarantined(tmp_path, dama
     assert (tmp_path / "quarantine" / "ckpt_000019.pt").exists()
     index = json.loads((tmp_path / "checkpoints" / INDEX_NAME).read_text())
     assert index["file"] == "ckpt_000009.pt" and "ckpt_000019.pt" not in index["checkpoints"]
+
+
+def test_read_only_skips_a_damaged_newest_and_moves_rewrites_and_deletes_nothing(tmp_path):
+    _save(tmp_path, 9)
+    newest, _, _ = _save(tmp_path, 19)
+    newest.write_bytes(newest.read_bytes()[:100])  # still syncing from the trainer's machine
+    leftover = tmp_path / "checkpoints" / ".ckpt_000029.pt.tmp-999-deadbeef"
+    leftover.write_bytes(b"")
+    os.utime(leftover, (0, 0))  # stale: the owner would delete it
+    files = {p: p.read_bytes() for p in (tmp_path / "checkpoints").iterdir()}
+    with pytest.warns(UserWarning, match="Skipped .*ckpt_000019.pt.*using the older ckpt_000009.pt"):
+        assert load_checkpoint(tmp_path, read_only=True)["iteration"] == 9
+    (tmp_path / "checkpoints" / INDEX_NAME).write_text("{half")
+    files[tmp_path / "checkpoints" / INDEX_NAME] = b"{half"
+    with pytest.warns(UserWarning, match="latest.json is damaged"):
+        assert load_checkpoint(tmp_path, read_only=True)["iteration"] == 9
+    assert {p: p.read_bytes() for p in (tmp_path / "checkpoints").iterdir()} == files
+    assert not (tmp_path / "quarantine").exists()
 
 
 def test_leftover_temporary_from_killed_save_is_ignored_and_cleaned(tmp_path):

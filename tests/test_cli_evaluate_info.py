@@ -61,3 +61,54 @@ def test_commands_on_a_directory_that_is_not_a_run_fail_in_one_line(tmp_path, ca
         assert _exit_code([*command, "--run-dir", str(tmp_path)]) == 2
         err = capsys.readouterr().err.strip()
         assert len(err.splitlines()) == 1 and "is not a run directory" in err
+
+
+def _tree(root):
+    """Every file under `root` with its bytes, and every folder: what a reader must leave as it found it."""
+    return {str(p.relative_to(root)): (p.read_bytes() if p.is_file() else None) for p in sorted(root.rglob("*"))}
+
+
+def test_a_reader_moves_rewrites_and_deletes_nothing_and_skips_a_half_synced_checkpoint(trained_run, tmp_path,
+                                                                                        capsys):
+    """evaluate, info and notebook 03 on another runtime: the trainer's newest checkpoint not synced yet."""
+    import os
+    import shutil
+
+    from planet_colab.run import Run
+    from planet_colab.storage import DamagedEpisodeError
+
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run)
+    newest = run / "checkpoints" / "ckpt_000001.pt"
+    newest.write_bytes(newest.read_bytes()[:1000])  # the upload has only begun
+    (run / "config.json").unlink()  # recovered from a checkpoint, in memory only
+    (run / "episodes" / "episode_000004.npz").write_bytes(b"not yet")
+    for folder in ("checkpoints", "episodes"):  # a writer's temporaries, old enough to count as stale
+        stale = run / folder / ".x.npz.tmp-1-0123abcd"
+        stale.write_bytes(b"")
+        os.utime(stale, (0, 0))
+    before = _tree(run)
+
+    with pytest.warns(UserWarning, match="Skipped .*ckpt_000001.pt.*syncing"):
+        agent = Run.open(run, new_ok=False).restore_agent()
+    assert agent.checkpoint["iteration"] == 0
+    storage = Run.open(run, new_ok=False).storage
+    with pytest.warns(UserWarning, match="episode_000004.npz.*left in place"), pytest.raises(DamagedEpisodeError):
+        storage.load_episode(storage.episode_paths[-1])
+    with pytest.warns(UserWarning):
+        assert cli(["info", "--run-dir", str(run)]) == 0
+        assert cli(["evaluate", "--run-dir", str(run), "--episodes", "1"]) == 0
+    assert "After iteration 1:" in capsys.readouterr().out
+    assert _tree(run) == before
+
+
+def test_info_on_a_run_without_episodes_creates_nothing(trained_run, tmp_path, capsys):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run)
+    shutil.rmtree(run / "episodes")
+    before = _tree(run)
+    assert cli(["info", "--run-dir", str(run)]) == 0
+    assert "0 stored" in capsys.readouterr().out
+    assert _tree(run) == before

@@ -285,3 +285,21 @@ def test_same_episode_always_gives_the_same_file(tmp_path, monkeypatch):
     monkeypatch.setattr(time, "time", lambda: later)  # a later write, whatever the clock says
     b = EpisodeStorage(tmp_path / "b").add_episode(*make_episode(seed=3))
     assert a.read_bytes() == b.read_bytes()
+
+
+def test_a_read_only_storage_creates_moves_and_deletes_nothing(tmp_path):
+    reader = EpisodeStorage(tmp_path / "episodes", read_only=True)
+    assert reader.num_episodes == 0 and not (tmp_path / "episodes").exists()
+    with pytest.raises(ValueError, match="read-only"):
+        reader.add_episode(*make_episode())
+    EpisodeStorage(tmp_path / "episodes").add_episode(*make_episode())
+    bad = tmp_path / "episodes" / "episode_000002.npz"
+    bad.write_bytes(b"half uploaded")
+    stale = tmp_path / "episodes" / ".episode_000003.npz.tmp-1-0123abcd"
+    stale.write_bytes(b"")
+    os.utime(stale, (0, 0))
+    reader = EpisodeStorage(tmp_path / "episodes", read_only=True)
+    with pytest.warns(DamagedEpisodeWarning, match="left in place"), pytest.raises(DamagedEpisodeError):
+        reader.load_episode(bad)
+    assert bad.exists() and stale.exists() and not (tmp_path / "quarantine").exists()
+    assert reader.num_episodes == 2
