@@ -10,8 +10,9 @@ the run, so a trainer that lost the run stops instead of writing over its new ow
 A lease counts as free when its file is absent, when its process is gone from this machine (a
 killed kernel, or a retry of the same dead job, gets in at once), or when its heartbeat is older
 than `STALE_AFTER_S` (a runtime that died with its machine blocks the next Run all for minutes,
-not for ever). Anyone else is refused with one line: who holds the run, since when, and how to
-take it over.
+not for ever); an empty or garbled file holds no one's lease and is replaced. Anyone else is refused
+with one line: who holds the run, since when, and how to take it over. Reading and writing the file
+retry Drive's drops as every other file of the run does.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import socket
 import threading
 import time
 import uuid
+import warnings
 from pathlib import Path
 from typing import Any, Callable
 
@@ -47,12 +49,23 @@ class LeaseLostError(LeaseError):
 
 
 def read_lease(run_dir: str | os.PathLike) -> dict[str, Any] | None:
-    """The run's owner record as stored (None when nobody holds it or the file is unreadable)."""
+    """The run's owner record as stored (None when nobody holds it or the file is damaged).
+
+    A Drive drop is retried (safeio.retry_io), then raised as a one-line OSError.
+    """
+    record = _read_record(Path(run_dir) / LEASE_NAME)
+    return record if isinstance(record, dict) else None
+
+
+def _read_record(path: Path) -> dict[str, Any] | bool | None:
+    """The owner record in `path`; None when there is no file; False when the file holds no record."""
     try:
-        record = json.loads((Path(run_dir) / LEASE_NAME).read_text())
-    except (FileNotFoundError, ValueError):
+        record = json.loads(safeio.retry_io(path.read_text, path=path, what="read"))
+    except FileNotFoundError:
         return None
-    return record if isinstance(record, dict) and isinstance(record.get("token"), str) else None
+    except ValueError:  # not JSON, or not text
+        return False
+    return record if isinstance(record, dict) and isinstance(record.get("token"), str) else False
 
 
 def _process_start(pid: int) -> str | None:
@@ -115,21 +128,34 @@ def _write_json(path: Path, record: dict[str, Any], exclusive: bool) -> bool:
     if not exclusive:
         safeio.write_atomic(path, text)
         return True
-    tmp = safeio.temporary_name(path)
-    try:
-        tmp.write_text(text)
+
+    def create() -> bool | None:
+        tmp = safeio.temporary_name(path)
         try:
-            os.link(tmp, path)
-            return True
-        except FileExistsError:
-            return False
-        except OSError as e:
-            if e.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOSYS, errno.EXDEV):
-                raise
-    finally:
-        tmp.unlink(missing_ok=True)
-    safeio.write_atomic(path, text)
-    return True
+            with open(tmp, "w") as f:
+                f.write(text)
+                f.flush()
+                os.fsync(f.fileno())
+            try:
+                os.link(tmp, path)
+                return True
+            except FileExistsError:
+                return False  # also after a retried link that had landed: the caller reads it back as its own
+            except OSError as e:
+                if e.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOSYS, errno.EXDEV):
+                    raise
+                return None  # no hard links here
+        finally:
+            try:
+                tmp.unlink(missing_ok=True)
+            except OSError:
+                pass  # the mount dropped; the leftover matches no final name
+
+    created = safeio.retry_io(create, path=path, what="create")
+    if created is None:
+        safeio.write_atomic(path, text)
+        return True
+    return created
 
 
 class OwnerLease:
@@ -188,7 +214,10 @@ class OwnerLease:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         note = None
         for _ in range(3):
-            existing = read_lease(self.run_dir)
+            existing = _read_record(self.path)
+            damaged = existing is False
+            if damaged:  # an empty or garbled file holds no one's lease: replaced, as a stale one is
+                existing, note = None, f"Replaced {self.path}: it held no readable owner record"
             if existing is not None:
                 verdict = self._verdict(existing)
                 if verdict == "live" and not take_over:
@@ -199,13 +228,13 @@ class OwnerLease:
                            "live": "take_over was asked for"}[verdict]
                     note = f"Took over {self.run_dir} from {_holder(existing)} ({why})"
             record = self._new_record()
-            if _write_json(self.path, record, exclusive=existing is None):
+            if _write_json(self.path, record, exclusive=existing is None and not damaged):
                 break
             # Someone created the lease between our read and our write: judge theirs.
         else:
             raise RunInUseError(f"{self.run_dir}: could not take its owner lease ({self.path} keeps "
                                 "changing); another trainer is starting there")
-        if existing is not None:
+        if existing is not None or damaged:
             time.sleep(self.settle_s)  # let a racing writer's rename land before reading back
         back = read_lease(self.run_dir)
         if back is None or back.get("token") != self.token:
@@ -242,7 +271,11 @@ class OwnerLease:
             _write_json(self.path, self._record, exclusive=False)
 
     def release(self) -> None:
-        """Stop the heartbeat and remove the lease if it is still ours."""
+        """Stop the heartbeat and remove the lease if it is still ours.
+
+        Never raises an OSError (it runs while another exception, such as Ctrl-C, may be on its way
+        out): a Drive error here is a warning, and the lease left behind lapses as a dead owner's does.
+        """
         self._stop.set()
         if self._thread is not None:
             self._thread.join()
@@ -251,12 +284,14 @@ class OwnerLease:
             return
         self.held = False
         with self._lock:
-            record = read_lease(self.run_dir)
-            if record is not None and record.get("token") == self.token:
-                try:
-                    self.path.unlink()
-                except FileNotFoundError:
-                    pass
+            try:
+                record = read_lease(self.run_dir)
+                if record is not None and record.get("token") == self.token:
+                    safeio.retry_io(lambda: self.path.unlink(missing_ok=True), path=self.path, what="remove")
+            except OSError as e:
+                warnings.warn(f"{e}. The owner lease stays behind: the next trainer on this machine takes it "
+                              f"over at once, one elsewhere after {_ago(self.stale_after_s)} without a heartbeat "
+                              "(or at once with --take-over)", stacklevel=2)
 
     def _start_heartbeat(self) -> None:
         self._stop.clear()

@@ -128,3 +128,67 @@ def test_nothing_to_wait_for_returns_at_once(tmp_path):
     plant(tmp_path, heartbeat_at=time.time())  # this machine: acquire tells a dead process from a live one
     assert wait_for_lapse(tmp_path, say=said.append) == "here"
     assert said == []
+
+
+@pytest.mark.parametrize("content", ["", "{\"host\": \"colab", "{}", "[1, 2]", "\udcff"])
+def test_a_damaged_lease_file_is_replaced_not_a_block_for_good(tmp_path, content):
+    (tmp_path / LEASE_NAME).write_bytes(content.encode("utf-8", "surrogateescape"))
+    with OwnerLease(tmp_path, settle_s=0) as lease:
+        assert "held no readable owner record" in lease.acquire()
+        assert read_lease(tmp_path)["token"] == lease.token
+    (tmp_path / LEASE_NAME).write_text("")
+    with OwnerLease(tmp_path, settle_s=0) as lease:
+        lease.acquire(take_over=True)
+        lease.check()
+
+
+def _drop_once(monkeypatch, target, name):
+    """Make `target.name` fail once with ENOTCONN (Drive's mount dropping), then work; retries don't sleep."""
+    import errno
+
+    from planet_colab import safeio
+
+    monkeypatch.setattr(safeio, "_sleep", lambda s: None)
+    real, calls = getattr(target, name), []
+
+    def flaky(*args, **kwargs):
+        calls.append(args)
+        if len(calls) == 1:
+            raise OSError(errno.ENOTCONN, "Transport endpoint is not connected")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(target, name, flaky)
+    return calls
+
+
+def test_a_drive_drop_while_reading_or_creating_the_lease_is_retried(tmp_path, monkeypatch):
+    import os
+    from pathlib import Path
+
+    with OwnerLease(tmp_path, settle_s=0) as lease:
+        calls = _drop_once(monkeypatch, os, "link")  # the exclusive create of a new lease
+        lease.acquire()
+        assert len(calls) == 2
+        calls = _drop_once(monkeypatch, Path, "read_text")  # the check before every write
+        lease.check()
+        assert len(calls) == 2
+
+
+def test_release_warns_instead_of_hiding_the_exception_on_its_way_out(tmp_path, monkeypatch):
+    import errno
+
+    import planet_colab.lease as lease_mod
+    from planet_colab.config import get_config
+    from planet_colab.run import Run
+
+    get_config("smoke").save(tmp_path / "config.json")
+    run = Run.open(tmp_path)
+
+    def gone(run_dir):
+        raise OSError(errno.ENOTCONN, f"Could not read {run_dir}/owner.json: remount Drive")
+
+    with pytest.warns(UserWarning, match="remount Drive. The owner lease stays behind"):
+        with pytest.raises(KeyboardInterrupt):
+            with run.own():
+                monkeypatch.setattr(lease_mod, "read_lease", gone)
+                raise KeyboardInterrupt
