@@ -182,8 +182,19 @@ def _sigterm_stops_like_ctrl_c() -> Iterator[None]:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
+def _disk_error(error: OSError) -> str:
+    """An OSError as one line without "[Errno N]" (safeio's already name the file and what to do)."""
+    from planet_colab.run import one_line
+
+    if not error.strerror:
+        return one_line(error)
+    names = [os.fsdecode(n) for n in (error.filename, error.filename2) if n is not None]
+    return " ".join(": ".join([error.strerror, *names]).split())
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of `python -m planet_colab`: 0 done, 2 a user error (one line), 130 stopped by Ctrl-C/SIGTERM."""
+    """Entry point of `python -m planet_colab`: 0 done, 2 a user error (one line), 3 a disk or Drive error
+    (one line naming the file), 130 stopped by Ctrl-C/SIGTERM."""
     from planet_colab.lease import LeaseError
     from planet_colab.run import RunError, one_line
 
@@ -199,6 +210,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, RunError, LeaseError) as e:  # what the user can fix: one line, no traceback
         print(f"error: {one_line(e)}", file=sys.stderr)
         return 2
+    except OSError as e:  # Drive dropped for good, a full disk, a run directory that cannot be made
+        print(f"error: {_disk_error(e)}", file=sys.stderr)
+        return 3
 
 
 if __name__ == "__main__":

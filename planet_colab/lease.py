@@ -211,7 +211,7 @@ class OwnerLease:
 
         Raises RunInUseError naming the holder when another trainer is alive (unless `take_over`).
         """
-        self.run_dir.mkdir(parents=True, exist_ok=True)
+        safeio.retry_io(lambda: self.run_dir.mkdir(parents=True, exist_ok=True), path=self.run_dir, what="create")
         note = None
         for _ in range(3):
             existing = _read_record(self.path)

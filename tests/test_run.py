@@ -126,3 +126,24 @@ def test_raised_iterations_survive_a_kill(tmp_path):
     assert "of 20" in again.stdout and "Done: 20 iterations" in again.stdout
     assert [r["iteration"] for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines())] \
         == list(range(20))
+
+
+def test_disk_and_drive_errors_are_one_line_with_their_own_exit_code(tmp_path, capsys, monkeypatch):
+    import errno
+
+    from planet_colab import safeio
+    from planet_colab.run import Run
+
+    (tmp_path / "a_file").write_text("")
+    assert cli(["train", "--run-dir", str(tmp_path / "a_file" / "run"), "--preset", "smoke", *QUIET]) == 3
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and str(tmp_path / "a_file" / "run") in err and "[Errno" not in err
+
+    def dropped(self, rows):  # what safeio raises once its retries are spent
+        raise safeio.explain(OSError(errno.ENOTCONN, "Transport endpoint is not connected"),
+                             self.run_dir / "metrics.jsonl", "write", tries=4)
+
+    monkeypatch.setattr(Run, "write_metrics", dropped)
+    assert cli(["train", "--run-dir", str(tmp_path / "run"), "--preset", "smoke", *QUIET]) == 3
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("error: Could not write ") and "remount Drive" in err
