@@ -159,14 +159,17 @@ class Checkpointer:
         self.run, self.state = run, state
         self.saved = self.finished = self.current = state.start_iteration - 1
         self.saved_at = time.monotonic()
-        self.snapshot: tuple[dict, dict] | None = None
+        self.snapshot: tuple[dict, dict, dict | None] | None = None
 
     def begin(self, iteration: int) -> None:
-        """Before `iteration` trains: copy the weights while a finished iteration is still unsaved."""
+        """Before `iteration` trains: copy weights, Adam and grad-scaler state while a finished iteration
+        is still unsaved (fp16's loss scale moves mid-iteration like the weights do)."""
         snapshot = None
         if self.saved < iteration - 1:
+            scaler = self.state.scaler
             snapshot = ({k: v.detach().clone() for k, v in self.state.model.state_dict().items()},
-                        copy.deepcopy(self.state.optimizer.state_dict()))
+                        copy.deepcopy(self.state.optimizer.state_dict()),
+                        copy.deepcopy(scaler.state_dict()) if scaler is not None else None)
         # Only now: a Stop while copying still finds `current` finished, and saves the live weights.
         self.snapshot, self.current = snapshot, iteration
 
@@ -177,26 +180,30 @@ class Checkpointer:
         overdue = time.monotonic() - self.saved_at >= 60 * config.checkpoint_minutes
         last = iteration + 1 == config.total_iterations
         if (iteration + 1) % config.checkpoint_every == 0 or overdue or last:
-            self._save(iteration, metrics, self.state.model, self.state.optimizer)
+            self._save(iteration, metrics, self.state.model, self.state.optimizer, self._scaler_state())
 
     def save_on_stop(self, metrics: list[dict[str, Any]]) -> str:
         """Save the newest finished iteration if it is not on disk yet; return the line to print."""
         before = self.saved
         if self.finished > self.saved:
             if self.finished == self.current:
-                self._save(self.finished, metrics, self.state.model, self.state.optimizer)
-            elif self.snapshot is not None:  # stopped mid-iteration: the weights as it found them
-                self._save(self.current - 1, metrics, _Frozen(self.snapshot[0]), _Frozen(self.snapshot[1]))
+                self._save(self.finished, metrics, self.state.model, self.state.optimizer, self._scaler_state())
+            elif self.snapshot is not None:  # stopped mid-iteration: the state as it found it
+                weights, adam, scaler = self.snapshot
+                self._save(self.current - 1, metrics, _Frozen(weights), _Frozen(adam), scaler)
         if self.saved > before:
             return f"Stopped: saved a checkpoint after iteration {self.saved + 1}; run again to resume."
         if self.saved < 0:
             return "Stopped before any iteration was checkpointed; run again to resume."
         return f"Stopped: the newest checkpoint is after iteration {self.saved + 1}; run again to resume."
 
-    def _save(self, iteration: int, metrics: list[dict[str, Any]], model: Any, optimizer: Any) -> None:
-        scaler = self.state.scaler
+    def _scaler_state(self) -> dict | None:
+        return self.state.scaler.state_dict() if self.state.scaler is not None else None
+
+    def _save(self, iteration: int, metrics: list[dict[str, Any]], model: Any, optimizer: Any,
+              scaler: dict | None) -> None:
         self.run.save_checkpoint(model, optimizer, iteration, metrics,
-                                 extra={"scaler": scaler.state_dict()} if scaler is not None else {})
+                                 extra={"scaler": scaler} if scaler is not None else {})
         self.saved, self.saved_at = iteration, time.monotonic()
 
 

@@ -247,3 +247,36 @@ def test_a_trainer_that_lost_the_run_stops_before_its_next_write(tmp_path):
         train.train_planner(smoke(total_iterations=3), tmp_path, progress=False, callback=taken_over)
     assert EpisodeStorage(tmp_path / "episodes").num_episodes == 3  # iteration 2 stored nothing
     assert json.loads((tmp_path / "owner.json").read_text())["token"] == "theirs"
+
+
+def test_stop_mid_iteration_saves_the_grad_scaler_state_of_the_snapshot(tmp_path):
+    """fp16: the loss scale moves within an iteration; a Stop saves it as the snapshot's weights found it."""
+    from types import SimpleNamespace
+
+    class Scaler:  # GradScaler's interface as the Checkpointer uses it
+        scale = 65536.0
+
+        def state_dict(self):
+            return {"scale": self.scale}
+
+    class FakeRun:
+        config = smoke()  # a checkpoint every 2 iterations: iteration 1 (0-based 0) is not saved at once
+
+        def save_checkpoint(self, model, optimizer, iteration, metrics, extra=None):
+            self.saved = iteration, extra, {k: v.clone() for k, v in model.state_dict().items()}
+
+    model = torch.nn.Linear(2, 2)
+    state = SimpleNamespace(model=model, optimizer=torch.optim.Adam(model.parameters()), scaler=Scaler(),
+                            start_iteration=0)
+    run, before = FakeRun(), {k: v.clone() for k, v in model.state_dict().items()}
+    checkpoints = train.Checkpointer(run, state)
+    checkpoints.begin(0)
+    checkpoints.finish(0, [{"iteration": 0}])
+    checkpoints.begin(1)
+    state.scaler.scale = 32768.0  # an fp16 overflow in iteration 1's train steps halved it
+    with torch.no_grad():
+        model.weight.add_(1.0)
+    checkpoints.save_on_stop([{"iteration": 0}])
+    iteration, extra, weights = run.saved
+    assert iteration == 0 and extra == {"scaler": {"scale": 65536.0}}
+    assert all(torch.equal(weights[k], before[k]) for k in before)
