@@ -35,7 +35,7 @@ import torch
 
 from planet_colab import safeio
 from planet_colab.agent import build_agent_parts
-from planet_colab.checkpoint import load_checkpoint, save_checkpoint
+from planet_colab.checkpoint import latest_checkpoint_info, load_checkpoint, save_checkpoint
 from planet_colab.config import SHAPE_FIELDS, Config, get_config
 from planet_colab.env import collect_seed_episodes, make_env_from_config
 from planet_colab.lease import OwnerLease, read_lease
@@ -202,6 +202,8 @@ class Run:
                 f"Refusing to resume {run_dir}, these fields are fixed for the life of a run (model and "
                 f"data shapes, seed): {listing}. Use the run's own values (its {CONFIG_NAME}) or a new "
                 "run directory")
+        if target.total_iterations < stored.total_iterations:
+            _check_not_below_checkpointed(run_dir, target.total_iterations)
         if preset is not None and config is None:
             notes += _preset_note(run_dir, preset, changes, target)
         self.config, self.is_new, self._recovered = target, False, recovered
@@ -380,6 +382,16 @@ def _stored_config(run_dir: Path, read_only: bool) -> tuple[Config | None, list[
                        f"{payload['path'].name} is unusable too ({one_line(e)})") from None
     state = f"damaged ({problem})" if problem else "missing"
     return config, [f"Recovered the run's config from {payload['path'].name}: {path} is {state}"], True
+
+
+def _check_not_below_checkpointed(run_dir: Path, total: int) -> None:
+    """Refuse a total_iterations below what the newest checkpoint already holds: a run never goes back."""
+    newest = latest_checkpoint_info(run_dir)
+    if newest is not None and newest["start_iteration"] > total:
+        done = newest["start_iteration"]
+        raise RunError(f"total_iterations (--iterations) {total} is below the {done} iterations {run_dir} "
+                       f"has already checkpointed ({Path(newest['file']).name}); ask for {done} or more, or "
+                       "use a new run directory")
 
 
 def _orphan_note(run_dir: Path) -> list[str]:

@@ -147,3 +147,19 @@ def test_disk_and_drive_errors_are_one_line_with_their_own_exit_code(tmp_path, c
     assert cli(["train", "--run-dir", str(tmp_path / "run"), "--preset", "smoke", *QUIET]) == 3
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and err.startswith("error: Could not write ") and "remount Drive" in err
+
+
+def test_iterations_below_what_is_checkpointed_are_refused(tmp_path, capsys):
+    from planet_colab.run import Run, RunError
+
+    run = tmp_path / "run"
+    assert cli(["train", "--run-dir", str(run), "--preset", "smoke", "--iterations", "3",
+                "--set", "checkpoint_every=1", "eval_every=100", "--no-progress"]) == 0
+    capsys.readouterr()
+    assert cli(["train", "--run-dir", str(run), "--iterations", "2", "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "below the 3 iterations" in err and "ckpt_000002.pt" in err
+    assert stored(run).total_iterations == 3
+    with pytest.raises(RunError, match="ask for 3 or more"):
+        Run.open(run, changes={"total_iterations": 1})
+    assert Run.open(run, changes={"total_iterations": 3}).config.total_iterations == 3
