@@ -241,6 +241,8 @@ def parse_override(text: str) -> tuple[str, Any]:
     types = {f.name: f.type for f in fields(Config)}
     if key not in types:
         raise ValueError(f"Unknown config field {key!r}; known: {', '.join(sorted(types))}")
+    if key == "preset":  # a name for the defaults a run started from, not a setting to relabel it with
+        raise ValueError("preset is not a setting: choose a new run's preset with --preset NAME")
     kind = types[key]
     try:
         if kind in ("int", int):

@@ -47,8 +47,9 @@ from planet_colab.storage import EpisodeStorage
 
 CONFIG_NAME = "config.json"
 METRICS_NAME = "metrics.jsonl"
-# What a run is made of: its model and data shapes, and the seed every stored episode derives from.
-FIXED_ON_RESUME = (*SHAPE_FIELDS, "seed")
+# What a run is made of: its model and data shapes, the seed every stored episode derives from, and
+# the preset it started from (a label: changing it would not change the run, only misname it).
+FIXED_ON_RESUME = (*SHAPE_FIELDS, "seed", "preset")
 
 
 class RunError(Exception):
@@ -200,7 +201,7 @@ class Run:
             listing = "; ".join(f"{k}: run has {a!r}, you asked for {b!r}" for k, (a, b) in fixed.items())
             raise ConfigMismatchError(
                 f"Refusing to resume {run_dir}, these fields are fixed for the life of a run (model and "
-                f"data shapes, seed): {listing}. Use the run's own values (its {CONFIG_NAME}) or a new "
+                f"data shapes, seed, preset): {listing}. Use the run's own values (its {CONFIG_NAME}) or a new "
                 "run directory")
         if target.total_iterations < stored.total_iterations:
             _check_not_below_checkpointed(run_dir, target.total_iterations)

@@ -163,3 +163,19 @@ def test_iterations_below_what_is_checkpointed_are_refused(tmp_path, capsys):
     with pytest.raises(RunError, match="ask for 3 or more"):
         Run.open(run, changes={"total_iterations": 1})
     assert Run.open(run, changes={"total_iterations": 3}).config.total_iterations == 3
+
+
+def test_a_run_cannot_be_relabelled_with_another_preset(tmp_path, capsys):
+    from planet_colab.run import ConfigMismatchError, Run
+
+    run = tmp_path / "run"
+    assert cli(["train", "--run-dir", str(run), "--preset", "smoke", "--iterations", "1", *QUIET]) == 0
+    capsys.readouterr()
+    assert cli(["train", "--run-dir", str(run), "--set", "preset=paper", "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "argument --set: preset is not a setting" in err and "--preset" in err
+    assert stored(run).preset == "smoke"
+    for how in ({"changes": {"preset": "paper"}}, {"config": get_config("smoke", eval_every=100).replace(
+            preset="paper")}):
+        with pytest.raises(ConfigMismatchError, match="preset: run has 'smoke', you asked for 'paper'"):
+            Run.open(run, **how)
