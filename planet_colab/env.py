@@ -98,6 +98,23 @@ class PixelEnv(gym.Wrapper):
         return self.render_pixels(), total, bool(terminated), bool(truncated), info
 
 
+class _OwnGLContext(gym.Wrapper):
+    """A gymnasium MuJoCo env that makes its own OpenGL context current before drawing each frame.
+
+    Gymnasium's offscreen viewer makes its context current only when it creates it. The training loop
+    keeps one env while every evaluation makes and closes another, so after the first evaluation the
+    loop drew into the closed env's context: all-black frames (HalfCheetah under OSMesa, every episode
+    collected after an evaluation), and under EGL a draw with no context at all.
+    """
+
+    def render(self) -> Any:
+        """The wrapped env's frame, drawn in its own context."""
+        viewer = getattr(getattr(self.env.unwrapped, "mujoco_renderer", None), "viewer", None)
+        if viewer is not None and hasattr(viewer, "make_context_current"):
+            viewer.make_context_current()
+        return self.env.render()
+
+
 def make_env(name: str = "Pendulum-v1", action_repeat: int = 2, seed: int | None = None,
              max_episode_steps: int | None = None) -> PixelEnv:
     """A gymnasium env with 64×64×3 uint8 pixel observations, actions in [-1, 1] and action repeat.
@@ -143,6 +160,8 @@ def make_env(name: str = "Pendulum-v1", action_repeat: int = 2, seed: int | None
     inner = env.unwrapped
     if isinstance(getattr(inner, "screen_dim", None), int) and inner.screen_dim > _RENDER_DIM:
         inner.screen_dim = _RENDER_DIM
+    if kwargs:  # a MuJoCo env
+        env = _OwnGLContext(env)
     return PixelEnv(env, action_repeat=action_repeat, seed=seed)
 
 

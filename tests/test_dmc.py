@@ -71,6 +71,22 @@ def test_half_cheetah_renders_64x64_uint8_frames_headless():
     assert obs.std() > 5, "the frame is blank"
 
 
+@needs_dmc
+@pytest.mark.parametrize("env_name", ["HalfCheetah-v5", "dmc:cartpole-swingup"])
+def test_an_env_draws_its_own_frames_after_another_one_was_closed(env_name):
+    # The training loop keeps its env while each evaluation makes and closes its own, in one process.
+    pytest.importorskip("mujoco")
+    loop = make_env(env_name, action_repeat=1, seed=0, max_episode_steps=10)
+    first, _ = loop.reset(seed=3)
+    other = make_env(env_name, action_repeat=1, seed=0, max_episode_steps=10)
+    other.reset(seed=4)
+    other.close()
+    again, _ = loop.reset(seed=3)
+    loop.close()
+    assert first.std() > 5
+    np.testing.assert_array_equal(again, first)  # not drawn into the closed env's context (black)
+
+
 def test_every_paper_task_has_a_preset_with_1000_env_steps():
     repeats = {"cartpole_swingup": 8, "reacher_easy": 4, "cheetah_run": 4, "finger_spin": 2,
                "cup_catch": 4, "walker_walk": 2}
