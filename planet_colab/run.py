@@ -230,7 +230,11 @@ class Run:
             self._save_config()
             episodes = self.run_dir / "episodes"
             safeio.retry_io(lambda: episodes.mkdir(exist_ok=True), path=episodes, what="create")
-            safeio.clean_temporaries(episodes)
+            # A killed writer's leftovers (metrics.jsonl, config.json, owner.json, episodes, videos);
+            # checkpoints/ is cleaned by each save.
+            for folder in (self.run_dir, episodes, self.run_dir / "videos"):
+                if folder.is_dir():
+                    safeio.clean_temporaries(folder)
             yield self
         finally:
             self._lease = None

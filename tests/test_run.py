@@ -179,3 +179,26 @@ def test_a_run_cannot_be_relabelled_with_another_preset(tmp_path, capsys):
             preset="paper")}):
         with pytest.raises(ConfigMismatchError, match="preset: run has 'smoke', you asked for 'paper'"):
             Run.open(run, **how)
+
+
+def test_the_owner_removes_stale_temporaries_of_killed_writers_in_the_run_root(tmp_path):
+    import os
+
+    from planet_colab.run import Run
+
+    get_config("smoke").save(tmp_path / "config.json")
+    (tmp_path / "videos").mkdir()
+    stale = [tmp_path / ".metrics.jsonl.tmp-1-0123abcd", tmp_path / ".config.json.tmp-1-0123abcd",
+             tmp_path / ".owner.json.tmp-1-0123abcd", tmp_path / "videos" / ".ep.gif.tmp-1-0123abcd",
+             tmp_path / "episodes" / ".episode_000001.npz.tmp-1-0123abcd"]
+    (tmp_path / "episodes").mkdir()
+    for path in stale:
+        path.write_bytes(b"half")
+        os.utime(path, (0, 0))
+    young = tmp_path / ".metrics.jsonl.tmp-2-4567abcd"  # may be another process's write in progress
+    young.write_bytes(b"half")
+    run = Run.open(tmp_path)
+    assert all(p.exists() for p in stale)  # opening (reading) removes nothing
+    with run.own():
+        pass
+    assert not any(p.exists() for p in stale) and young.exists()
