@@ -167,6 +167,7 @@ def project_episode_ram(config: Config, action_dim: int = 1, memory_bytes: int |
             f"by the end of the run ({memory / 1e9:.1f} GB on this machine)")
     if warn and total > memory / 2:
         warnings.warn(f"the run's episodes will need {total / 1e9:.1f} GB of RAM, more than half of this "
-                      f"machine's {memory / 1e9:.1f} GB; lower total_iterations (--iterations) or "
-                      "collect_episodes", stacklevel=2)
+                      f"machine's {memory / 1e9:.1f} GB; lower total_iterations (--iterations), or for a "
+                      "new run collect_episodes or the episode length (max_episode_steps / action_repeat), "
+                      "which a run keeps", stacklevel=2)
     return total, line

@@ -180,7 +180,8 @@ def test_projected_ram_counts_every_episode_of_the_run_and_warns_past_half_the_m
     assert total == episodes * 1000 * (64 * 64 * 3 + 6 * 4 + 4 + 1)
     assert f"{episodes} episodes" in line and "12.3 MB" in line
     long_run = cheetah.replace(total_iterations=1000)  # 1005 episodes: 12.4 GB, over half of Colab's 12 GB
-    with pytest.warns(UserWarning, match="total_iterations"):
+    # Only what a resume may change is offered as the way out; the fixed fields are for a new run.
+    with pytest.warns(UserWarning, match=r"lower total_iterations \(--iterations\), or for a new run collect_ep"):
         project_episode_ram(long_run, action_dim=6, memory_bytes=12 * 10**9)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
