@@ -310,8 +310,10 @@ class OnlineLoop:
         self.metrics.append(row)
         t4 = time.perf_counter()
         self.checkpoints.finish(it, self.metrics)
-        self.run.write_metrics(self.metrics)
+        # Before metrics.jsonl is written, so every row there has it (the checkpoint's own copy of
+        # its iteration's row cannot: the time is known only once the file is written).
         row["checkpoint_s"] = time.perf_counter() - t4
+        self.run.write_metrics(self.metrics)
         return row, dataset
 
     def report(self, episodes: dict[str, list[int]], it: int) -> None:
