@@ -82,11 +82,30 @@ class TrainingState(AgentParts):
 
 
 def read_metrics(run_dir: str | os.PathLike) -> list[dict[str, Any]]:
-    """The per-iteration metrics rows of a run (empty when it has none yet)."""
+    """The per-iteration metrics rows of a run (empty when it has none yet).
+
+    A line that is not a row raises ValueError naming the file and the line (one line of text).
+    """
     path = Path(run_dir) / METRICS_NAME
-    if not path.exists():
+    try:
+        text = safeio.retry_io(path.read_text, path=path, what="read")
+    except FileNotFoundError:
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    rows = []
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except ValueError as e:
+            row, problem = None, str(e)
+        else:
+            problem = "" if isinstance(row, dict) and isinstance(row.get("iteration"), int) else "no iteration"
+        if problem:
+            raise ValueError(f"{path}, line {number}, is not a metrics row ({problem}); the run's next `train` "
+                             "writes the file again from its newest checkpoint")
+        rows.append(row)
+    return rows
 
 
 def check_environment(config: Config) -> None:

@@ -112,3 +112,15 @@ def test_info_on_a_run_without_episodes_creates_nothing(trained_run, tmp_path, c
     assert cli(["info", "--run-dir", str(run)]) == 0
     assert "0 stored" in capsys.readouterr().out
     assert _tree(run) == before
+
+
+def test_info_on_a_damaged_metrics_file_names_the_file_and_line(trained_run, tmp_path, capsys):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run)
+    with open(run / "metrics.jsonl", "a") as f:
+        f.write('{"iteration": 2, "lo\n')  # damaged by hand or by a sync tool
+    assert cli(["info", "--run-dir", str(run)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and f"{run / 'metrics.jsonl'}, line 3," in err
