@@ -173,11 +173,6 @@ class Config:
             raise ValueError(f"{path} is not valid JSON ({e}); fix or delete it") from None
         return cls.from_dict(data)
 
-    def shape_differences(self, other: "Config") -> dict[str, tuple[Any, Any]]:
-        """Fields that change model or data shapes and differ between self and other."""
-        return {n: (getattr(self, n), getattr(other, n)) for n in SHAPE_FIELDS
-                if getattr(self, n) != getattr(other, n)}
-
 
 PRESETS: dict[str, dict[str, Any]] = {
     # The seed's Colab batch (16 × 25 steps) with the paper's model. Pendulum's action is 1-D, so CEM

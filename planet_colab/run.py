@@ -38,7 +38,7 @@ from planet_colab.agent import build_agent_parts
 from planet_colab.checkpoint import latest_checkpoint_info, load_checkpoint, save_checkpoint
 from planet_colab.config import SHAPE_FIELDS, Config, get_config
 from planet_colab.env import collect_seed_episodes, make_env_from_config
-from planet_colab.lease import OwnerLease, read_lease
+from planet_colab.lease import OwnerLease
 from planet_colab.losses import make_optimizer
 from planet_colab.models import WorldModel
 from planet_colab.planner import CEMPlanner
@@ -264,10 +264,6 @@ class Run:
         if self._lease is None:
             raise RunError(f"{self.run_dir}: writing to a run needs its owner lease; use `with run.own():`")
         self._lease.check()
-
-    def owner(self) -> dict[str, Any] | None:
-        """The current owner lease as stored (host, pid, started_at, heartbeat_at), None when free."""
-        return read_lease(self.run_dir)
 
     def _save_config(self) -> None:
         path = self.run_dir / CONFIG_NAME

@@ -79,11 +79,6 @@ def test_unknown_fields_and_presets_are_refused(tmp_path):
         Config.load(broken)
 
 
-def test_shape_differences_name_fields_that_block_a_resume():
-    a, b = get_config("smoke"), get_config("smoke", deter_dim=32, learning_rate=1e-4)
-    assert a.shape_differences(b) == {"deter_dim": (16, 32)}
-
-
 def test_parse_override_types_values_like_the_field():
     assert parse_override("batch_size=8") == ("batch_size", 8)
     assert parse_override("learning_rate=3e-4") == ("learning_rate", 3e-4)
