@@ -13,6 +13,12 @@ than `STALE_AFTER_S` (a runtime that died with its machine blocks the next Run a
 not for ever); an empty or garbled file holds no one's lease and is replaced. Anyone else is refused
 with one line: who holds the run, since when, and how to take it over. Reading and writing the file
 retry Drive's drops as every other file of the run does.
+
+A file is not a lock; two narrow windows remain. Two machines starting within Drive's sync delay can
+both read their own lease back, until the first write's check stops one. And `refresh` checks, then
+writes: a take-over landing in between is overwritten by the old owner's heartbeat. The new owner is
+then refused at its read-back or stops at its next check; the old one stops too if a check of its own
+saw the take-over. Neither goes on writing once a check has shown another owner.
 """
 
 from __future__ import annotations
