@@ -296,12 +296,15 @@ class Run:
     def collect_seed_episodes(self, progress: bool = True) -> list[int]:
         """Collect the missing random seed episodes (exactly: their seeds derive from their numbers).
 
-        Returns their numbers. Takes the owner lease for the while when the caller does not hold it.
+        Returns their numbers. Takes the owner lease for the while when the caller does not hold it and
+        something is missing: with all of them stored it writes nothing, so it never waits on a trainer.
         """
+        missing = [k for k in range(1, self.config.seed_episodes + 1) if not self.storage.has_episode(k)]
         if self._lease is None:
+            if not missing:
+                return []
             with self.own():
                 return self.collect_seed_episodes(progress)
-        missing = [k for k in range(1, self.config.seed_episodes + 1) if not self.storage.has_episode(k)]
         if missing:
             collect_seed_episodes(self.config, self.storage, progress=progress)
         return missing

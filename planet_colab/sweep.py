@@ -119,7 +119,11 @@ def plan_sweep(root: str | os.PathLike, presets: Sequence[str], seeds: Sequence[
             run_dir = run_dir_for(root, preset, seed)
             config = _run_config(run_dir, preset, seed, iterations)
             info = latest_checkpoint_info(run_dir) if run_dir.is_dir() else None
-            runs.append(SweepRun(preset, seed, run_dir, config, info["start_iteration"] if info else 0))
+            done = info["start_iteration"] if info else 0
+            if done > config.total_iterations:  # as `train` refuses it: a run never goes back
+                raise ValueError(f"{run_dir} has already checkpointed {done} iterations, more than "
+                                 f"--iterations {config.total_iterations}; ask for {done} or more")
+            runs.append(SweepRun(preset, seed, run_dir, config, done))
     return runs
 
 

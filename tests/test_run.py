@@ -202,3 +202,24 @@ def test_the_owner_removes_stale_temporaries_of_killed_writers_in_the_run_root(t
     with run.own():
         pass
     assert not any(p.exists() for p in stale) and young.exists()
+
+
+def test_seed_episodes_already_stored_are_skipped_while_a_trainer_holds_the_run(tmp_path):
+    """Notebook 01 run again while 02 trains (or on a new runtime after a disconnect) must not be refused."""
+    import time
+
+    from planet_colab.lease import RunInUseError
+    from planet_colab.run import Run
+
+    config = get_config("smoke", seed_episodes=2)
+    run = Run.open(tmp_path, config=config)
+    assert run.collect_seed_episodes(progress=False) == [1, 2]
+    (tmp_path / "owner.json").write_text(json.dumps(  # a live trainer on another machine
+        {"token": "trainer", "host": "another-runtime", "pid": 1, "started_at": time.time(),
+         "heartbeat_at": time.time()}))
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    assert Run.open(tmp_path).collect_seed_episodes(progress=False) == []
+    assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before
+    (tmp_path / "episodes" / "episode_000002.npz").unlink()  # now there is something to write
+    with pytest.raises(RunInUseError):
+        Run.open(tmp_path).collect_seed_episodes(progress=False)

@@ -169,6 +169,9 @@ def test_running_the_same_sweep_again_skips_finished_runs(swept, monkeypatch, sm
     assert _files(root) == before
     # A longer sweep over the same root resumes them instead (planned only here).
     assert {r.done for r in plan_sweep(root, ["smoke"], [0, 1], iterations=6)} == {ITERATIONS}
+    # A shorter one is refused, as `train` refuses it, instead of calling the runs "finished (4 of 3)".
+    with pytest.raises(ValueError, match=f"already checkpointed {ITERATIONS} iterations, more than --iterations 3"):
+        plan_sweep(root, ["smoke"], [0, 1], iterations=3)
 
 
 def test_report_compares_the_sweeps_presets_across_seeds(swept, capsys):
