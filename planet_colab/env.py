@@ -143,6 +143,10 @@ def make_env(name: str = "Pendulum-v1", action_repeat: int = 2, seed: int | None
         # CPU per frame at 512²) and a smaller one changes 2.7% of its pixels.
         kwargs = {"width": IMAGE_SIZE, "height": IMAGE_SIZE, "camera_id": 0}
     try:
+        if kwargs:
+            from planet_colab.dmc import route_mujoco_warnings
+
+            route_mujoco_warnings()  # imports mujoco: a missing one or a GL failure is reported below
         env = gym.make(name, render_mode="rgb_array", max_episode_steps=max_episode_steps, **kwargs)
     except (gym.error.DependencyNotInstalled, ImportError) as e:
         if not kwargs:  # another env's missing package (Box2D, …): gymnasium's own advice, on one line

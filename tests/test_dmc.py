@@ -87,6 +87,21 @@ def test_an_env_draws_its_own_frames_after_another_one_was_closed(env_name):
     np.testing.assert_array_equal(again, first)  # not drawn into the closed env's context (black)
 
 
+@needs_dmc
+def test_settotalmass_deprecation_is_not_repeated_at_every_env_but_other_mujoco_warnings_are_logged(
+        tmp_path, monkeypatch, capfd, caplog):
+    pytest.importorskip("mujoco")
+    import mujoco
+
+    monkeypatch.chdir(tmp_path)  # where MuJoCo's own handler appends MUJOCO_LOG.TXT
+    for name in ("dmc:cheetah-run", "HalfCheetah-v5"):  # both models set settotalmass
+        make_env(name, action_repeat=1, max_episode_steps=2).close()
+    out, err = capfd.readouterr()
+    assert "settotalmass" not in out + err + caplog.text and not (tmp_path / "MUJOCO_LOG.TXT").exists()
+    mujoco.get_mju_user_warning()("a warning of another kind")
+    assert "a warning of another kind" in caplog.text
+
+
 def test_every_paper_task_has_a_preset_with_1000_env_steps():
     repeats = {"cartpole_swingup": 8, "reacher_easy": 4, "cheetah_run": 4, "finger_spin": 2,
                "cup_catch": 4, "walker_walk": 2}
