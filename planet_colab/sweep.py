@@ -14,8 +14,10 @@ with one (or RAY_ADDRESS) it joins a cluster whose nodes all see `root` (NFS, a 
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import sys
+import threading
 import time
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -306,7 +308,12 @@ def run_sweep(root: str | os.PathLike, presets: Sequence[str], seeds: Sequence[i
     if not todo:
         say(f"Nothing to do: {'all runs are' if len(runs) > 1 else 'the run is'} finished.")
         return outcomes
+    on_sigterm = signal.getsignal(signal.SIGTERM)
     started_here = connect(address, num_cpus=local_cpus)
+    if callable(on_sigterm) and threading.current_thread() is threading.main_thread():
+        # ray.init puts in its own SIGTERM handler, which aborts the driver and with it every run's
+        # unfinished iteration; the command line's (stop like Ctrl-C: the runs save) goes back in.
+        signal.signal(signal.SIGTERM, on_sigterm)
     try:
         _check_resources(ray, cpus_per_run, gpus_per_run)
         task = ray.remote(_train_run)

@@ -5,6 +5,7 @@ import importlib.util
 import json
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -250,3 +251,23 @@ def test_local_cpus_caps_the_ray_started_here(tmp_path, monkeypatch):
         run_sweep(tmp_path, ["smoke"], [0], local_cpus=1, say=lambda line: None)
     assert seen["cpus"] == 1
     assert not (tmp_path / "smoke").exists()
+
+
+def test_sigterm_to_the_sweep_stops_its_runs_like_ctrl_c(tmp_path):
+    """ray.init installs a SIGTERM handler that aborts the driver (exit 134); the sweep puts the CLI's back."""
+    pytest.importorskip("ray")
+    root = tmp_path / "root"
+    cmd = [sys.executable, "-m", "planet_colab", "sweep", "--root", str(root), "--presets", "smoke",
+           "--seeds", "0", "--iterations", "40", "--local-cpus", "1"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
+    lines = []
+    for line in proc.stdout:
+        lines.append(line)
+        if "iter    3/40" in line:
+            break
+    proc.send_signal(signal.SIGTERM)
+    out = "".join(lines) + proc.communicate(timeout=240)[0]
+    assert proc.returncode == 130, out
+    assert "Stopped; run the same sweep again to resume." in out
+    assert (root / "smoke" / "seed_0" / "checkpoints" / "latest.json").exists()
