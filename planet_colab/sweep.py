@@ -13,6 +13,7 @@ with one (or RAY_ADDRESS) it joins a cluster whose nodes all see `root` (NFS, a 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -21,7 +22,7 @@ import threading
 import time
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 from planet_colab.config import PRESETS, Config, get_config
 
@@ -160,12 +161,18 @@ def _check_reachable(address: str, timeout_s: float = 5.0) -> None:
                          "machine") from None
 
 
-def _cluster_address(address: str | None) -> str | None:
-    """The cluster to join (--address, else RAY_ADDRESS), checked reachable; None: start Ray here."""
+def _asked_address(address: str | None) -> str | None:
+    """The cluster asked for (--address, else RAY_ADDRESS); None: start Ray here."""
     address = address or os.environ.get("RAY_ADDRESS") or None
-    if address not in (None, "local"):
-        _check_reachable(address)
     return None if address == "local" else address
+
+
+def _cluster_address(address: str | None) -> str | None:
+    """The cluster to join, checked reachable; None: start Ray here."""
+    address = _asked_address(address)
+    if address is not None:
+        _check_reachable(address)
+    return address
 
 
 def connect(address: str | None = None, num_cpus: int | None = None) -> bool:
@@ -177,18 +184,31 @@ def connect(address: str | None = None, num_cpus: int | None = None) -> bool:
     if ray.is_initialized():
         return False
     address = _cluster_address(address)
-    if address is None:
-        # Small object store: runs exchange only their config and a summary, never tensors.
-        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False,
-                 object_store_memory=128 * 2**20, log_to_driver=True)
-        return True
-    try:
-        ray.init(address=address, log_to_driver=True)
-    except ConnectionError as e:
-        raise ValueError(f"cannot join the Ray cluster at {address} ({' '.join(str(e).split())[:200]});"
-                         " a cluster with token authentication also needs RAY_AUTH_MODE=token and its "
-                         "token here (~/.ray/auth_token or RAY_AUTH_TOKEN)") from None
+    with _keep_python_sigterm_handler():
+        if address is None:
+            # Small object store: runs exchange only their config and a summary, never tensors.
+            ray.init(address="local", num_cpus=num_cpus, include_dashboard=False,
+                     object_store_memory=128 * 2**20, log_to_driver=True)
+            return True
+        try:
+            ray.init(address=address, log_to_driver=True)
+        except ConnectionError as e:
+            raise ValueError(f"cannot join the Ray cluster at {address} ({' '.join(str(e).split())[:200]});"
+                             " a cluster with token authentication also needs RAY_AUTH_MODE=token and its "
+                             "token here (~/.ray/auth_token or RAY_AUTH_TOKEN)") from None
     return False
+
+
+@contextlib.contextmanager
+def _keep_python_sigterm_handler() -> Iterator[None]:
+    """ray.init installs a SIGTERM handler that aborts the driver (and every run's unfinished iteration);
+    a Python handler chosen before it (the command line's: stop like Ctrl-C, the runs save) goes back in."""
+    before = signal.getsignal(signal.SIGTERM)
+    try:
+        yield
+    finally:
+        if callable(before) and threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, before)
 
 
 def _check_resources(ray: Any, cpus: int, gpus: float) -> None:
@@ -284,11 +304,11 @@ def run_sweep(root: str | os.PathLike, presets: Sequence[str], seeds: Sequence[i
     Bad input raises ValueError
     before anything starts; a missing Ray raises ImportError naming the install command.
     """
-    if not isinstance(cpus_per_run, int) or isinstance(cpus_per_run, bool) or cpus_per_run < 1:
-        raise ValueError(f"CPUs per run (--cpus-per-run) must be a positive integer, got {cpus_per_run!r}")
-    if local_cpus is not None and (not isinstance(local_cpus, int) or isinstance(local_cpus, bool)
-                                   or local_cpus < 1):
-        raise ValueError(f"--local-cpus must be a positive integer, got {local_cpus!r}")
+    counts = [(cpus_per_run, "CPUs per run (--cpus-per-run)")]
+    counts += [(local_cpus, "--local-cpus")] if local_cpus is not None else []
+    for value, what in counts:
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"{what} must be a positive integer, got {value!r}")
     if local_cpus is not None and cpus_per_run > local_cpus:
         raise ValueError(f"each run asks for {cpus_per_run} CPUs (--cpus-per-run), more than "
                          f"--local-cpus {local_cpus}; no run could ever start")
@@ -297,7 +317,7 @@ def run_sweep(root: str | os.PathLike, presets: Sequence[str], seeds: Sequence[i
     runs = plan_sweep(root, presets, seeds, iterations)
     ray = _import_ray()
     if not ray.is_initialized():
-        if local_cpus is not None and (address or os.environ.get("RAY_ADDRESS")) not in (None, "", "local"):
+        if local_cpus is not None and _asked_address(address) is not None:
             raise ValueError("--local-cpus applies only when Ray starts on this machine; a cluster's "
                              "CPUs are set where it starts (`ray start --num-cpus N`)")
         _cluster_address(address)  # an unreachable cluster is refused before anything is said
@@ -308,12 +328,7 @@ def run_sweep(root: str | os.PathLike, presets: Sequence[str], seeds: Sequence[i
     if not todo:
         say(f"Nothing to do: {'all runs are' if len(runs) > 1 else 'the run is'} finished.")
         return outcomes
-    on_sigterm = signal.getsignal(signal.SIGTERM)
     started_here = connect(address, num_cpus=local_cpus)
-    if callable(on_sigterm) and threading.current_thread() is threading.main_thread():
-        # ray.init puts in its own SIGTERM handler, which aborts the driver and with it every run's
-        # unfinished iteration; the command line's (stop like Ctrl-C: the runs save) goes back in.
-        signal.signal(signal.SIGTERM, on_sigterm)
     try:
         _check_resources(ray, cpus_per_run, gpus_per_run)
         task = ray.remote(_train_run)
