@@ -1,32 +1,56 @@
-"""What a run costs in wall-clock time, estimated before it starts from figures measured on a CPU.
+"""What a run costs in wall-clock time, estimated before it starts from figures measured on two kinds of CPU.
 
-The unit costs come from the published Pendulum run (docs/results/pendulum.md: AMD EPYC, 2 cores,
-torch 2.13.0+cpu with 2 threads, the paper's model sizes, fp32): per iteration train 44.9 s for
-100 steps of 16 × 25 sequences, collect 12.1 s for 100 agent steps of CEM 500 × 5 over 12 steps.
+Training and planning cost several times more on a CPU without native bf16, so the unit costs come
+in two sets, and an estimate uses the one this machine's CPU (and the config's precision) selects:
+
+- **bf16** (AVX512-BF16 or AMX; `precision=auto` trains in bf16): the published Pendulum run
+  (docs/results/pendulum.md: AMD EPYC, 2 cores, torch 2.13.0+cpu with 2 threads): per iteration
+  train 44.9 s for 100 steps of 16 × 25 sequences, collect 12.1 s for 100 agent steps of CEM 500 × 5
+  over 12 steps.
+- **fp32** (AVX2 only, e.g. a 2-core AMD EPYC without AVX512): process CPU time of one thread,
+  `python -m planet_colab.bench train --threads 1 --preset cartpole_swingup` 2.12 s per 16 × 25 step and
+  `python -m planet_colab.bench plan --threads 1` 651 ms per action of the pendulum preset's CEM, both at
+  load ~3 (two learning runs on the cores). One thread on an idle core takes about this long; two
+  threads are faster by a factor not measured. The learning runs beside them (one thread each, load
+  ~3) took 3.3 s per step and 0.9-1.2 s per action in wall time.
+
 Training scales with sequences × length × steps, planning with candidates × refits × horizon per
 agent step; MuJoCo tasks add one 64×64 render per agent step, in CPU time per frame measured with
-`python -m planet_colab.bench env --preset P --threads 1` (OSMesa) on a 2-core AMD EPYC with AVX2 only,
-at load average 6 (two learning runs on its cores; wall time there was 2-3× the CPU time, which
-is taken as an idle machine's wall time): a suite task with the tuned render settings 12.4 ms
-(cartpole_swingup), gymnasium's HalfCheetah with MuJoCo's own settings 89 ms. Colab's CPU runtime
-has 2 cores too; a GPU runtime trains faster, by an amount not measured here. A busy
-machine is slower: the cartpole_swingup run (docs/results) measured 12.5 s per 50 × 50 train step on
-one thread with six other jobs on the two cores, against 2.8 s estimated here for an idle machine.
+`python -m planet_colab.bench env --preset P --threads 1` (OSMesa) on the AVX2 box at load 6: a suite
+task with the tuned render settings 12.4 ms (cartpole_swingup), gymnasium's HalfCheetah with MuJoCo's
+own settings 89 ms. A GPU runtime trains faster, by an amount not measured here.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from planet_colab.dmc_install import uses_mujoco
 
-TRAIN_S_PER_SEQUENCE_STEP = 44.9 / (100 * 16 * 25)
-PLAN_S_PER_CANDIDATE_STEP = 12.1 / (100 * 500 * 5 * 12)
+
+@dataclass(frozen=True)
+class CpuCosts:
+    """Unit costs measured on one kind of CPU."""
+
+    machine: str  # how the estimate names where it holds
+    train_s_per_sequence_step: float
+    plan_s_per_candidate_step: float
+
+
+BF16_CPU = CpuCosts("an idle 2-core CPU with bf16 (2 threads)", 44.9 / (100 * 16 * 25), 12.1 / (100 * 500 * 5 * 12))
+FP32_CPU = CpuCosts("one thread of an idle CPU without bf16 (fp32)", 2.12 / (16 * 25), 0.651 / (500 * 5 * 12))
 SUITE_RENDER_S = 0.0124  # a DeepMind Control Suite task (dmc:…), rendering.configure_offscreen's settings
 GYM_MUJOCO_RENDER_S = 0.089  # a gymnasium MuJoCo env (HalfCheetah-v5), MuJoCo's own render settings
 OVERHEAD_S_PER_ITERATION = 1.0  # data loader, metrics, checkpoints: most of a tiny model's iteration
 STARTUP_S = 15.0  # imports, environment, seed episodes of a tiny run (smoke: 27 s on a loaded 2-core CPU)
-MEASURED_ON = "an idle 2-core CPU"
+
+
+def costs_for_this_cpu(precision: str = "auto") -> CpuCosts:
+    """The unit costs for training at `precision` on this machine's CPU: bf16 where it is native, else fp32."""
+    from planet_colab.precision import resolve_precision  # imports torch: only when an estimate is made
+
+    return BF16_CPU if resolve_precision(precision, "cpu") == "bf16" else FP32_CPU
 
 
 def render_seconds(env_name: str) -> float:
@@ -36,15 +60,16 @@ def render_seconds(env_name: str) -> float:
     return SUITE_RENDER_S if env_name.startswith("dmc:") else GYM_MUJOCO_RENDER_S
 
 
-def estimate_seconds(config: Any) -> dict[str, float]:
-    """Estimated seconds for the whole run on the measured CPU (paper-size model): train, collect, eval, total."""
-    per_agent_step = (config.candidates * config.optim_iters * config.horizon * PLAN_S_PER_CANDIDATE_STEP
+def estimate_seconds(config: Any, costs: CpuCosts | None = None) -> dict[str, float]:
+    """Estimated seconds for the whole run on a CPU of `costs` (default: this one's): train, collect, eval, total."""
+    costs = costs or costs_for_this_cpu(config.precision)
+    per_agent_step = (config.candidates * config.optim_iters * config.horizon * costs.plan_s_per_candidate_step
                       + render_seconds(config.env_name))
     episode = config.episode_len * per_agent_step
     iterations = config.total_iterations
     parts = {
         "train": iterations * config.train_steps * config.batch_size * config.seq_len
-        * TRAIN_S_PER_SEQUENCE_STEP,
+        * costs.train_s_per_sequence_step,
         "collect": iterations * config.collect_episodes * episode,
         "eval": -(-iterations // config.eval_every) * config.eval_episodes * episode,  # and the last one
     }
@@ -61,10 +86,11 @@ def format_duration(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
-def describe_cost(config: Any) -> str:
-    """One line: the preset's iterations and its estimated wall-clock time, saying it is an estimate."""
-    parts = estimate_seconds(config)
+def describe_cost(config: Any, costs: CpuCosts | None = None) -> str:
+    """One line: the preset's iterations and its estimated wall-clock time on a CPU like this one, saying it is an estimate."""
+    costs = costs or costs_for_this_cpu(config.precision)
+    parts = estimate_seconds(config, costs)
     share = parts["train"] / parts["total"] if parts["total"] else 0.0
     return (f"{config.preset}: {config.total_iterations} iterations, estimated "
-            f"{format_duration(parts['total'])} on {MEASURED_ON} ({share:.0%} of it training); "
+            f"{format_duration(parts['total'])} on {costs.machine} ({share:.0%} of it training); "
             "a GPU runtime trains faster (not measured). It resumes where it stopped, so it may span sessions.")

@@ -5,20 +5,33 @@ from pathlib import Path
 
 from planet_colab.colab import notebook_tasks
 from planet_colab.config import get_config
-from planet_colab.cost import describe_cost, estimate_seconds, format_duration, render_seconds
+from planet_colab.cost import (BF16_CPU, FP32_CPU, costs_for_this_cpu, describe_cost, estimate_seconds,
+                               format_duration, render_seconds)
 
 
 def test_pendulum_estimate_matches_the_published_run():
-    # docs/results/pendulum.md: 95 iterations (100 episodes) took 6010 s on a 2-core CPU.
-    total = estimate_seconds(get_config("pendulum", total_iterations=95))["total"]
+    # docs/results/pendulum.md: 95 iterations (100 episodes) took 6010 s on a 2-core CPU with bf16.
+    total = estimate_seconds(get_config("pendulum", total_iterations=95), BF16_CPU)["total"]
     assert abs(total - 6010) / 6010 < 0.10
+
+
+def test_a_cpu_without_bf16_is_estimated_from_its_own_measurements():
+    # An fp32 run measured 3.3 s per train step and 0.9-1.2 s per action on one loaded thread of an
+    # AVX2 CPU; the estimate assumes an idle thread, so it is lower than that but not the bf16 figure.
+    pendulum = get_config("pendulum")
+    train_step = estimate_seconds(pendulum.replace(total_iterations=1, train_steps=1), FP32_CPU)["train"]
+    assert 1.5 < train_step < 3.3
+    assert estimate_seconds(pendulum, FP32_CPU)["total"] > 4 * estimate_seconds(pendulum, BF16_CPU)["total"]
+    assert costs_for_this_cpu("fp32") is FP32_CPU  # a run forced to fp32 pays fp32 on any CPU
+    assert costs_for_this_cpu("bf16") is BF16_CPU
+    assert "without bf16" in describe_cost(pendulum, FP32_CPU)
 
 
 def test_estimate_grows_with_the_work_and_reads_as_hours():
     base = get_config("pendulum")
     assert estimate_seconds(base.replace(total_iterations=200))["total"] > 1.9 * estimate_seconds(base)["total"]
     assert estimate_seconds(base.replace(batch_size=32))["train"] == 2 * estimate_seconds(base)["train"]
-    assert describe_cost(base).startswith("pendulum: 100 iterations, estimated 1.8 h on an idle 2-core CPU")
+    assert describe_cost(base, BF16_CPU).startswith("pendulum: 100 iterations, estimated 1.8 h on an idle 2-core CPU")
     assert "not measured" in describe_cost(base)  # an estimate says so
 
 
@@ -34,8 +47,9 @@ def test_durations_read_naturally():
 
 def test_readme_table_shows_the_current_estimates():
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
-    table = dict(re.findall(r"\| `(\w+)` \| ([\d.]+ h) \|", readme))
-    expected = {task: format_duration(estimate_seconds(get_config(task))["total"]) for task in notebook_tasks()}
+    table = {task: (bf16, fp32) for task, bf16, fp32 in re.findall(r"\| `(\w+)` \| ([\d.]+ h) \| ([\d.]+ h) \|", readme)}
+    expected = {task: tuple(format_duration(estimate_seconds(get_config(task), costs)["total"])
+                            for costs in (BF16_CPU, FP32_CPU)) for task in notebook_tasks()}
     assert table == expected, "update the README's cost table"
 
 
