@@ -12,6 +12,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from planet_colab.checks import positive_int
 from planet_colab.config import Config
 from planet_colab.env import make_env_from_config, record_step
 from planet_colab.models import WorldModel, preprocess_obs
@@ -111,12 +112,6 @@ class _ActingMode:
         self.model.train(self.was_training)
 
 
-def _positive(name: str, value: Any) -> int:
-    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return int(value)
-
-
 def collect_experience(env: Any, model: torch.nn.Module, planner: Any, storage: Any, num_episodes: int,
                        config: Config, *, iteration: int, device: torch.device | str | None = None,
                        progress: bool = True, first_episode: int = 0,
@@ -128,7 +123,7 @@ def collect_experience(env: Any, model: torch.nn.Module, planner: Any, storage: 
     (config.seed, "collect", iteration, k). `numbers` are the episode numbers to store them under
     (default: the next free ones).
     """
-    num_episodes = _positive("num_episodes", num_episodes)
+    num_episodes = positive_int("num_episodes", num_episodes)
     for name, value in (("iteration", iteration), ("first_episode", first_episode)):
         if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 0:
             raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
@@ -160,7 +155,7 @@ def evaluate(model: torch.nn.Module, planner: Any, config: Config, *, num_episod
     returns, lengths) and, with `record_frames`, frames: one (T+1, 64, 64, 3) uint8 array per episode
     (the observations the agent saw, for a video).
     """
-    num_episodes = _positive("num_episodes", num_episodes)
+    num_episodes = positive_int("num_episodes", num_episodes)
     own_env = env is None
     if own_env:
         env = make_env_from_config(config)

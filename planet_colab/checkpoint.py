@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from planet_colab import safeio
+from planet_colab.checks import positive_int
 
 FORMAT_VERSION = 1
 CHECKPOINT_DIR = "checkpoints"
@@ -244,9 +245,7 @@ def _config_to_dict(config: Any) -> dict:
 def _keep_count(config: Any) -> int:
     keep = config.get("keep_checkpoints", DEFAULT_KEEP) if isinstance(config, dict) \
         else getattr(config, "keep_checkpoints", DEFAULT_KEEP)
-    if not isinstance(keep, int) or isinstance(keep, bool) or keep < 1:
-        raise ValueError(f"keep_checkpoints must be a positive integer, got {keep!r}")
-    return keep
+    return positive_int("keep_checkpoints", keep)
 
 
 def _to_cpu(obj: Any) -> Any:

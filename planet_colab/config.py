@@ -109,8 +109,7 @@ class Config:
                      "optim_iters", "top_k", "total_iterations", "collect_episodes",
                      "checkpoint_every", "keep_checkpoints", "eval_every", "eval_episodes"):
             value = getattr(self, name)
-            need(isinstance(value, int) and not isinstance(value, bool) and value > 0,
-                 f"{name} must be a positive integer, got {value!r}")
+            need(integer(value) and value > 0, f"{name} must be a positive integer, got {value!r}")
         need(integer(self.seed_episodes) and self.seed_episodes >= 1,
              f"seed_episodes must be at least 1 (training needs data), got {self.seed_episodes!r}")
         need(integer(self.seed) and self.seed >= 0, f"seed must be an integer >= 0, got {self.seed!r}")

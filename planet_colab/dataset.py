@@ -16,16 +16,11 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, get_worker_info
 
+from planet_colab.checks import positive_int
 from planet_colab.config import Config
 from planet_colab.storage import DamagedEpisodeError, EpisodeStorage, episode_number
 
 Sample = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
-
-
-def _positive_int(name: str, value: object) -> int:
-    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return int(value)
 
 
 class EpisodeDataset(Dataset):
@@ -41,8 +36,8 @@ class EpisodeDataset(Dataset):
     def __init__(self, storage: EpisodeStorage, seq_len: int, virtual_len: int,
                  seed: int | np.random.Generator | None = None, *, max_index: int | None = None) -> None:
         self.storage = storage
-        self.seq_len = _positive_int("seq_len", seq_len)
-        self.virtual_len = _positive_int("virtual_len", virtual_len)
+        self.seq_len = positive_int("seq_len", seq_len)
+        self.virtual_len = positive_int("virtual_len", virtual_len)
         if max_index is not None and (not isinstance(max_index, (int, np.integer)) or max_index < 0):
             raise ValueError(f"max_index must be a non-negative integer or None, got {max_index!r}")
         if seed is not None and not isinstance(seed, (int, np.integer, np.random.Generator)):

@@ -21,6 +21,7 @@ import gymnasium as gym  # noqa: E402
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
+from planet_colab.checks import positive_int  # noqa: E402
 from planet_colab.config import Config  # noqa: E402
 from planet_colab.dmc_install import install_hint, uses_mujoco  # noqa: E402
 from planet_colab.seeding import derive_seed, numpy_rng  # noqa: E402
@@ -123,10 +124,9 @@ def make_env(name: str = "Pendulum-v1", action_repeat: int = 2, seed: int | None
     `max_episode_steps` counts environment steps (before action repeat); None keeps the env's own
     limit. Reaching it sets `truncated`, never `terminated`.
     """
-    if not isinstance(action_repeat, int) or isinstance(action_repeat, bool) or action_repeat < 1:
-        raise ValueError(f"action_repeat must be a positive integer, got {action_repeat!r}")
-    if max_episode_steps is not None and (not isinstance(max_episode_steps, int) or max_episode_steps < 1):
-        raise ValueError(f"max_episode_steps must be a positive integer or None, got {max_episode_steps!r}")
+    positive_int("action_repeat", action_repeat)
+    if max_episode_steps is not None:
+        positive_int("max_episode_steps (or None)", max_episode_steps)
     if name.startswith("dmc:"):
         from planet_colab.dmc import make_dmc_env
 

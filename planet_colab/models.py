@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from planet_colab import cpu_kernels
+from planet_colab.checks import positive_int
 from planet_colab.config import Config
 
 
@@ -83,8 +84,7 @@ class WorldModel(nn.Module):
 
     def __init__(self, action_dim: int, config: Config) -> None:
         super().__init__()
-        if not isinstance(action_dim, int) or isinstance(action_dim, bool) or action_dim <= 0:
-            raise ValueError(f"action_dim must be a positive integer, got {action_dim!r}")
+        positive_int("action_dim", action_dim)
         self.config = config
         self.action_dim = action_dim
         d, D, S, H = config.cnn_depth, config.deter_dim, config.stoch_dim, config.hidden_dim

@@ -14,6 +14,7 @@ from typing import Any, Callable
 
 import torch
 
+from planet_colab.checks import positive_int
 from planet_colab.cpu_kernels import FastRollout
 from planet_colab.precision import autocast_context, autocast_dtype, resolve_precision
 
@@ -27,8 +28,7 @@ class CEMPlanner:
                  top_k: int = 100, precision: str = "fp32", *, fast_rollout: bool = True) -> None:
         for name, value in (("action_dim", action_dim), ("horizon", horizon), ("candidates", candidates),
                             ("optim_iters", optim_iters), ("top_k", top_k)):
-            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+            positive_int(name, value)
         if top_k > candidates:
             raise ValueError(f"top_k ({top_k}) must not exceed candidates ({candidates})")
         if precision not in ("auto", "fp32", "bf16", "fp16"):

@@ -24,6 +24,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
+from planet_colab.checks import positive_int
 from planet_colab.config import PRESETS, Config, get_config
 
 __all__ = ["SweepRun", "plan_sweep", "run_sweep", "run_dir_for", "INSTALL_HINT"]
@@ -111,8 +112,8 @@ def plan_sweep(root: str | os.PathLike, presets: Sequence[str], seeds: Sequence[
     bad = [s for s in seeds if isinstance(s, bool) or not isinstance(s, int) or s < 0]
     if bad:
         raise ValueError(f"seed {bad[0]!r} is not an integer >= 0")
-    if iterations is not None and (not isinstance(iterations, int) or iterations < 1):
-        raise ValueError(f"the number of iterations (--iterations) must be a positive integer, got {iterations!r}")
+    if iterations is not None:
+        positive_int("the number of iterations (--iterations)", iterations)
     root = Path(root)
     if root.exists() and not root.is_dir():
         raise ValueError(f"the sweep's root (--root) {root} is a file, not a directory")
@@ -307,8 +308,7 @@ def run_sweep(root: str | os.PathLike, presets: Sequence[str], seeds: Sequence[i
     counts = [(cpus_per_run, "CPUs per run (--cpus-per-run)")]
     counts += [(local_cpus, "--local-cpus")] if local_cpus is not None else []
     for value, what in counts:
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise ValueError(f"{what} must be a positive integer, got {value!r}")
+        positive_int(what, value)
     if local_cpus is not None and cpus_per_run > local_cpus:
         raise ValueError(f"each run asks for {cpus_per_run} CPUs (--cpus-per-run), more than "
                          f"--local-cpus {local_cpus}; no run could ever start")

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from planet_colab.checks import positive_int
 from planet_colab.frames import as_frames
 from planet_colab.safeio import write_atomic
 
@@ -43,8 +44,7 @@ def _scaled_frames(frames: Any, fps: float, scale: int) -> np.ndarray:
     imgs = as_frames(frames)
     if fps <= 0:
         raise ValueError(f"fps must be > 0, got {fps!r}")
-    if not isinstance(scale, int) or scale < 1:
-        raise ValueError(f"scale must be a positive integer, got {scale!r}")
+    positive_int("scale", scale)
     if scale > 1:
         imgs = imgs.repeat(scale, axis=1).repeat(scale, axis=2)  # nearest-neighbour: crisp pixels
     return imgs

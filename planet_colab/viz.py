@@ -17,6 +17,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from planet_colab.checks import positive_int
 from planet_colab.frames import as_frames, figure_png, save_figure
 
 __all__ = [
@@ -141,8 +142,7 @@ class LiveDashboard:
     def __init__(self, total_iterations: int, rows: Sequence[Mapping[str, Any]] = (), *,
                  show: bool = True, dpi: int = 80) -> None:
         """Start from the run's existing rows (a resumed run shows its history at once)."""
-        if not isinstance(total_iterations, int) or total_iterations <= 0:
-            raise ValueError(f"total_iterations must be a positive integer, got {total_iterations!r}")
+        positive_int("total_iterations", total_iterations)
         self.total = total_iterations
         self.rows = _check_rows(rows)
         self.dpi = dpi
@@ -201,8 +201,7 @@ def plot_frames(frames: Any, ncols: int = 8, labels: Sequence[str] | None = None
     """A grid of images (N, H, W, 3), uint8 or floats in [0, 1]; `num` picks that many evenly spaced, labelled t=…."""
     imgs = as_frames(frames)
     if num is not None:
-        if not isinstance(num, int) or num < 1:
-            raise ValueError(f"num must be a positive integer, got {num!r}")
+        positive_int("num", num)
         steps = np.unique(np.linspace(0, len(imgs) - 1, min(num, len(imgs))).round().astype(int))
         imgs = imgs[steps]
         if labels is None:
