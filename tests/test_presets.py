@@ -1,16 +1,18 @@
-"""Every task preset trains and resumes from the command line, at tiny sizes but on its own task.
+"""Every task preset trains and resumes from the command line, at tiny sizes but on its own task; a suite
+task and HalfCheetah also run through notebooks 01 → 02 → 03, picked in 01's form as a user picks them.
 
 The presets' own sizes take hours; here each keeps its task, action repeat and camera and shrinks the
 rest, so a preset whose environment, action space or frames were wrong fails in seconds.
 """
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from planet_colab.__main__ import main as cli
-from planet_colab.config import get_config
+from planet_colab.config import get_config, parse_override
 from planet_colab.storage import EpisodeStorage, episode_number
 
 # Each preset's task and its action dimension (dm_control's action_spec, gymnasium's action_space).
@@ -61,3 +63,41 @@ def test_preset_trains_and_resumes_from_the_command_line(preset, tmp_path, capsy
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [r["iteration"] for r in rows] == [0, 1, 2] and [r["episodes"] for r in rows] == [2, 3, 4]
     assert all(r["collect_length"] == EPISODE_LEN and r["train_steps"] == 1 for r in rows)
+
+
+NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
+
+
+@pytest.mark.parametrize("preset", ["cartpole_swingup", "half_cheetah"])
+def test_preset_runs_through_the_notebooks(preset, tmp_path, monkeypatch):
+    config = get_config(preset)
+    pytest.importorskip("dm_control" if config.env_name.startswith("dmc:") else "mujoco")
+    nbclient, nbformat = pytest.importorskip("nbclient"), pytest.importorskip("nbformat")
+    # The notebooks keep a run's config.json: a tiny one written first stands in for the preset's hours.
+    run_dir = tmp_path / preset
+    run_dir.mkdir()
+    # 8 agent steps per episode: notebook 03's open loop filters 5 frames, then imagines `horizon` (2).
+    tiny = config.replace(**dict(map(parse_override, TINY)), total_iterations=2,
+                          max_episode_steps=8 * config.action_repeat)
+    tiny.save(run_dir / "config.json")
+    monkeypatch.setenv("PLANET_COLAB_RUN_ROOT", str(tmp_path))
+    monkeypatch.delenv("PLANET_COLAB_PRESET", raising=False)  # notebooks/conftest.py sets smoke for nbval
+    monkeypatch.delenv("PLANET_COLAB_RUN_DIR", raising=False)
+
+    def run(name: str, pick: str | None = None) -> str:
+        notebook = nbformat.read(NOTEBOOKS / name, as_version=4)
+        if pick:  # what choosing the task in the Colab form does to the cell
+            cell = next(c for c in notebook.cells if 'PRESET = "pendulum"' in c.source)
+            cell.source = cell.source.replace('PRESET = "pendulum"', f'PRESET = "{pick}"')
+        nbclient.NotebookClient(notebook, timeout=600, resources={"metadata": {"path": str(tmp_path)}}).execute()
+        return "".join(out.get("text", "") for c in notebook.cells if c.cell_type == "code" for out in c.outputs)
+
+    out = run("01_setup_and_seed_episodes.ipynb", pick=preset)
+    assert f"task '{preset}' (picked here" in out and f"run directory {run_dir}" in out, out
+    assert "collected 1 new episode(s); 1 stored" in out, out
+    out = run("02_train_planner.ipynb")
+    assert f"task '{preset}' (picked in notebook 01)" in out and "2 of 2 iterations done (2 in this session)" in out, out
+    out = run("03_evaluate_and_visualize.ipynb")
+    assert "model after iteration 2 of 2, 3 episodes" in out, out
+    assert EpisodeStorage(run_dir / "episodes").num_episodes == 3
+    assert (run_dir / "videos" / "eval_000002.gif").stat().st_size > 0
