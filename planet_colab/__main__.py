@@ -184,7 +184,7 @@ def _sigterm_stops_like_ctrl_c() -> Iterator[None]:
 
 def _disk_error(error: OSError) -> str:
     """An OSError as one line without "[Errno N]" (safeio's already name the file and what to do)."""
-    from planet_colab.run import one_line
+    from planet_colab.run_config import one_line
 
     if not error.strerror:
         return one_line(error)
@@ -196,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of `python -m planet_colab`: 0 done, 2 a user error (one line), 3 a disk or Drive error
     (one line naming the file), 130 stopped by Ctrl-C/SIGTERM."""
     from planet_colab.lease import LeaseError
-    from planet_colab.run import RunError, one_line
+    from planet_colab.run_config import RunError, one_line
 
     try:
         args = _parser().parse_args(argv)

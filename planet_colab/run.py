@@ -27,7 +27,7 @@ import contextlib
 import json
 import os
 import warnings
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -35,29 +35,18 @@ import torch
 
 from planet_colab import safeio
 from planet_colab.agent import build_agent_parts
-from planet_colab.checkpoint import latest_checkpoint_info, load_checkpoint, save_checkpoint
-from planet_colab.config import SHAPE_FIELDS, Config, get_config
-from planet_colab.env import collect_seed_episodes, make_env_from_config
+from planet_colab.checkpoint import load_checkpoint, save_checkpoint
+from planet_colab.config import SHAPE_FIELDS, Config
+from planet_colab.env import collect_seed_episodes
 from planet_colab.lease import OwnerLease
 from planet_colab.losses import make_optimizer
 from planet_colab.models import WorldModel
 from planet_colab.planner import CEMPlanner
-from planet_colab.precision import make_grad_scaler, resolve_precision, select_device
+from planet_colab.precision import make_grad_scaler
+from planet_colab.run_config import CONFIG_NAME, RunError, one_line, resolve_config
 from planet_colab.storage import EpisodeStorage
 
-CONFIG_NAME = "config.json"
 METRICS_NAME = "metrics.jsonl"
-# What a run is made of: its model and data shapes, the seed every stored episode derives from, and
-# the preset it started from (a label: changing it would not change the run, only misname it).
-FIXED_ON_RESUME = (*SHAPE_FIELDS, "seed", "preset")
-
-
-class RunError(Exception):
-    """A run-directory problem the user can fix; the message says how, in one line."""
-
-
-class ConfigMismatchError(RunError, ValueError):
-    """A resume asked to change a field the run cannot change."""
 
 
 @dataclass
@@ -106,32 +95,6 @@ def read_metrics(run_dir: str | os.PathLike) -> list[dict[str, Any]]:
                              "writes the file again from its newest checkpoint")
         rows.append(row)
     return rows
-
-
-def check_environment(config: Config) -> None:
-    """Make and reset the config's environment once, so a bad env fails before anything is written."""
-    try:
-        env = make_env_from_config(config)
-    except ValueError as e:
-        text = one_line(e)
-        named = text if text.startswith("env_name") else f"env_name {config.env_name!r}: {text}"
-        raise ValueError(named) from None
-    try:
-        env.reset(seed=0)
-    finally:
-        env.close()
-    resolve_precision(config.precision, select_device())
-
-
-def one_line(error: BaseException) -> str:
-    """An error's message on one line (list items joined with '; ')."""
-    parts = [line.strip().removeprefix("- ") for line in str(error).splitlines() if line.strip()]
-    if not parts:
-        return type(error).__name__
-    head, rest = parts[0], parts[1:]
-    if not rest:
-        return head
-    return head + (" " if head.endswith(":") else "; ") + "; ".join(rest)
 
 
 class _OwnedStorage(EpisodeStorage):
@@ -193,43 +156,10 @@ class Run:
 
     def _resolve(self, check_env: bool) -> list[str]:
         """(Re)read the stored config and apply the open() arguments; return notes to print."""
-        run_dir, preset, changes, config, new_ok = self._spec
-        stored, notes, recovered = _stored_config(run_dir, read_only=self._lease is None)
-        if stored is None:
-            if not new_ok:
-                raise RunError(f"{run_dir} is not a run directory (no {CONFIG_NAME}, no checkpoint); start one "
-                               f"with `python -m planet_colab train --run-dir {run_dir}`")
-            if config is not None and preset is not None and preset != config.preset:
-                raise ValueError(f"preset {preset!r} disagrees with config.preset {config.preset!r}")
-            if config is not None:
-                target = config.replace(**changes)
-            else:
-                target = get_config(preset or "pendulum", **changes)
-            if check_env:
-                check_environment(target)
-            self.config, self.is_new, self.changed, self._recovered = target, True, {}, False
-            return notes
-        if preset is not None and preset != stored.preset:
-            raise RunError(f"preset {preset!r} does not match {run_dir}, a {stored.preset!r} run (its "
-                           f"{CONFIG_NAME}): a preset only chooses a new run's defaults; leave it out to "
-                           "resume this run, or use a new run directory")
-        target = (config if config is not None else stored).replace(**changes)
-        fixed = {k: (getattr(stored, k), getattr(target, k)) for k in FIXED_ON_RESUME
-                 if getattr(stored, k) != getattr(target, k)}
-        if fixed:
-            listing = "; ".join(f"{k}: run has {a!r}, you asked for {b!r}" for k, (a, b) in fixed.items())
-            raise ConfigMismatchError(
-                f"Refusing to resume {run_dir}, these fields are fixed for the life of a run (model and "
-                f"data shapes, seed, preset): {listing}. Use the run's own values (its {CONFIG_NAME}) or a new "
-                "run directory")
-        if target.total_iterations < stored.total_iterations:
-            _check_not_below_checkpointed(run_dir, target.total_iterations)
-        if preset is not None and config is None:
-            notes += _preset_note(run_dir, preset, changes, target)
-        self.config, self.is_new, self._recovered = target, False, recovered
-        self.changed = {f.name: (getattr(stored, f.name), getattr(target, f.name)) for f in fields(Config)
-                        if getattr(stored, f.name) != getattr(target, f.name)}
-        return notes
+        resolved = resolve_config(*self._spec, read_only=self._lease is None, check_env=check_env)
+        self.config, self.is_new, self.changed = resolved.config, resolved.is_new, resolved.changed
+        self._recovered = resolved.recovered
+        return resolved.notes
 
     # ------------------------------------------------------------------ owning
     @contextlib.contextmanager
@@ -377,62 +307,3 @@ class Run:
         return payload
 
 
-def _stored_config(run_dir: Path, read_only: bool) -> tuple[Config | None, list[str], bool]:
-    """(config, notes, recovered): config.json, else the newest checkpoint's config; None for a new run.
-
-    `read_only` (no owner lease) moves nothing while looking for that checkpoint."""
-    path = run_dir / CONFIG_NAME
-    problem = None
-    if path.exists():
-        try:
-            return Config.load(path), [], False
-        except (ValueError, TypeError) as e:
-            problem = one_line(e)
-    try:
-        payload = load_checkpoint(run_dir, read_only=read_only) if (run_dir / "checkpoints").is_dir() else None
-    except RuntimeError as e:
-        raise RunError(f"{path} is {'damaged (' + problem + ')' if problem else 'missing'}, and "
-                       f"{one_line(e)}") from None
-    if payload is None:
-        if problem:
-            raise RunError(f"{path} is damaged ({problem}) and no checkpoint holds the run's config; fix the "
-                           "file, or move it away to start this run over from a preset")
-        return None, _orphan_note(run_dir), False
-    try:
-        config = Config.from_dict(dict(payload["config"]))
-    except (ValueError, TypeError) as e:
-        raise RunError(f"{path} is {'damaged' if problem else 'missing'} and the config in "
-                       f"{payload['path'].name} is unusable too ({one_line(e)})") from None
-    state = f"damaged ({problem})" if problem else "missing"
-    return config, [f"Recovered the run's config from {payload['path'].name}: {path} is {state}"], True
-
-
-def _check_not_below_checkpointed(run_dir: Path, total: int) -> None:
-    """Refuse a total_iterations below what the newest checkpoint already holds: a run never goes back."""
-    newest = latest_checkpoint_info(run_dir)
-    if newest is not None and newest["start_iteration"] > total:
-        done = newest["start_iteration"]
-        raise RunError(f"total_iterations (--iterations) {total} is below the {done} iterations {run_dir} "
-                       f"has already checkpointed ({Path(newest['file']).name}); ask for {done} or more, or "
-                       "use a new run directory")
-
-
-def _orphan_note(run_dir: Path) -> list[str]:
-    count = len(list((run_dir / "episodes").glob("episode_*.npz")))
-    if not count:
-        return []
-    return [f"{run_dir} holds {count} episode file(s) but no {CONFIG_NAME} or checkpoint: starting it as a new "
-            "run, which reuses those numbered like its own seed and collected episodes"]
-
-
-def _preset_note(run_dir: Path, preset: str, changes: dict[str, Any], target: Config) -> list[str]:
-    """Say which of the run's stored values win over the preset's defaults (never mixed silently)."""
-    try:
-        asked = get_config(preset, **changes)
-    except ValueError:
-        return []
-    kept = [f.name for f in fields(Config) if getattr(asked, f.name) != getattr(target, f.name)]
-    if not kept:
-        return []
-    listing = ", ".join(f"{k}={getattr(target, k)!r} (preset: {getattr(asked, k)!r})" for k in kept)
-    return [f"Resuming {run_dir} with its own config, not the defaults of preset {preset!r}: {listing}"]

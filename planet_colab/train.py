@@ -27,7 +27,8 @@ from planet_colab.config import Config
 from planet_colab.dataset import EpisodeDataset, collate_episode_batch, project_episode_ram
 from planet_colab.env import make_env_from_config
 from planet_colab.losses import train_step
-from planet_colab.run import Run, RunError, TrainingState, read_metrics
+from planet_colab.run import Run, TrainingState, read_metrics
+from planet_colab.run_config import RunError
 from planet_colab.seeding import numpy_rng, torch_generator
 from planet_colab.storage import DamagedEpisodeError, EpisodeStorage, episode_number
 

@@ -29,7 +29,8 @@ def stored(run_dir: Path) -> Config:
 
 
 def test_open_prefers_the_runs_stored_config_and_refuses_another_preset(tmp_path):
-    from planet_colab.run import Run, RunError
+    from planet_colab.run import Run
+    from planet_colab.run_config import RunError
 
     assert Run.open(tmp_path / "new", changes={"learning_rate": 5e-4}).config.preset == "pendulum"
     assert not (tmp_path / "new").exists()  # opening writes nothing
@@ -70,7 +71,8 @@ def test_changes_on_resume_are_saved_and_a_new_learning_rate_reaches_adam(tmp_pa
 
 
 def test_a_fixed_field_cannot_change_on_resume(tmp_path):
-    from planet_colab.run import ConfigMismatchError, Run
+    from planet_colab.run import Run
+    from planet_colab.run_config import ConfigMismatchError
 
     get_config("smoke", seed=3).save(tmp_path / "config.json")
     with pytest.raises(ConfigMismatchError, match="seed: run has 3, you asked for 4"):
@@ -150,7 +152,8 @@ def test_disk_and_drive_errors_are_one_line_with_their_own_exit_code(tmp_path, c
 
 
 def test_iterations_below_what_is_checkpointed_are_refused(tmp_path, capsys):
-    from planet_colab.run import Run, RunError
+    from planet_colab.run import Run
+    from planet_colab.run_config import RunError
 
     run = tmp_path / "run"
     assert cli(["train", "--run-dir", str(run), "--preset", "smoke", "--iterations", "3",
@@ -166,7 +169,8 @@ def test_iterations_below_what_is_checkpointed_are_refused(tmp_path, capsys):
 
 
 def test_a_run_cannot_be_relabelled_with_another_preset(tmp_path, capsys):
-    from planet_colab.run import ConfigMismatchError, Run
+    from planet_colab.run import Run
+    from planet_colab.run_config import ConfigMismatchError
 
     run = tmp_path / "run"
     assert cli(["train", "--run-dir", str(run), "--preset", "smoke", "--iterations", "1", *QUIET]) == 0
