@@ -307,7 +307,7 @@ class OnlineLoop:
                                "collect_length": float(np.mean(collected["lengths"])), **evaluation}
         row.update({f"{k}_episodes": v for k, v in episodes.items() if v})
         row.update(train_s=t_train, collect_s=t_collect, eval_s=time.perf_counter() - t3, io_s=t_io,
-                   seconds=time.perf_counter() - t0)
+                   seconds=time.perf_counter() - t0, threads=torch.get_num_threads())
         self.metrics.append(row)
         t4 = time.perf_counter()
         self.checkpoints.finish(it, self.metrics)

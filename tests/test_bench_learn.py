@@ -49,3 +49,24 @@ def test_a_run_stopped_between_evaluations_is_published_with_a_fresh_evaluation(
     # The same seeds as the loop's own evaluation of that iteration: the same returns.
     assert published[-1]["eval_returns"] == rows[-1]["eval_returns"]
     assert "evaluated_when_published" not in run.read_metrics()[2]  # metrics.jsonl is left as it is
+
+
+def test_a_run_short_of_its_iterations_is_published_as_in_progress_and_hand_notes_survive(tmp_path):
+    from planet_colab.bench.learn import NOTES_END, NOTES_START, kept_notes, markdown
+    from planet_colab.config import get_config
+
+    summary = summarize([{**r, "threads": 1} for r in rows()], [-1200.0], wall_clock_s=18.0)
+    png, md = tmp_path / "smoke.png", tmp_path / "smoke.md"
+    unfinished = get_config("smoke", total_iterations=10)
+    page = markdown(summary, unfinished, tmp_path / "run", png)
+    assert "**In progress:** published after iteration 6 of 10 (11 of 12 episodes)" in page
+    assert "the run trained with 1 threads" in page
+    assert "In progress" not in markdown(summary, get_config("smoke", total_iterations=6), tmp_path, png)
+
+    # What a person added between the markers is carried into the next publish, once, as written.
+    notes = f"{NOTES_START}\nWhy the sizes differ from the preset: measured, see above.\n{NOTES_END}"
+    md.write_text(page.replace("![learning curve]", notes + "\n\n![learning curve]"))
+    assert kept_notes(md) == notes
+    republished = markdown(summary, unfinished, tmp_path / "run", png, notes=kept_notes(md))
+    assert republished.count("Why the sizes differ") == 1 and republished.index(notes) < republished.index("| episodes |")
+    assert kept_notes(tmp_path / "missing.md") == ""

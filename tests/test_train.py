@@ -282,8 +282,9 @@ def test_stop_mid_iteration_saves_the_grad_scaler_state_of_the_snapshot(tmp_path
     assert all(torch.equal(weights[k], before[k]) for k in before)
 
 
-def test_every_row_in_metrics_jsonl_has_its_checkpoint_time(tmp_path):
+def test_every_row_in_metrics_jsonl_has_its_checkpoint_time_and_threads(tmp_path):
     train.train_planner(smoke(total_iterations=2, checkpoint_every=1), tmp_path, progress=False)
     rows = train.read_metrics(tmp_path)
     assert [r["iteration"] for r in rows] == [0, 1]
     assert all(r["checkpoint_s"] > 0 for r in rows)  # both iterations were checkpointed, the last one too
+    assert all(r["threads"] == torch.get_num_threads() == 1 for r in rows)  # what its seconds were measured with

@@ -3,6 +3,9 @@
 Writes under --out (default docs/results): <preset>.png (noise-free evaluation return vs episodes and
 env steps, mean ± std over the evaluation episodes, random policy on the same plot), <preset>.md
 (table, config, machine, wall-clock split) and <preset>.json (the figures). Last line: the JSON.
+A run still short of its iterations is published as in progress, saying how far it got; a long run is
+published again after each session. What a person wrote into the md between NOTES_START and NOTES_END
+(analysis, why sizes changed) is kept by the next publish.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from planet_colab.seeding import derive_seed, numpy_rng
 from planet_colab.train import train_planner
 
 PHASES = ("train_s", "collect_s", "eval_s", "io_s", "checkpoint_s")
+NOTES_START, NOTES_END = "<!-- notes: written by hand, kept by `bench learn` -->", "<!-- /notes -->"
 # What each published task is measured against: (our target, label, a reported PlaNet figure or None).
 # cartpole_swingup: PlaNet's 297 ± 39 at 100k env steps as reported in the CURL paper, Table 1.
 TARGETS: dict[str, tuple[float, str, tuple[float, float, str] | None]] = {
@@ -47,18 +51,27 @@ def random_baseline(config: Config, episodes: int) -> list[float]:
 
 
 def machine() -> str:
-    """One line describing this machine (CPU, cores, torch)."""
-    cpu = platform.processor() or platform.machine()
+    """One line describing this machine (CPU and the vector extensions that set its speed, cores, torch)."""
+    from planet_colab.precision import cpu_has_fast_bf16
+
+    cpu, flags = platform.processor() or platform.machine(), set()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
                 cpu = line.split(":", 1)[1].strip()
+            elif line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+            if cpu and flags:
                 break
     except OSError:
         pass
+    if cpu_has_fast_bf16():
+        vector = "native bf16 (AVX512-BF16/AMX)"
+    else:
+        vector = "AVX512, no bf16" if "avx512f" in flags else "AVX2, no AVX512" if "avx2" in flags else "no AVX2"
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
-    return (f"{cpu}, {os.cpu_count()} cores, {gpu}; Python {platform.python_version()}, "
-            f"torch {torch.__version__} ({torch.get_num_threads()} threads)")
+    return (f"{cpu} ({vector}), {os.cpu_count()} cores, {gpu}; Python {platform.python_version()}, "
+            f"torch {torch.__version__}")
 
 
 def summarize(rows: list[dict[str, Any]], random_returns: list[float], wall_clock_s: float) -> dict[str, Any]:
@@ -80,6 +93,9 @@ def summarize(rows: list[dict[str, Any]], random_returns: list[float], wall_cloc
         "curve_env_steps": [int(r["env_steps"]) for r in evals],
         # Every collected episode's return (with exploration noise): learning between evaluations.
         "collect_curve": [[int(r["episodes"]), float(r["collect_return"])] for r in rows if "collect_return" in r],
+        "iterations_done": int(rows[-1]["iteration"]) + 1, "episodes_stored": int(rows[-1]["episodes"]),
+        # torch threads the iterations ran with (rows from before it was logged have none)
+        "threads": ", ".join(map(str, sorted({int(r["threads"]) for r in rows if "threads" in r}))) or None,
     }
 
 
@@ -131,9 +147,29 @@ def _target_lines(summary: dict[str, Any], config: Config) -> list[str]:
     return [text, ""]
 
 
-def markdown(summary: dict[str, Any], config: Config, run_dir: Path, png: Path) -> str:
-    """The results page: table, wall-clock split, config and machine."""
+def kept_notes(md: Path) -> str:
+    """The hand-written block (NOTES_START … NOTES_END, markers included) of an existing results page, or ''."""
+    text = md.read_text() if md.exists() else ""
+    start, end = text.find(NOTES_START), text.find(NOTES_END)
+    return text[start:end + len(NOTES_END)] if 0 <= start < end else ""
+
+
+def _status_lines(summary: dict[str, Any], config: Config, run_dir: Path) -> list[str]:
+    """Say so when the run has not reached its last iteration: a published result must not pass for final."""
+    done = summary["iterations_done"]
+    if done >= config.total_iterations:
+        return []
+    total_episodes = config.seed_episodes + config.total_iterations * config.collect_episodes
+    return [f"**In progress:** published after iteration {done} of {config.total_iterations} "
+            f"({summary['episodes_stored']} of {total_episodes} episodes); the figures below are what the run had "
+            f"reached. It resumes with `python -m planet_colab train --run-dir {run_dir}`, and "
+            f"`python -m planet_colab.bench learn --no-train --run-dir {run_dir}` publishes it again.", ""]
+
+
+def markdown(summary: dict[str, Any], config: Config, run_dir: Path, png: Path, notes: str = "") -> str:
+    """The results page: status, kept notes, curve, table, wall-clock split, config and machine."""
     lines = [f"# PlaNet on {config.env_name} from pixels ({config.preset} preset)", "",
+             *_status_lines(summary, config, run_dir), *([notes, ""] if notes else []),
              f"![learning curve]({png.name})", "",
              f"Final noise-free evaluation after {summary['episodes']} episodes "
              f"({summary['env_steps']:,} env steps): **{summary['eval_mean_return']:.1f} ± "
@@ -156,10 +192,11 @@ def markdown(summary: dict[str, Any], config: Config, run_dir: Path, png: Path) 
                   "| pixel MSE | " + " | ".join(f"{v:.4f}" for v in diag["open_loop_obs_mse_by_step"]) + " |",
                   "", f"![reconstructions]({config.preset}_reconstructions.png)", "",
                   f"![open loop]({config.preset}_open_loop.png)"]
+    threads = f"{summary['threads']} threads" if summary.get("threads") else "threads not recorded"
     lines += ["", f"Wall-clock: {summary['wall_clock_s'] / 3600:.2f} h in iterations "
               f"({summary['wall_clock_s']:.0f} s). Seconds per iteration, mean: "
               + ", ".join(f"{k[:-2]} {v:.1f}" for k, v in split.items()) + ".", "",
-              f"Machine: {machine()}.", "", f"Run directory: `{run_dir}`.", "",
+              f"Machine (where this page was made; the run trained with {threads}): {machine()}.", "", f"Run directory: `{run_dir}`.", "",
               "Config:", "", "```json", json.dumps(config.to_dict(), indent=1, sort_keys=True), "```", ""]
     return "\n".join(lines)
 
@@ -250,7 +287,8 @@ def main(argv: list[str] | None = None) -> None:
     summary["diagnostics"] = model_diagnostics(run, args.out)
     png = args.out / f"{name}.png"
     plot(summary, f"PlaNet, {config.env_name} from 64×64 pixels", png)
-    (args.out / f"{name}.md").write_text(markdown(summary, config, args.run_dir, png))
+    md = args.out / f"{name}.md"
+    md.write_text(markdown(summary, config, args.run_dir, png, notes=kept_notes(md)))
     (args.out / f"{name}.json").write_text(json.dumps(summary, indent=1) + "\n")
     print(f"Wrote {png}, {args.out / (name + '.md')}, {args.out / (name + '.json')}")
     print(f"final eval {summary['eval_mean_return']:.1f} ± {summary['eval_std']:.1f} after "
