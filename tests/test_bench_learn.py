@@ -60,8 +60,9 @@ def test_a_run_short_of_its_iterations_is_published_as_in_progress_and_hand_note
     unfinished = get_config("smoke", total_iterations=10)
     page = markdown(summary, unfinished, tmp_path / "run", png)
     assert "**In progress:** published after iteration 6 of 10 (11 of 12 episodes)" in page
-    assert "the run trained with 1 threads" in page
-    assert "In progress" not in markdown(summary, get_config("smoke", total_iterations=6), tmp_path, png)
+    assert "the run trained with 1 torch thread(s)" in page and "Latest noise-free evaluation" in page
+    finished = markdown(summary, get_config("smoke", total_iterations=6), tmp_path, png)
+    assert "In progress" not in finished and "Final noise-free evaluation" in finished
 
     # What a person added between the markers is carried into the next publish, once, as written.
     notes = f"{NOTES_START}\nWhy the sizes differ from the preset: measured, see above.\n{NOTES_END}"

@@ -171,7 +171,8 @@ def markdown(summary: dict[str, Any], config: Config, run_dir: Path, png: Path, 
     lines = [f"# PlaNet on {config.env_name} from pixels ({config.preset} preset)", "",
              *_status_lines(summary, config, run_dir), *([notes, ""] if notes else []),
              f"![learning curve]({png.name})", "",
-             f"Final noise-free evaluation after {summary['episodes']} episodes "
+             f"{'Final' if summary['iterations_done'] >= config.total_iterations else 'Latest'} noise-free "
+             f"evaluation after {summary['episodes']} episodes "
              f"({summary['env_steps']:,} env steps): **{summary['eval_mean_return']:.1f} ± "
              f"{summary['eval_std']:.1f}** over {summary['eval_episodes']} episodes on distinct seeds "
              f"(best {summary['best_eval_mean_return']:.1f}); random policy "
@@ -192,11 +193,11 @@ def markdown(summary: dict[str, Any], config: Config, run_dir: Path, png: Path, 
                   "| pixel MSE | " + " | ".join(f"{v:.4f}" for v in diag["open_loop_obs_mse_by_step"]) + " |",
                   "", f"![reconstructions]({config.preset}_reconstructions.png)", "",
                   f"![open loop]({config.preset}_open_loop.png)"]
-    threads = f"{summary['threads']} threads" if summary.get("threads") else "threads not recorded"
+    threads = f"; the run trained with {summary['threads']} torch thread(s)" if summary.get("threads") else ""
     lines += ["", f"Wall-clock: {summary['wall_clock_s'] / 3600:.2f} h in iterations "
               f"({summary['wall_clock_s']:.0f} s). Seconds per iteration, mean: "
               + ", ".join(f"{k[:-2]} {v:.1f}" for k, v in split.items()) + ".", "",
-              f"Machine (where this page was made; the run trained with {threads}): {machine()}.", "", f"Run directory: `{run_dir}`.", "",
+              f"Machine where this page was made: {machine()}{threads}.", "", f"Run directory: `{run_dir}`.", "",
               "Config:", "", "```json", json.dumps(config.to_dict(), indent=1, sort_keys=True), "```", ""]
     return "\n".join(lines)
 
