@@ -71,3 +71,24 @@ def test_a_run_short_of_its_iterations_is_published_as_in_progress_and_hand_note
     republished = markdown(summary, unfinished, tmp_path / "run", png, notes=kept_notes(md))
     assert republished.count("Why the sizes differ") == 1 and republished.index(notes) < republished.index("| episodes |")
     assert kept_notes(tmp_path / "missing.md") == ""
+
+
+def test_publishing_a_run_again_keeps_the_notes_and_changes_nothing_in_the_run(tmp_path, capsys):
+    from planet_colab.bench.learn import NOTES_END, NOTES_START, main
+
+    run_dir, out = tmp_path / "run", tmp_path / "results"
+    main(["--preset", "smoke", "--run-dir", str(run_dir), "--out", str(out), "--iterations", "2",
+          "--set", "eval_every=2"])
+    page = (out / "smoke.md").read_text()
+    assert "Final noise-free evaluation after 4 episodes" in page and "In progress" not in page
+    notes = f"{NOTES_START}\nA person's analysis.\n{NOTES_END}"
+    (out / "smoke.md").write_text(page.replace("![learning curve]", notes + "\n\n![learning curve]"))
+    config_before = (run_dir / "config.json").read_bytes()
+
+    # Asked for 4 iterations where the run has 2: published as in progress, the run left as it was.
+    main(["--no-train", "--run-dir", str(run_dir), "--out", str(out), "--iterations", "4"])
+    page = (out / "smoke.md").read_text()
+    assert "**In progress:** published after iteration 2 of 4 (4 of 6 episodes)" in page
+    assert page.count("A person's analysis.") == 1
+    assert (run_dir / "config.json").read_bytes() == config_before
+    assert '"episodes": 4' in capsys.readouterr().out.splitlines()[-1]  # the JSON line comes last

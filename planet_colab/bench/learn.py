@@ -274,7 +274,11 @@ def main(argv: list[str] | None = None) -> None:
         t0 = time.perf_counter()
         train_planner(run, progress=False)
         print(f"train_planner returned after {time.perf_counter() - t0:.0f} s in this process")
-    config, rows = run.config, run.read_metrics()
+    config = run.config
+    args.out.mkdir(parents=True, exist_ok=True)
+    diagnostics = model_diagnostics(run, args.out)
+    # A run still training may finish an iteration meanwhile: the page stops at the checkpoint it diagnosed.
+    rows = [r for r in run.read_metrics() if r["iteration"] <= diagnostics["checkpoint_iteration"]]
     # Iterations redone after a kill are logged once (metrics.jsonl is rebuilt from the checkpoint).
     wall = float(sum(r.get("seconds", 0.0) + r.get("checkpoint_s", 0.0) for r in rows))
     if args.evaluate_now:
@@ -283,9 +287,8 @@ def main(argv: list[str] | None = None) -> None:
     summary = summarize(rows, random_returns, wall)
     summary["preset"] = config.preset
     summary["evaluated_when_published"] = bool(rows and rows[-1].get("evaluated_when_published"))
+    summary["diagnostics"] = diagnostics
     name = config.preset
-    args.out.mkdir(parents=True, exist_ok=True)
-    summary["diagnostics"] = model_diagnostics(run, args.out)
     png = args.out / f"{name}.png"
     plot(summary, f"PlaNet, {config.env_name} from 64×64 pixels", png)
     md = args.out / f"{name}.md"
