@@ -10,7 +10,8 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Iterator
+import warnings
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -83,8 +84,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     except ValueError as e:
         raise UsageError(f"argument --set: {e}") from None
     run = Run.open(run_dir, args.preset, changes=changes)
-    train_planner(run, progress=not args.no_progress, take_over=args.take_over)
-    print(f"Done: {run.config.total_iterations} iterations in {run_dir}")
+    result = train_planner(run, progress=not args.no_progress, take_over=args.take_over)
+    total = run.config.total_iterations
+    if result["start_iteration"] >= total:
+        print(f"{run_dir} had already finished its {total} iteration(s); `--iterations N` (more than {total}) "
+              "trains it longer")
+    else:
+        print(f"Done: {total} iteration(s) in {run_dir}")
     return 0
 
 
@@ -192,17 +198,24 @@ def _disk_error(error: OSError) -> str:
     return " ".join(": ".join([error.strerror, *names]).split())
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Entry point of `python -m planet_colab`: 0 done, 2 a user error (one line), 3 a disk or Drive error
-    (one line naming the file), 130 stopped by Ctrl-C/SIGTERM."""
+def _one_line_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                      line: str | None = None) -> str:
+    """A warning as the command line prints it: one line, without the source line Python adds."""
+    from planet_colab.run_config import one_line
+
+    return f"warning: {one_line(message) if isinstance(message, BaseException) else message}\n"
+
+
+def run_command(action: Callable[[], int]) -> int:
+    """Run one command-line action as every command here ends: 0 done, 2 a user error (one line), 3 a disk
+    or Drive error (one line naming the file), 130 stopped by Ctrl-C/SIGTERM; warnings print as one line."""
     from planet_colab.lease import LeaseError
     from planet_colab.run_config import RunError, one_line
 
+    formatwarning, warnings.formatwarning = warnings.formatwarning, _one_line_warning
     try:
-        args = _parser().parse_args(argv)
         with _sigterm_stops_like_ctrl_c():
-            return {"train": cmd_train, "evaluate": cmd_evaluate, "info": cmd_info, "sweep": cmd_sweep,
-                    "sweep-report": cmd_sweep_report}[args.command](args)
+            return action()
     except KeyboardInterrupt as stop:
         if not getattr(stop, "reported", False):  # the loop has said what it saved
             print("Stopped; nothing was lost. Run the same command to resume.", file=sys.stderr)
@@ -213,6 +226,20 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as e:  # Drive dropped for good, a full disk, a run directory that cannot be made
         print(f"error: {_disk_error(e)}", file=sys.stderr)
         return 3
+    finally:
+        warnings.formatwarning = formatwarning
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of `python -m planet_colab` (exit codes: see run_command)."""
+    commands = {"train": cmd_train, "evaluate": cmd_evaluate, "info": cmd_info, "sweep": cmd_sweep,
+                "sweep-report": cmd_sweep_report}
+
+    def action() -> int:
+        args = _parser().parse_args(argv)
+        return commands[args.command](args)
+
+    return run_command(action)
 
 
 if __name__ == "__main__":

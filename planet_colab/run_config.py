@@ -73,6 +73,8 @@ def resolve_config(run_dir: Path, preset: str | None, changes: dict[str, Any], c
 
     `read_only` (no owner lease held) moves nothing while looking for a checkpoint's config;
     `check_env` builds a new run's environment once to prove it works."""
+    if run_dir.exists() and not run_dir.is_dir():
+        raise RunError(f"{run_dir} is a file, not a run directory; give a directory (a new one starts a run)")
     stored, notes, recovered = _stored_config(run_dir, read_only=read_only)
     if stored is None:
         if not new_ok:
@@ -97,7 +99,7 @@ def resolve_config(run_dir: Path, preset: str | None, changes: dict[str, Any], c
     if fixed:
         listing = "; ".join(f"{k}: run has {a!r}, you asked for {b!r}" for k, (a, b) in fixed.items())
         raise ConfigMismatchError(
-            f"Refusing to resume {run_dir}, these fields are fixed for the life of a run (model and "
+            f"Refusing to resume {run_dir}, these fields are fixed for the life of a run (task, model and "
             f"data shapes, seed, preset): {listing}. Use the run's own values (its {CONFIG_NAME}) or a new "
             "run directory")
     if target.total_iterations < stored.total_iterations:

@@ -73,7 +73,7 @@ def test_a_run_short_of_its_iterations_is_published_as_in_progress_and_hand_note
     assert kept_notes(tmp_path / "missing.md") == ""
 
 
-def test_publishing_a_run_again_keeps_the_notes_and_changes_nothing_in_the_run(tmp_path, capsys):
+def test_publishing_again_keeps_the_notes_and_never_shows_settings_the_run_did_not_have(tmp_path, capsys):
     from planet_colab.bench.learn import NOTES_END, NOTES_START, main
 
     run_dir, out = tmp_path / "run", tmp_path / "results"
@@ -85,10 +85,31 @@ def test_publishing_a_run_again_keeps_the_notes_and_changes_nothing_in_the_run(t
     (out / "smoke.md").write_text(page.replace("![learning curve]", notes + "\n\n![learning curve]"))
     config_before = (run_dir / "config.json").read_bytes()
 
-    # Asked for 4 iterations where the run has 2: published as in progress, the run left as it was.
-    main(["--no-train", "--run-dir", str(run_dir), "--out", str(out), "--iterations", "4"])
+    # Publishing never changes what it shows: settings for the run are refused, the run left as it was.
+    with pytest.raises(SystemExit):
+        main(["--no-train", "--run-dir", str(run_dir), "--out", str(out), "--set", "eval_episodes=5"])
+    assert "--no-train publishes the run as it is" in capsys.readouterr().err
+    assert (run_dir / "config.json").read_bytes() == config_before
+
+    # The run extended to 4 iterations but not trained yet: published as in progress, notes kept.
+    from planet_colab.run import Run
+
+    with Run.open(run_dir, changes={"total_iterations": 4}).own():
+        pass  # saves the change to config.json, as `train --iterations 4` does before it trains
+    main(["--no-train", "--run-dir", str(run_dir), "--out", str(out)])
     page = (out / "smoke.md").read_text()
     assert "**In progress:** published after iteration 2 of 4 (4 of 6 episodes)" in page
     assert page.count("A person's analysis.") == 1
-    assert (run_dir / "config.json").read_bytes() == config_before
     assert '"episodes": 4' in capsys.readouterr().out.splitlines()[-1]  # the JSON line comes last
+
+
+def test_benchmarks_end_a_user_error_in_one_line_like_the_command_line(tmp_path, capsys):
+    from planet_colab.bench.__main__ import main as bench
+
+    with pytest.raises(SystemExit) as ended:
+        bench(["learn", "--no-train", "--run-dir", str(tmp_path / "nothing"), "--out", str(tmp_path / "out")])
+    assert ended.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "is not a run directory" in err and "\n" not in err
+    bench(["--help"])
+    assert "learn" in capsys.readouterr().out

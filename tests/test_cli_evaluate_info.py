@@ -61,6 +61,14 @@ def test_commands_on_a_directory_that_is_not_a_run_fail_in_one_line(tmp_path, ca
         assert _exit_code([*command, "--run-dir", str(tmp_path)]) == 2
         err = capsys.readouterr().err.strip()
         assert len(err.splitlines()) == 1 and "is not a run directory" in err
+    # A file given as the run directory (a video, the README) is a user error, not a disk error.
+    a_file = tmp_path / "ep.gif"
+    a_file.write_bytes(b"GIF89a")
+    for command in (["info"], ["evaluate"], ["train", "--preset", "smoke"]):
+        assert _exit_code([*command, "--run-dir", str(a_file)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and "is a file, not a run directory" in err, err
+    assert a_file.read_bytes() == b"GIF89a"
 
 
 def _tree(root):

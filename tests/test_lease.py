@@ -40,8 +40,19 @@ def test_a_live_owner_is_refused_in_one_line_naming_it_and_how_to_take_over(tmp_
     text = str(refused.value)
     assert "\n" not in text
     assert f"pid {other_process.pid} on this machine" in text and "since" in text
-    assert "last heartbeat" in text and "--take-over" in text and "take_over=True" in text
+    # On this machine it is known to be alive: waiting would not help, stopping it or taking over does.
+    assert f"still running; stop it (kill {other_process.pid}" in text and "run again after" not in text
+    assert "--take-over" in text and "take_over=True" in text
     assert read_lease(tmp_path)["token"] == "theirs"  # untouched
+
+
+def test_an_owner_on_another_machine_is_refused_until_its_heartbeat_lapses(tmp_path):
+    plant(tmp_path, host="another-runtime")
+    with pytest.raises(RunInUseError) as refused:
+        OwnerLease(tmp_path, settle_s=0).acquire()
+    text = str(refused.value)
+    assert "pid 1 on host another-runtime" in text and "last heartbeat" in text
+    assert "if that trainer is gone, run again after" in text and "--take-over" in text
 
 
 def test_a_dead_owner_on_this_machine_is_taken_over_at_once(tmp_path, other_process):

@@ -125,7 +125,7 @@ def test_raised_iterations_survive_a_kill(tmp_path):
     again = subprocess.run([sys.executable, "-m", "planet_colab", "train", "--run-dir", str(run), "--no-progress"],
                            cwd=ROOT, env=subprocess_env(), capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, again.stdout + again.stderr
-    assert "of 20" in again.stdout and "Done: 20 iterations" in again.stdout
+    assert "of 20" in again.stdout and "Done: 20 iteration(s)" in again.stdout
     assert [r["iteration"] for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines())] \
         == list(range(20))
 

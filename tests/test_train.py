@@ -288,3 +288,24 @@ def test_every_row_in_metrics_jsonl_has_its_checkpoint_time_and_threads(tmp_path
     assert [r["iteration"] for r in rows] == [0, 1]
     assert all(r["checkpoint_s"] > 0 for r in rows)  # both iterations were checkpointed, the last one too
     assert all(r["threads"] == torch.get_num_threads() == 1 for r in rows)  # what its seconds were measured with
+
+
+def test_the_command_line_says_a_finished_run_is_finished_and_prints_warnings_as_one_line(tmp_path, capsys):
+    import warnings
+
+    args = ["train", "--run-dir", str(tmp_path / "run"), "--preset", "smoke", "--iterations", "2", "--no-progress"]
+    assert cli(args) == 0
+    assert "Done: 2 iteration(s)" in capsys.readouterr().out
+    assert cli(args) == 0
+    assert "had already finished its 2 iteration(s); `--iterations N` (more than 2) trains it longer" \
+        in capsys.readouterr().out
+
+    # A damaged episode: the warning is one line, without the source line Python adds to it.
+    episode = sorted((tmp_path / "run" / "episodes").glob("episode_*.npz"))[-1]
+    episode.write_bytes(b"not an npz")
+    more = subprocess.run([sys.executable, "-m", "planet_colab", *args[:-3], "--iterations", "3", "--no-progress"],
+                          cwd=ROOT, env=subprocess_env(), capture_output=True, text=True, timeout=300)
+    assert more.returncode == 0, more.stderr
+    warned = [line for line in more.stderr.splitlines() if "is damaged" in line]
+    assert len(warned) == 1 and warned[0].startswith("warning: ") and "moved to" in warned[0], more.stderr
+    assert not any(line.startswith(" ") for line in more.stderr.splitlines()), more.stderr

@@ -259,16 +259,21 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--preset", help="for a new run (default pendulum); an existing run keeps its config.json")
     p.add_argument("--iterations", type=int)
     p.add_argument("--run-dir", type=Path, required=True)
-    p.add_argument("--out", type=Path, default=Path("docs/results"))
+    p.add_argument("--out", type=Path, default=Path("docs/results"),
+                   help="where the page, figures and JSON go (default: docs/results of the current directory)")
     p.add_argument("--set", dest="overrides", nargs="*", default=[], metavar="KEY=VALUE")
-    p.add_argument("--no-train", action="store_true", help="only publish what the run has so far")
+    p.add_argument("--no-train", action="store_true",
+                   help="only publish what the run has so far, with its own config (no --set, no --iterations)")
     p.add_argument("--evaluate-now", action="store_true",
                    help="when the newest checkpoint has no evaluation yet, evaluate it now (published only)")
     args = p.parse_args(argv)
 
     changes = changes_from_args(args.overrides, args.iterations)
     if args.no_train:
-        run = Run.open(args.run_dir, args.preset, changes=changes, new_ok=False)
+        if changes:  # the page would show settings the run never had
+            p.error("--no-train publishes the run as it is: --set and --iterations change a run; use "
+                    f"`python -m planet_colab train --run-dir {args.run_dir}` with them first")
+        run = Run.open(args.run_dir, args.preset, new_ok=False)
     else:
         run = Run.open(args.run_dir, args.preset, changes=changes)
         t0 = time.perf_counter()
@@ -294,7 +299,8 @@ def main(argv: list[str] | None = None) -> None:
     md = args.out / f"{name}.md"
     md.write_text(markdown(summary, config, args.run_dir, png, notes=kept_notes(md)))
     (args.out / f"{name}.json").write_text(json.dumps(summary, indent=1) + "\n")
-    print(f"Wrote {png}, {args.out / (name + '.md')}, {args.out / (name + '.json')}")
+    figures = [png, args.out / f"{name}_reconstructions.png", args.out / f"{name}_open_loop.png"]
+    print(f"Wrote {md}, {args.out / (name + '.json')}, " + ", ".join(map(str, figures)))
     print(f"final eval {summary['eval_mean_return']:.1f} ± {summary['eval_std']:.1f} after "
           f"{summary['episodes']} episodes; random {summary['random_mean_return']:.1f}")
     print(json.dumps(summary))
