@@ -47,7 +47,7 @@ def _positive_int(text: str) -> int:
 
 def _parser() -> argparse.ArgumentParser:
     p = _Parser(prog="python -m planet_colab", description=__doc__)
-    sub = p.add_subparsers(dest="command", required=True)
+    sub = p.add_subparsers(dest="command", required=True, metavar="{train,evaluate,info,sweep,sweep-report}")
     t = sub.add_parser("train", help="start or resume a run (the same command resumes)")
     t.add_argument("--run-dir", type=Path,
                    help="run directory (default: ~/planet_colab_runs/<preset>; Drive in Colab)")
@@ -61,12 +61,12 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--take-over", action="store_true",
                    help="take the run over from another trainer that still holds its owner lease")
     e = sub.add_parser("evaluate", help="noise-free evaluation of a run's newest checkpoint")
-    e.add_argument("--run-dir", type=Path, required=True)
+    e.add_argument("--run-dir", type=Path, required=True, help="the run to evaluate (its newest checkpoint)")
     e.add_argument("--episodes", type=_positive_int, default=10, help="episodes to play (default 10)")
     e.add_argument("--video", type=Path,
                    help="write the first episode here: a .gif, or a .mp4 when imageio-ffmpeg is installed")
     i = sub.add_parser("info", help="what a run directory holds")
-    i.add_argument("--run-dir", type=Path, required=True)
+    i.add_argument("--run-dir", type=Path, required=True, help="the run directory to describe")
     _add_sweep_parsers(sub)
     return p
 

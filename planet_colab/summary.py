@@ -47,6 +47,16 @@ def _last_results(rows: list[dict[str, Any]]) -> list[tuple[str, str]]:
     return lines
 
 
+def _set_aside(run_dir: Path) -> list[tuple[str, str]]:
+    """A line for the damaged files moved to quarantine/, when there are any (never deleted: the user decides)."""
+    folder = run_dir / "quarantine"
+    names = sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []
+    if not names:
+        return []
+    shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+    return [("quarantine", f"{len(names)} damaged file(s) set aside in {folder}: {shown}")]
+
+
 def run_summary(run_dir: str | os.PathLike) -> str:
     """Aligned lines describing what `run_dir` holds; RunError when it is not a run directory."""
     from planet_colab.checkpoint import latest_checkpoint_info
@@ -64,6 +74,7 @@ def run_summary(run_dir: str | os.PathLike) -> str:
         ("task", f"{config.env_name}, {config.preset} preset, action repeat {config.action_repeat}"),
         ("episodes", f"{episodes} stored ({seed} random seed + {episodes - seed} collected), "
                      f"{config.episode_len} agent steps each"),
+        *_set_aside(run_dir),
         ("progress", _progress(config, ckpt, rows)),
         *_last_results(rows),
     ]

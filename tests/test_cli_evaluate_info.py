@@ -21,6 +21,18 @@ def test_info_is_a_summary_of_the_run(trained_run, capsys):
     assert "4 stored (2 random seed + 2 collected)" in out
     assert "evaluation" in out and "after iteration 2" in out
     assert "s per iteration (train" in out
+    assert "quarantine" not in out  # nothing set aside: no line about it
+
+
+def test_info_names_the_damaged_files_set_aside(trained_run, tmp_path, capsys):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run)
+    (run / "quarantine").mkdir()
+    (run / "quarantine" / "episode_000003.npz").write_bytes(b"damaged")
+    assert cli(["info", "--run-dir", str(run)]) == 0
+    assert f"1 damaged file(s) set aside in {run / 'quarantine'}: episode_000003.npz" in capsys.readouterr().out
 
 
 def _exit_code(argv):
