@@ -234,7 +234,7 @@ def parse_override(text: str) -> tuple[str, Any]:
     key = key.strip()
     types = {f.name: f.type for f in fields(Config)}
     if key not in types:
-        raise ValueError(f"Unknown config field {key!r}; known: {', '.join(sorted(types))}")
+        raise ValueError(f"Unknown config field {key!r}; known: {', '.join(sorted(set(types) - {'preset'}))}")
     if key == "preset":  # a name for the defaults a run started from, not a setting to relabel it with
         raise ValueError("preset is not a setting: choose a new run's preset with --preset NAME")
     kind = types[key]

@@ -98,6 +98,13 @@ def test_parse_override_refuses_bad_text(text, message):
         parse_override(text)
 
 
+def test_the_list_of_known_fields_offers_only_what_set_accepts():
+    with pytest.raises(ValueError) as refused:
+        parse_override("batch_sise=8")
+    known = str(refused.value).split("known: ")[1].split(", ")
+    assert "batch_size" in known and "preset" not in known  # --set preset= is refused: it is not offered
+
+
 def test_every_field_has_a_default():
     assert all(f.default is not dataclasses.MISSING for f in dataclasses.fields(Config))
     Config().validate()
