@@ -16,9 +16,10 @@ in two sets, and an estimate uses the one this machine's CPU (and the config's p
 
 Training scales with sequences × length × steps, planning with candidates × refits × horizon per
 agent step; MuJoCo tasks add one 64×64 render per agent step, in CPU time per frame measured with
-`python -m planet_colab.bench env --preset P --threads 1` (OSMesa) on the AVX2 box at load 6: a suite
-task with the tuned render settings 12.4 ms (cartpole_swingup), gymnasium's HalfCheetah with MuJoCo's
-own settings 89 ms. A GPU runtime trains faster, by an amount not measured here.
+`python -m planet_colab.bench env --preset P --threads 1` (OSMesa) on the AVX2 box with the tuned render
+settings (rendering.configure_offscreen): a suite task 12.4 ms at load 6 (cartpole_swingup), gymnasium's
+HalfCheetah 16.2 ms at load 3.6 (89 ms with MuJoCo's own 4096² shadow map, before it was tuned too). A GPU
+runtime trains faster, by an amount not measured here.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ class CpuCosts:
 BF16_CPU = CpuCosts("an idle 2-core CPU with bf16 (2 threads)", 44.9 / (100 * 16 * 25), 12.1 / (100 * 500 * 5 * 12))
 FP32_CPU = CpuCosts("one thread of an idle CPU without bf16 (fp32)", 2.12 / (16 * 25), 0.651 / (500 * 5 * 12))
 SUITE_RENDER_S = 0.0124  # a DeepMind Control Suite task (dmc:…), rendering.configure_offscreen's settings
-GYM_MUJOCO_RENDER_S = 0.089  # a gymnasium MuJoCo env (HalfCheetah-v5), MuJoCo's own render settings
+GYM_MUJOCO_RENDER_S = 0.0162  # a gymnasium MuJoCo env (HalfCheetah-v5), the same tuned settings
 OVERHEAD_S_PER_ITERATION = 1.0  # data loader, metrics, checkpoints: most of a tiny model's iteration
 STARTUP_S = 15.0  # imports, environment, seed episodes of a tiny run (smoke: 27 s on a loaded 2-core CPU)
 

@@ -139,8 +139,10 @@ def make_env(name: str = "Pendulum-v1", action_repeat: int = 2, seed: int | None
         choose_gl_backend()  # before gymnasium imports mujoco
         # Drawn at 64×64, never resized, by camera 0 (HalfCheetah's "track" camera follows the body,
         # like the suite's camera 0; gymnasium's own default is a free camera it may run away from).
-        # MuJoCo's own render settings are kept: HalfCheetah's 4096² shadow map costs little (35 vs 33 ms
-        # CPU per frame at 512²) and a smaller one changes 2.7% of its pixels.
+        # The suite's render settings too (rendering.configure_offscreen): HalfCheetah's own 4096² shadow
+        # map cost 81 ms CPU per frame against 21 ms at 512², which changes 0.79% of its pixels by more
+        # than 8 of 255, on the legs' shadow edges (`python -m planet_colab.bench env --preset
+        # half_cheetah --threads 1`, OSMesa, AVX2 CPU).
         kwargs = {"width": IMAGE_SIZE, "height": IMAGE_SIZE, "camera_id": 0}
     try:
         if kwargs:
@@ -165,6 +167,9 @@ def make_env(name: str = "Pendulum-v1", action_repeat: int = 2, seed: int | None
     if isinstance(getattr(inner, "screen_dim", None), int) and inner.screen_dim > _RENDER_DIM:
         inner.screen_dim = _RENDER_DIM
     if kwargs:  # a MuJoCo env
+        from planet_colab.rendering import configure_offscreen
+
+        configure_offscreen(inner.model, IMAGE_SIZE)  # before its first render makes the GL context
         env = _OwnGLContext(env)
     return PixelEnv(env, action_repeat=action_repeat, seed=seed)
 

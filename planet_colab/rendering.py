@@ -72,7 +72,7 @@ def choose_gl_backend() -> str:
 # llvmpipe): the 2048² shadow map is most of a frame's cost; at 512² fewer than 0.2% of pixels change
 # by more than 8 of 255 (shadow edges) and frames look the same, while turning shadows off darkens
 # whole floors (walker: 44% of pixels) and turning multisampling off changes every edge (6%), so both
-# stay on. Gymnasium's MuJoCo envs keep their own settings (see env.make_env).
+# stay on. Gymnasium's MuJoCo envs get the same settings (HalfCheetah: see env.make_env).
 SHADOW_MAP_SIZE = 512
 
 

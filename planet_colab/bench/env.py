@@ -3,9 +3,10 @@
 Steps the preset's environment with random actions and times, per agent step, the physics
 (`action_repeat` environment steps) and the one 64×64 render, then times the preset's CEM planner
 choosing an action (random weights: the cost does not depend on them) and reports the environment's
-share of a collected episode's time (goal on the CPU: <= 10%). For a MuJoCo task it also renders the
-same states with MuJoCo's default offscreen settings and reports both costs and how many pixels
-differ (rendering.configure_offscreen). The last line is JSON.
+share of a collected episode's time (goal on the CPU: <= 10%). For a MuJoCo task it also draws the
+same states (gymnasium's HalfCheetah: the same episode played again) with MuJoCo's default offscreen
+settings and reports both costs and how many pixels differ (rendering.configure_offscreen). The last
+line is JSON.
 """
 
 from __future__ import annotations
@@ -43,8 +44,7 @@ def _time_env(env: Any, steps: int, seed: int) -> tuple[dict[str, float], list[n
         wall["render"] += t2 - t1
         cpu["physics"] += c1 - c0
         cpu["render"] += c2 - c1
-        physics = getattr(env.unwrapped, "_env", None)
-        states.append(physics.physics.get_state().copy() if physics is not None else None)
+        states.append(_physics_state(env.unwrapped))
         if done:
             env.reset()
     result = {f"{k}_ms": 1000 * v / steps for k, v in wall.items()}
@@ -52,8 +52,14 @@ def _time_env(env: Any, steps: int, seed: int) -> tuple[dict[str, float], list[n
     return result, frames, states
 
 
+def _physics_state(inner: Any) -> Any:
+    """A suite task's physics state (drawn again with MuJoCo's defaults), else None."""
+    suite_env = getattr(inner, "_env", None)
+    return suite_env.physics.get_state().copy() if suite_env is not None else None
+
+
 def _default_render(env_name: str, states: list[Any], size: int) -> tuple[float, float, list[np.ndarray]]:
-    """Render the same physics states with dm_control's defaults (physics.render): wall and CPU ms."""
+    """Render a suite task's physics states with dm_control's defaults (physics.render): wall and CPU ms."""
     from planet_colab.dmc import _import_suite, parse_task
 
     domain, task = parse_task(env_name)
@@ -70,6 +76,25 @@ def _default_render(env_name: str, states: list[Any], size: int) -> tuple[float,
         cpu += time.process_time() - c0
     physics.free()
     return 1000 * wall / len(states), 1000 * cpu / len(states), frames
+
+
+def _default_render_by_replay(config: Any, steps: int) -> tuple[float, float, list[np.ndarray]]:
+    """A gymnasium MuJoCo env's same episode (same seed, same actions) drawn with the model's own shadow map.
+
+    Its states cannot be drawn again in a fresh env as the suite's are (re-set states render differently
+    there even with equal settings), so the episode is played again instead: physics is deterministic."""
+    import gymnasium as gym
+
+    from planet_colab.env import make_env_from_config
+
+    own = gym.make(config.env_name).unwrapped
+    shadow = int(own.model.vis.quality.shadowsize)
+    own.close()
+    env = make_env_from_config(config, seed=0)
+    env.unwrapped.model.vis.quality.shadowsize = shadow  # before the first render makes the GL context
+    timing, frames, _ = _time_env(env, steps, seed=0)
+    env.close()
+    return timing["render_ms"], timing["render_cpu_ms"], frames
 
 
 def _time_planner(config: Any, action_dim: int, frame: np.ndarray, plans: int) -> float:
@@ -111,6 +136,7 @@ def main(argv: list[str] | None = None) -> None:
     import torch
 
     from planet_colab.config import get_config, parse_override
+    from planet_colab.dmc_install import uses_mujoco
     from planet_colab.env import make_env_from_config
 
     torch.set_num_threads(args.threads)
@@ -129,8 +155,11 @@ def main(argv: list[str] | None = None) -> None:
     print(f"  physics: {timing['physics_ms']:.2f} ms per agent step ({timing['physics_cpu_ms']:.2f} CPU)"
           f"; render 64×64: {timing['render_ms']:.2f} ms per frame ({timing['render_cpu_ms']:.2f} CPU)")
 
-    if config.env_name.startswith("dmc:"):
-        wall, cpu, default_frames = _default_render(config.env_name, states, config.image_size)
+    if uses_mujoco(config.env_name):
+        if config.env_name.startswith("dmc:"):
+            wall, cpu, default_frames = _default_render(config.env_name, states, config.image_size)
+        else:
+            wall, cpu, default_frames = _default_render_by_replay(config, args.steps)
         diff = np.abs(np.stack(frames).astype(np.int16) - np.stack(default_frames).astype(np.int16))
         result.update(default_render_ms=wall, default_render_cpu_ms=cpu,
                       pixels_differing_over_8=float((diff.max(-1) > 8).mean()),
