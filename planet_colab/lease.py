@@ -207,8 +207,8 @@ class OwnerLease:
         heartbeat = record.get("heartbeat_at")
         if record.get("host") == socket.gethostname():  # its process is alive here (a dead one is taken over)
             return (f"{self.run_dir} is in use by {_holder(record)} since {_clock(record.get('started_at'))}, "
-                    f"which is still running; stop it (kill {record.get('pid')}: it saves and exits) or take the "
-                    "run over with --take-over (take_over=True in Python)")
+                    f"which is still running; stop it (Ctrl-C there, or `kill {record.get('pid')}`: the command "
+                    "line saves first) or take the run over with --take-over (take_over=True in Python)")
         free_at = heartbeat + self.stale_after_s if isinstance(heartbeat, (int, float)) else self.clock()
         return (f"{self.run_dir} is in use by {_holder(record)} since {_clock(record.get('started_at'))} "
                 f"(last heartbeat {_ago(self.clock() - (heartbeat or 0))} ago); if that trainer is gone, "

@@ -41,7 +41,8 @@ def test_a_live_owner_is_refused_in_one_line_naming_it_and_how_to_take_over(tmp_
     assert "\n" not in text
     assert f"pid {other_process.pid} on this machine" in text and "since" in text
     # On this machine it is known to be alive: waiting would not help, stopping it or taking over does.
-    assert f"still running; stop it (kill {other_process.pid}" in text and "run again after" not in text
+    assert f"still running; stop it (Ctrl-C there, or `kill {other_process.pid}`" in text
+    assert "run again after" not in text
     assert "--take-over" in text and "take_over=True" in text
     assert read_lease(tmp_path)["token"] == "theirs"  # untouched
 
