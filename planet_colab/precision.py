@@ -26,24 +26,26 @@ def select_device() -> torch.device:
 
 
 @functools.lru_cache(maxsize=1)
+def cpu_flags() -> frozenset[str]:
+    """This CPU's feature flags from /proc/cpuinfo (avx2, avx512_bf16, …); empty where there is none."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return frozenset()
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            return frozenset(line.split(":", 1)[1].split())
+    return frozenset()
+
+
+@functools.lru_cache(maxsize=1)
 def cpu_has_fast_bf16() -> bool:
     """True when this CPU computes bf16 dot products natively (AMX or AVX512-BF16)."""
     try:
         capability = str(torch.backends.cpu.get_cpu_capability()).upper()
     except Exception:  # older torch: no capability query
         capability = ""
-    if "AMX" in capability:
-        return True
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    flags = set()
-    for line in text.splitlines():
-        if line.startswith("flags"):
-            flags = set(line.split(":", 1)[1].split())
-            break
-    return bool(flags & {"amx_bf16", "avx512_bf16"})
+    return "AMX" in capability or bool(cpu_flags() & {"amx_bf16", "avx512_bf16"})
 
 
 def resolve_precision(precision: str, device: torch.device | str) -> str:

@@ -305,10 +305,9 @@ def run_sweep(root: str | os.PathLike, presets: Sequence[str], seeds: Sequence[i
     Bad input raises ValueError
     before anything starts; a missing Ray raises ImportError naming the install command.
     """
-    counts = [(cpus_per_run, "CPUs per run (--cpus-per-run)")]
-    counts += [(local_cpus, "--local-cpus")] if local_cpus is not None else []
-    for value, what in counts:
-        positive_int(what, value)
+    positive_int("CPUs per run (--cpus-per-run)", cpus_per_run)
+    if local_cpus is not None:
+        positive_int("--local-cpus", local_cpus)
     if local_cpus is not None and cpus_per_run > local_cpus:
         raise ValueError(f"each run asks for {cpus_per_run} CPUs (--cpus-per-run), more than "
                          f"--local-cpus {local_cpus}; no run could ever start")

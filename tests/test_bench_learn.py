@@ -44,7 +44,8 @@ def test_a_run_stopped_between_evaluations_is_published_with_a_fresh_evaluation(
     assert [("eval_mean" in r) for r in rows] == [False, False, True]  # the last iteration always evaluates
     # As if the run had stopped before its last iteration's evaluation.
     stopped = rows[:2] + [{k: v for k, v in rows[2].items() if not k.startswith("eval_")}]
-    published = evaluate_newest(Run.open(tmp_path / "run", new_ok=False), stopped)
+    reader = Run.open(tmp_path / "run", new_ok=False)
+    published = evaluate_newest(reader, reader.restore_agent(), stopped)
     assert len(published) == 3 and published[-1]["evaluated_when_published"]
     # The same seeds as the loop's own evaluation of that iteration: the same returns.
     assert published[-1]["eval_returns"] == rows[-1]["eval_returns"]

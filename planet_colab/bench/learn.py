@@ -24,7 +24,7 @@ import torch
 from planet_colab.bench.openloop import open_loop_errors
 from planet_colab.config import Config, changes_from_args
 from planet_colab.env import make_env_from_config, run_random_episode
-from planet_colab.run import Run
+from planet_colab.run import AgentParts, Run
 from planet_colab.seeding import derive_seed, numpy_rng
 from planet_colab.train import train_planner
 
@@ -52,16 +52,13 @@ def random_baseline(config: Config, episodes: int) -> list[float]:
 
 def machine() -> str:
     """One line describing this machine (CPU and the vector extensions that set its speed, cores, torch)."""
-    from planet_colab.precision import cpu_has_fast_bf16
+    from planet_colab.precision import cpu_flags, cpu_has_fast_bf16
 
-    cpu, flags = platform.processor() or platform.machine(), set()
+    cpu, flags = platform.processor() or platform.machine(), cpu_flags()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
                 cpu = line.split(":", 1)[1].strip()
-            elif line.startswith("flags"):
-                flags = set(line.split(":", 1)[1].split())
-            if cpu and flags:
                 break
     except OSError:
         pass
@@ -202,7 +199,7 @@ def markdown(summary: dict[str, Any], config: Config, run_dir: Path, png: Path, 
     return "\n".join(lines)
 
 
-def model_diagnostics(run: Run, out: Path, episodes: int = 5) -> dict[str, Any]:
+def model_diagnostics(run: Run, agent: AgentParts, out: Path, episodes: int = 5) -> dict[str, Any]:
     """Open-loop errors of the newest checkpoint on the last stored episodes, plus figures of one.
 
     Reward error per imagined step tells whether the planner's returns can be trusted over its
@@ -212,8 +209,7 @@ def model_diagnostics(run: Run, out: Path, episodes: int = 5) -> dict[str, Any]:
     from planet_colab.imagination import open_loop_predict, reconstruct_episode
     from planet_colab.seeding import torch_generator
 
-    config, agent = run.config, run.restore_agent(torch.device("cpu"))
-    model, ckpt = agent.model, agent.checkpoint
+    config, model, ckpt = run.config, agent.model, agent.checkpoint
     model.eval()
     storage = run.storage
     gen = torch_generator(config.seed, "diagnostics")
@@ -230,14 +226,13 @@ def model_diagnostics(run: Run, out: Path, episodes: int = 5) -> dict[str, Any]:
     return {"checkpoint_iteration": int(ckpt["iteration"]) if ckpt else None, **errors}
 
 
-def evaluate_newest(run: Run, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Rows with a noise-free evaluation of the newest checkpoint added to its row, unless it has one.
+def evaluate_newest(run: Run, parts: AgentParts, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Rows with a noise-free evaluation of `parts` (the newest checkpoint) added to its row, unless it has one.
 
     For publishing a run that stopped between evaluations; metrics.jsonl is left as it is.
     """
     from planet_colab.agent import evaluate
 
-    parts = run.restore_agent(torch.device("cpu"))
     done = int(parts.checkpoint["iteration"])
     rows = [dict(r) for r in rows if r["iteration"] <= done]
     if not rows or rows[-1]["iteration"] != done or "eval_mean" in rows[-1]:
@@ -281,13 +276,14 @@ def main(argv: list[str] | None = None) -> None:
         print(f"train_planner returned after {time.perf_counter() - t0:.0f} s in this process")
     config = run.config
     args.out.mkdir(parents=True, exist_ok=True)
-    diagnostics = model_diagnostics(run, args.out)
+    agent = run.restore_agent(torch.device("cpu"))  # one checkpoint for the page: diagnostics and evaluation
+    diagnostics = model_diagnostics(run, agent, args.out)
     # A run still training may finish an iteration meanwhile: the page stops at the checkpoint it diagnosed.
     rows = [r for r in run.read_metrics() if r["iteration"] <= diagnostics["checkpoint_iteration"]]
     # Iterations redone after a kill are logged once (metrics.jsonl is rebuilt from the checkpoint).
     wall = float(sum(r.get("seconds", 0.0) + r.get("checkpoint_s", 0.0) for r in rows))
     if args.evaluate_now:
-        rows = evaluate_newest(run, rows)
+        rows = evaluate_newest(run, agent, rows)
     random_returns = random_baseline(config, config.eval_episodes)
     summary = summarize(rows, random_returns, wall)
     summary["preset"] = config.preset
