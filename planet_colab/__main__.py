@@ -145,6 +145,11 @@ def _add_sweep_parsers(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--root", type=Path, required=True)
     r.add_argument("--tensorboard-dir", type=Path,
                    help="where TensorBoard event files go (default: ROOT/tensorboard)")
+    r.add_argument("--out", type=Path, help="where sweep.{png,md,json} go (default: ROOT/report); "
+                   "a hand-written notes block in an existing sweep.md is kept")
+    r.add_argument("--reference", action="append", default=[], metavar="PRESET=FILE",
+                   help="draw a published single run (bench learn's JSON, e.g. "
+                   "pendulum=docs/results/pendulum.json) beside that preset's seeds; repeatable")
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
@@ -165,7 +170,14 @@ def cmd_sweep_report(args: argparse.Namespace) -> int:
     """Write a sweep's comparison (PNG, markdown, JSON) and TensorBoard files."""
     from planet_colab.sweep_report import write_report
 
-    write_report(args.root, tensorboard_dir=args.tensorboard_dir)
+    references = {}
+    for item in args.reference:
+        preset, sep, path = item.partition("=")
+        if not (sep and preset and path):
+            raise ValueError(f"--reference wants PRESET=FILE (e.g. pendulum=docs/results/pendulum.json), "
+                             f"got {item!r}")
+        references[preset] = path
+    write_report(args.root, tensorboard_dir=args.tensorboard_dir, out_dir=args.out, references=references)
     return 0
 
 

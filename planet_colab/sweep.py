@@ -330,6 +330,10 @@ def run_sweep(root: str | os.PathLike, presets: Sequence[str], seeds: Sequence[i
     started_here = connect(address, num_cpus=local_cpus)
     try:
         _check_resources(ray, cpus_per_run, gpus_per_run)
+        for run in todo:  # a run still queued behind others is shown by sweep-report as not started
+            if not (run.run_dir / "config.json").exists():
+                run.run_dir.mkdir(parents=True, exist_ok=True)
+                run.config.save(run.run_dir / "config.json")
         task = ray.remote(_train_run)
         refs = {task.options(name=run.name, num_cpus=cpus_per_run, num_gpus=gpus_per_run,
                              max_retries=max_retries, retry_exceptions=False)

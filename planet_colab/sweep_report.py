@@ -6,6 +6,8 @@ TensorBoard event file per run (`root/tensorboard/<preset>/seed_<s>/`, so `%tens
 root/tensorboard` shows every run's losses and returns side by side). A run still in progress is
 shown up to where it is. Every file is written whole under a temporary name and renamed, and an
 event file is never appended to: a run with new rows gets a new event file that replaces its old one.
+A published single-run result (bench learn's `<preset>.json`) can be drawn beside a preset's seeds as
+its reference, and a hand-written block in the page (hand_notes' markers) survives a new report.
 """
 
 from __future__ import annotations
@@ -16,15 +18,16 @@ import os
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import numpy as np
 
 from planet_colab.config import Config
+from planet_colab.hand_notes import kept_notes
 from planet_colab.safeio import retry_io, write_atomic
 
-__all__ = ["find_runs", "summarize", "plot_sweep", "format_markdown", "write_tensorboard",
-           "write_report"]
+__all__ = ["find_runs", "read_reference", "summarize", "plot_sweep", "format_markdown",
+           "write_tensorboard", "write_report"]
 
 TB_HINT = "pip install tensorboard  (Colab has it)"
 # metrics.jsonl key -> TensorBoard tag; the step of every point is the number of episodes stored.
@@ -75,12 +78,35 @@ def _curve(runs: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
             for e, v in sorted(at.items())]
 
 
-def summarize(root: str | os.PathLike) -> dict[str, Any]:
-    """Every run's evaluations and each preset's across-seed curve, as plain JSON-able data."""
+def read_reference(path: str | os.PathLike) -> dict[str, Any]:
+    """A published single-run result (bench learn's `<preset>.json`) as {"file", "curve": [{episodes, mean, std}]}."""
+    expected = "bench learn's results JSON, e.g. docs/results/pendulum.json"
+    try:
+        data = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise ValueError(f"reference {path} does not exist (expected {expected})") from None
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise ValueError(f"reference {path} is not JSON (expected {expected})") from None
+    curve = data.get("curve") if isinstance(data, dict) else None
+    if not isinstance(curve, list) or not curve or \
+            not all(isinstance(c, list) and len(c) == 3 for c in curve):
+        raise ValueError(f"reference {path} holds no evaluation curve (expected {expected})")
+    return {"file": str(path),
+            "curve": [{"episodes": int(e), "mean": float(m), "std": float(s)} for e, m, s in curve]}
+
+
+def summarize(root: str | os.PathLike,
+              references: Mapping[str, str | os.PathLike] | None = None) -> dict[str, Any]:
+    """Every run's evaluations, each preset's across-seed curve and its reference run, as JSON-able data."""
     presets = {}
     for preset, seeds in find_runs(root).items():
         runs = {f"seed_{seed}": _run_summary(run_dir) for seed, run_dir in seeds.items()}
         presets[preset] = {"seeds": list(seeds), "runs": runs, "curve": _curve(runs)}
+    for preset, path in (references or {}).items():
+        if preset not in presets:
+            raise ValueError(f"the reference for {preset!r} has no runs to stand beside: {root} holds "
+                             f"{', '.join(presets) or 'no runs'}")
+        presets[preset]["reference"] = read_reference(path)
     return {"root": str(root), "std": "across seeds, ddof 0", "presets": presets}
 
 
@@ -105,6 +131,11 @@ def plot_sweep(summary: dict[str, Any]) -> Any:
         ax.fill_between(x, mean - std, mean + std, color=color, alpha=0.2, linewidth=0)
         for run in data["runs"].values():  # each seed thin, so a lagging run is visible
             ax.plot(run["episodes"], run["eval_mean"], color=color, alpha=0.35, linewidth=0.8)
+        if "reference" in data:  # no band: its std is over evaluation episodes, not across seeds
+            ref = data["reference"]
+            ax.plot([c["episodes"] for c in ref["curve"]], [c["mean"] for c in ref["curve"]], color=color,
+                    linestyle="--", marker="s", markersize=3,
+                    label=f"{preset}: one published run ({Path(ref['file']).name})")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("episodes collected")
     ax.set_ylabel("evaluation return")
@@ -120,12 +151,48 @@ def _pm(mean: float | None, std: float | None) -> str:
     return "–" if mean is None else f"{mean:.1f} ± {std:.1f}"
 
 
-def format_markdown(summary: dict[str, Any]) -> str:
-    """The runs table and, per preset, evaluation return (mean ± std across seeds) by episodes."""
-    lines = [f"# Sweep report: `{summary['root']}`", "",
+def _status(summary: dict[str, Any]) -> str:
+    """Which runs are finished, which are on their way and which have not started."""
+    runs = [(f"{preset}/{seed}", run) for preset, data in summary["presets"].items()
+            for seed, run in data["runs"].items()]
+    finished = [name for name, run in runs if run["iterations_done"] >= run["total_iterations"]]
+    if len(finished) == len(runs):
+        return f"All {len(runs)} run{'s' if len(runs) != 1 else ''} finished their iterations."
+    going = [f"{name} at iteration {run['iterations_done']} of {run['total_iterations']}"
+             for name, run in runs if 0 < run["iterations_done"] < run["total_iterations"]]
+    waiting = [name for name, run in runs if run["iterations_done"] == 0]
+    parts = going + ([f"not started: {', '.join(waiting)}"] if waiting else [])
+    return (f"**In progress:** {len(finished)} of {len(runs)} runs finished; {'; '.join(parts)}. The same "
+            "`python -m planet_colab sweep …` command resumes them, and `sweep-report` makes this page again.")
+
+
+def _preset_table(data: dict[str, Any]) -> list[str]:
+    """Evaluation return by episodes: across the seeds (the mean alone for one seed) and the reference run."""
+    across = {c["episodes"]: c for c in data["curve"]}
+    ref = {c["episodes"]: c for c in data["reference"]["curve"]} if "reference" in data else None
+    head = "| episodes | seeds | eval return across seeds |"
+    lines = [head + (f" one published run (`{data['reference']['file']}`) |" if ref is not None else ""),
+             "|---" * (3 + (ref is not None)) + "|"]
+    for episodes in sorted(set(across) | set(ref or {})):
+        c = across.get(episodes)
+        value = "–" if c is None else f"{c['mean']:.1f}" if c["seeds"] == 1 else _pm(c["mean"], c["std"])
+        row = f"| {episodes} | {c['seeds'] if c else 0} of {len(data['seeds'])} | {value} |"
+        if ref is not None:
+            r = ref.get(episodes)
+            row += f" {_pm(r['mean'], r['std']) if r else '–'} |"
+        lines.append(row)
+    return lines
+
+
+def format_markdown(summary: dict[str, Any], notes: str = "", png: str = "sweep.png") -> str:
+    """The status, kept notes, curve, runs table and, per preset, evaluation return (mean ± std across seeds)."""
+    lines = [f"# Sweep report: `{summary['root']}`", "", _status(summary), "",
+             *([notes, ""] if notes else []), f"![evaluation return across seeds]({png})", "",
              "Noise-free evaluation return: each run's mean ± std over its evaluation episodes; per "
              "preset, the mean ± std (ddof 0) across the seeds that reached that number of episodes. "
-             "A run still in progress counts up to where it is.", "",
+             "A run still in progress counts up to where it is."
+             + (" A published run's ± is over its own evaluation episodes."
+                if any("reference" in d for d in summary["presets"].values()) else ""), "",
              "| run | iterations | episodes | last eval | best eval |", "|---|---|---|---|---|"]
     for preset, data in summary["presets"].items():
         for seed, run in data["runs"].items():
@@ -136,10 +203,7 @@ def format_markdown(summary: dict[str, Any]) -> str:
             lines.append(f"| {preset}/{seed} | {run['iterations_done']} of {run['total_iterations']} "
                          f"| {run['episodes_done']} | {last} | {best} |")
     for preset, data in summary["presets"].items():
-        lines += ["", f"## {preset}", "", "| episodes | seeds | eval return across seeds |",
-                  "|---|---|---|"]
-        lines += [f"| {c['episodes']} | {c['seeds']} of {len(data['seeds'])} | "
-                  f"{_pm(c['mean'], c['std'])} |" for c in data["curve"]]
+        lines += ["", f"## {preset}", "", *_preset_table(data)]
     return "\n".join(lines) + "\n"
 
 
@@ -198,17 +262,18 @@ def write_tensorboard(root: str | os.PathLike, out_dir: str | os.PathLike | None
 
 
 def write_report(root: str | os.PathLike, tensorboard_dir: str | os.PathLike | None = None,
-                 say: Callable[[str], None] = print) -> dict[str, Any]:
-    """Write root/report/sweep.{png,md,json} and the TensorBoard files; print the tables; return the summary."""
+                 say: Callable[[str], None] = print, out_dir: str | os.PathLike | None = None,
+                 references: Mapping[str, str | os.PathLike] | None = None) -> dict[str, Any]:
+    """Write sweep.{png,md,json} (to out_dir, default root/report) and the TensorBoard files; return the summary."""
     from planet_colab.frames import save_figure
 
     root = Path(root)
-    summary = summarize(root)
-    if not summary["presets"]:
+    if not find_runs(root):
         raise ValueError(f"{root} holds no runs (expected {root}/<preset>/seed_<s>/config.json); "
                          "start them with `python -m planet_colab sweep --root DIR …`")
-    out = root / "report"
-    markdown = format_markdown(summary)
+    summary = summarize(root, references)
+    out = Path(out_dir) if out_dir is not None else root / "report"
+    markdown = format_markdown(summary, notes=kept_notes(out / "sweep.md"))
     _write_file(out / "sweep.json", (json.dumps(summary, indent=1) + "\n").encode())
     _write_file(out / "sweep.md", markdown.encode())
     save_figure(plot_sweep(summary), out / "sweep.png")

@@ -53,7 +53,8 @@ def test_a_run_stopped_between_evaluations_is_published_with_a_fresh_evaluation(
 
 
 def test_a_run_short_of_its_iterations_is_published_as_in_progress_and_hand_notes_survive(tmp_path):
-    from planet_colab.bench.learn import NOTES_END, NOTES_START, kept_notes, markdown
+    from planet_colab.bench.learn import markdown
+    from planet_colab.hand_notes import NOTES_END, NOTES_START, kept_notes
     from planet_colab.config import get_config
 
     summary = summarize([{**r, "threads": 1} for r in rows()], [-1200.0], wall_clock_s=18.0)
@@ -75,7 +76,8 @@ def test_a_run_short_of_its_iterations_is_published_as_in_progress_and_hand_note
 
 
 def test_publishing_again_keeps_the_notes_and_never_shows_settings_the_run_did_not_have(tmp_path, capsys):
-    from planet_colab.bench.learn import NOTES_END, NOTES_START, main
+    from planet_colab.bench.learn import main
+    from planet_colab.hand_notes import NOTES_END, NOTES_START
 
     run_dir, out = tmp_path / "run", tmp_path / "results"
     main(["--preset", "smoke", "--run-dir", str(run_dir), "--out", str(out), "--iterations", "2",

@@ -253,6 +253,24 @@ def test_local_cpus_caps_the_ray_started_here(tmp_path, monkeypatch):
     assert not (tmp_path / "smoke").exists()
 
 
+def test_runs_queued_behind_others_are_reported_as_not_started(tmp_path, monkeypatch):
+    pytest.importorskip("ray")
+    from planet_colab import sweep
+    from planet_colab.sweep_report import format_markdown, summarize
+
+    seen = {}
+
+    def report_and_stop(ray, refs, say):
+        seen["page"] = format_markdown(summarize(tmp_path))
+        raise KeyboardInterrupt  # what the report shows the moment the runs are handed to Ray
+
+    monkeypatch.setattr(sweep, "_wait_all", report_and_stop)
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    with pytest.raises(KeyboardInterrupt):
+        run_sweep(tmp_path, ["smoke"], [0, 1], local_cpus=1, say=lambda line: None)
+    assert "0 of 2 runs finished; not started: smoke/seed_0, smoke/seed_1." in seen["page"]
+
+
 def test_sigterm_to_the_sweep_stops_its_runs_like_ctrl_c(tmp_path):
     """ray.init installs a SIGTERM handler that aborts the driver (exit 134); the sweep puts the CLI's back."""
     pytest.importorskip("ray")

@@ -48,9 +48,64 @@ def test_curve_is_mean_and_std_across_seeds_and_counts_a_run_in_progress(root, c
                      {"episodes": 6, "mean": -100.0, "std": 0.0, "seeds": 1}]
     markdown = (root / "report" / "sweep.md").read_text()
     assert "| smoke/seed_1 | 3 of 4 | 5 | -300.0 ± 1.0 | -300.0 ± 1.0 at 4 |" in markdown
-    assert "| 4 | 2 of 2 | -250.0 ± 50.0 |" in markdown and "| 6 | 1 of 2 | -100.0 ± 0.0 |" in markdown
+    # One seed has no spread across seeds: its mean alone, not "± 0.0".
+    assert "| 4 | 2 of 2 | -250.0 ± 50.0 |" in markdown and "| 6 | 1 of 2 | -100.0 |" in markdown
+    assert "**In progress:** 1 of 2 runs finished; smoke/seed_1 at iteration 3 of 4." in markdown
+    assert "![evaluation return across seeds](sweep.png)" in markdown
     assert (root / "report" / "sweep.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "| smoke/seed_0 | 4 of 4 |" in capsys.readouterr().out  # the table is printed too
+
+
+def test_a_published_run_stands_beside_the_seeds_and_hand_notes_survive_a_new_report(root, tmp_path):
+    from planet_colab.hand_notes import NOTES_END, NOTES_START
+
+    reference = tmp_path / "smoke.json"  # bench learn's results JSON: curve rows are [episodes, mean, std]
+    reference.write_text(json.dumps({"episodes": 8, "curve": [[4, -150.0, 20.0], [8, -50.0, 10.0]]}))
+    out = tmp_path / "docs"
+    _make_run(root, "smoke", 2, {}, iterations=0)
+    assert main(["sweep-report", "--root", str(root), "--out", str(out),
+                 "--reference", f"smoke={reference}"]) == 0
+    markdown = (out / "sweep.md").read_text()
+    assert not (root / "report").exists()  # --out is where the report goes
+    assert f"| episodes | seeds | eval return across seeds | one published run (`{reference}`) |" in markdown
+    assert "| 4 | 2 of 3 | -250.0 ± 50.0 | -150.0 ± 20.0 |" in markdown
+    assert "| 8 | 0 of 3 | – | -50.0 ± 10.0 |" in markdown  # episodes only the published run reached
+    assert "smoke/seed_1 at iteration 3 of 4; not started: smoke/seed_2." in markdown
+    summary = json.loads((out / "sweep.json").read_text())
+    assert summary["presets"]["smoke"]["reference"]["curve"][1] == {"episodes": 8, "mean": -50.0, "std": 10.0}
+
+    notes = f"{NOTES_START}\nWhy seed 2 waits: one core.\n{NOTES_END}"
+    (out / "sweep.md").write_text(markdown.replace("![evaluation", notes + "\n\n![evaluation"))
+    assert main(["sweep-report", "--root", str(root), "--out", str(out)]) == 0
+    again = (out / "sweep.md").read_text()
+    assert again.count("Why seed 2 waits") == 1 and again.index(notes) < again.index("| run |")
+    assert "one published run" not in again  # no --reference this time
+
+
+def test_a_finished_sweep_says_so(tmp_path):
+    from planet_colab.sweep_report import format_markdown
+
+    _make_run(tmp_path, "smoke", 0, {4: -1.0}, iterations=4)
+    _make_run(tmp_path, "smoke", 1, {4: -2.0}, iterations=4)
+    markdown = format_markdown(summarize(tmp_path))
+    assert "All 2 runs finished their iterations." in markdown and "In progress" not in markdown
+
+
+@pytest.mark.parametrize("reference, message", [
+    ("smoke", "--reference wants PRESET=FILE"),
+    ("pendulum={json}", "the reference for 'pendulum' has no runs to stand beside"),
+    ("smoke={missing}", "does not exist"),
+    ("smoke={bad}", "holds no evaluation curve"),
+])
+def test_a_wrong_reference_is_one_line_and_writes_nothing(root, tmp_path, capsys, reference, message):
+    good, bad = tmp_path / "good.json", tmp_path / "bad.json"
+    good.write_text(json.dumps({"curve": [[4, -1.0, 1.0]]}))
+    bad.write_text(json.dumps({"episodes": 4}))
+    item = reference.format(json=good, missing=tmp_path / "missing.json", bad=bad)
+    assert main(["sweep-report", "--root", str(root), "--reference", item]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err and err.count("\n") == 1
+    assert not (root / "report").exists()
 
 
 def _scalars(event_dir: Path, tag: str) -> list[tuple[int, float]]:

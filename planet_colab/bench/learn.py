@@ -4,7 +4,7 @@ Writes under --out (default docs/results): <preset>.png (noise-free evaluation r
 env steps, mean ± std over the evaluation episodes, random policy on the same plot), <preset>.md
 (table, config, machine, wall-clock split) and <preset>.json (the figures). Last line: the JSON.
 A run still short of its iterations is published as in progress, saying how far it got; a long run is
-published again after each session. What a person wrote into the md between NOTES_START and NOTES_END
+published again after each session. What a person wrote into the md between hand_notes' markers
 (analysis, why sizes changed) is kept by the next publish.
 """
 
@@ -24,12 +24,12 @@ import torch
 from planet_colab.bench.openloop import open_loop_errors
 from planet_colab.config import Config, changes_from_args
 from planet_colab.env import make_env_from_config, run_random_episode
+from planet_colab.hand_notes import kept_notes
 from planet_colab.run import AgentParts, Run
 from planet_colab.seeding import derive_seed, numpy_rng
 from planet_colab.train import train_planner
 
 PHASES = ("train_s", "collect_s", "eval_s", "io_s", "checkpoint_s")
-NOTES_START, NOTES_END = "<!-- notes: written by hand, kept by `bench learn` -->", "<!-- /notes -->"
 # What each published task is measured against: (our target, label, a reported PlaNet figure or None).
 # cartpole_swingup: PlaNet's 297 ± 39 at 100k env steps as reported in the CURL paper, Table 1.
 TARGETS: dict[str, tuple[float, str, tuple[float, float, str] | None]] = {
@@ -142,13 +142,6 @@ def _target_lines(summary: dict[str, Any], config: Config) -> list[str]:
         text += (" The last evaluation was made when publishing (the run stopped between its "
                  "scheduled evaluations), on the same seeds the loop would have used.")
     return [text, ""]
-
-
-def kept_notes(md: Path) -> str:
-    """The hand-written block (NOTES_START … NOTES_END, markers included) of an existing results page, or ''."""
-    text = md.read_text() if md.exists() else ""
-    start, end = text.find(NOTES_START), text.find(NOTES_END)
-    return text[start:end + len(NOTES_END)] if 0 <= start < end else ""
 
 
 def _status_lines(summary: dict[str, Any], config: Config, run_dir: Path) -> list[str]:
