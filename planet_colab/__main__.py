@@ -22,8 +22,8 @@ os.environ.setdefault("SDL_NO_SIGNAL_HANDLERS", "1")  # keep Ctrl-C / Stop as Ke
 from planet_colab.config import PRESETS  # noqa: E402
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse, but a usage error raises (main prints it as one line) instead of printing usage and exiting."""
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a usage error raises (run_command prints it as one line) instead of printing usage and exiting."""
 
     def error(self, message: str) -> None:  # type: ignore[override]
         """Raise UsageError(message)."""
@@ -46,7 +46,7 @@ def _positive_int(text: str) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="python -m planet_colab", description=__doc__)
+    p = OneLineParser(prog="python -m planet_colab", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True, metavar="{train,evaluate,info,sweep,sweep-report}")
     t = sub.add_parser("train", help="start or resume a run (the same command resumes)")
     t.add_argument("--run-dir", type=Path,

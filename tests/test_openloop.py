@@ -49,5 +49,5 @@ def test_main_trains_on_some_episodes_and_scores_the_held_out_rest(tmp_path, cap
     assert summary["held_out_episodes"] == 1 and summary["steps"] == 2
     assert summary["overrides"] == {"free_nats": 0.5, "kl_balance": 0.8}
     assert len(summary["open_loop_reward_abs_error_by_step"]) == get_config("smoke").horizon
-    with pytest.raises(SystemExit, match="need more than --train-episodes 3"):
+    with pytest.raises(ValueError, match="need more than --train-episodes 3"):
         openloop.main(["--run-dir", str(tmp_path), "--steps", "2", "--train-episodes", "3"])

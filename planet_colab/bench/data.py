@@ -20,6 +20,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from planet_colab.__main__ import OneLineParser
+
 TRAIN_STEPS = 50
 # name: (env, action repeat, env steps per episode, batch, seq_len)
 CASES = {"pendulum": ("Pendulum-v1", 2, 200, 16, 25), "half_cheetah": ("HalfCheetah-v5", 1, 1000, 50, 50)}
@@ -94,7 +96,7 @@ def _render_episodes(case: str, count: int) -> tuple[list[dict[str, list]], floa
 
 def main(argv: list[str] | None = None) -> None:
     """Run the benchmark and print human lines, then one JSON line."""
-    parser = argparse.ArgumentParser(prog="python -m planet_colab.bench data", description=__doc__)
+    parser = OneLineParser(prog="python -m planet_colab.bench data", description=__doc__)
     parser.add_argument("--case", choices=sorted(CASES), default="pendulum", help="episode shape and frames")
     parser.add_argument("--episodes", type=int, default=200, help="episodes stored before the refresh")
     parser.add_argument("--distinct", type=int, default=None,

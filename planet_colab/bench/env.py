@@ -11,13 +11,14 @@ line is JSON.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import time
 from typing import Any
 
 import numpy as np
+
+from planet_colab.__main__ import OneLineParser
 
 
 def _time_env(env: Any, steps: int, seed: int) -> tuple[dict[str, float], list[np.ndarray], list[Any]]:
@@ -122,7 +123,7 @@ def _time_planner(config: Any, action_dim: int, frame: np.ndarray, plans: int) -
 
 def main(argv: list[str] | None = None) -> None:
     """Run the benchmark and print human lines, then one JSON line."""
-    parser = argparse.ArgumentParser(prog="python -m planet_colab.bench env", description=__doc__)
+    parser = OneLineParser(prog="python -m planet_colab.bench env", description=__doc__)
     parser.add_argument("--preset", default="cartpole_swingup")
     parser.add_argument("--steps", type=int, default=100, help="agent steps timed (random actions)")
     parser.add_argument("--plans", type=int, default=3, help="timed planner actions (after a warm-up)")

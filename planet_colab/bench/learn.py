@@ -10,7 +10,6 @@ published again after each session. What a person wrote into the md between hand
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import platform
@@ -21,6 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from planet_colab.__main__ import OneLineParser
 from planet_colab.bench.openloop import open_loop_errors
 from planet_colab.config import Config, changes_from_args
 from planet_colab.env import make_env_from_config, run_random_episode
@@ -75,7 +75,7 @@ def summarize(rows: list[dict[str, Any]], random_returns: list[float], wall_cloc
     """The published figures of a run: final evaluation, random baseline, curve."""
     evals = [r for r in rows if "eval_mean" in r]
     if not evals:
-        raise SystemExit("The run has no evaluation yet; train at least `eval_every` iterations")
+        raise ValueError("The run has no evaluation yet; train at least `eval_every` iterations")
     last = evals[-1]
     return {
         "episodes": int(last["episodes"]), "env_steps": int(last["env_steps"]),
@@ -243,7 +243,7 @@ def evaluate_newest(run: Run, parts: AgentParts, rows: list[dict[str, Any]]) -> 
 
 def main(argv: list[str] | None = None) -> None:
     """Train/resume, then write the curve, table and JSON; print the JSON last."""
-    p = argparse.ArgumentParser(prog="python -m planet_colab.bench learn")
+    p = OneLineParser(prog="python -m planet_colab.bench learn")
     p.add_argument("--preset", help="for a new run (default pendulum); an existing run keeps its config.json")
     p.add_argument("--iterations", type=int)
     p.add_argument("--run-dir", type=Path, required=True)

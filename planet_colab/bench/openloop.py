@@ -9,7 +9,6 @@ whole online loop; it trains on the CPU. Last line: JSON with the error and the 
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
 from pathlib import Path
@@ -19,6 +18,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
+from planet_colab.__main__ import OneLineParser
 from planet_colab.config import Config, changes_from_args
 from planet_colab.dataset import EpisodeDataset, collate_episode_batch
 from planet_colab.losses import make_optimizer, train_step
@@ -57,7 +57,7 @@ def open_loop_errors(model: WorldModel, episodes: Sequence[dict[str, np.ndarray]
 
 def main(argv: list[str] | None = None) -> None:
     """Train a fresh model offline on a run's episodes and print its open-loop reward error."""
-    p = argparse.ArgumentParser(prog="python -m planet_colab.bench openloop")
+    p = OneLineParser(prog="python -m planet_colab.bench openloop")
     p.add_argument("--run-dir", type=Path, required=True, help="a run whose episodes/ to learn from")
     p.add_argument("--steps", type=int, default=1000)
     p.add_argument("--train-episodes", type=int, default=80, help="the rest are held out")
@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> None:
     config, storage = run.config.replace(**changes), run.storage  # the A/B's changes stay out of the run
     paths = storage.episode_paths
     if len(paths) <= args.train_episodes:
-        raise SystemExit(f"{args.run_dir} has {len(paths)} episodes; need more than --train-episodes "
+        raise ValueError(f"{args.run_dir} has {len(paths)} episodes; need more than --train-episodes "
                          f"{args.train_episodes} so some are held out")
     last_train = episode_number(paths[args.train_episodes - 1])
     dataset = EpisodeDataset(storage, config.seq_len, config.batch_size * args.steps, seed=config.seed,

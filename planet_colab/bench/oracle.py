@@ -7,12 +7,12 @@ limited by its model, not by the planning setup. Last line: JSON with the oracle
 
 from __future__ import annotations
 
-import argparse
 import json
 
 import gymnasium as gym
 import numpy as np
 
+from planet_colab.__main__ import OneLineParser
 from planet_colab.config import get_config
 from planet_colab.seeding import derive_seed, numpy_rng
 
@@ -47,13 +47,13 @@ def oracle_cem(th: float, thdot: float, horizon: int, candidates: int, iters: in
 
 def main(argv: list[str] | None = None) -> None:
     """Run noise-free oracle episodes on distinct seeds and print their returns."""
-    p = argparse.ArgumentParser(prog="python -m planet_colab.bench oracle")
+    p = OneLineParser(prog="python -m planet_colab.bench oracle")
     p.add_argument("--preset", default="pendulum")
     p.add_argument("--episodes", type=int, default=5)
     args = p.parse_args(argv)
     config = get_config(args.preset)
     if config.env_name != "Pendulum-v1":
-        raise SystemExit("the oracle knows only Pendulum-v1's dynamics")
+        raise ValueError("the oracle knows only Pendulum-v1's dynamics")
     returns = []
     for k in range(args.episodes):
         env = gym.make("Pendulum-v1", max_episode_steps=config.max_episode_steps)

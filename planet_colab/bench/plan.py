@@ -12,7 +12,6 @@ the 2-core dev box: <= 200 ms per action.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import statistics
@@ -21,6 +20,8 @@ import time
 from typing import Any
 
 import torch
+
+from planet_colab.__main__ import OneLineParser
 
 
 def _time_plan(model: Any, state: Any, planner: Any, repeats: int) -> tuple[list[float], list[float]]:
@@ -38,7 +39,7 @@ def _time_plan(model: Any, state: Any, planner: Any, repeats: int) -> tuple[list
 
 def main(argv: list[str] | None = None) -> None:
     """Run the benchmark and print human lines, then one JSON line."""
-    parser = argparse.ArgumentParser(prog="python -m planet_colab.bench plan")
+    parser = OneLineParser(prog="python -m planet_colab.bench plan")
     parser.add_argument("--repeats", type=int, default=5, help="timed planner calls (after a warm-up)")
     parser.add_argument("--precision", default="auto", help="auto | fp32 | bf16 | fp16")
     parser.add_argument("--compare", action="store_true", help="also time the generic path and fp32")

@@ -12,7 +12,6 @@ to re-measure the kernels on a new CPU; the JSON's conv_path says which ran.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import statistics
@@ -20,6 +19,7 @@ import time
 
 import torch
 
+from planet_colab.__main__ import OneLineParser
 from planet_colab.config import PRECISIONS, get_config
 from planet_colab.losses import make_optimizer, train_step
 from planet_colab.models import WorldModel
@@ -28,7 +28,7 @@ from planet_colab.precision import resolve_precision, select_device
 
 def main(argv: list[str] | None = None) -> None:
     """Parse options, time `train_step`, print lines and a final JSON line."""
-    p = argparse.ArgumentParser(prog="python -m planet_colab.bench train", description=__doc__)
+    p = OneLineParser(prog="python -m planet_colab.bench train", description=__doc__)
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--seq", type=int, default=25)
     p.add_argument("--precision", choices=PRECISIONS, default="auto")
