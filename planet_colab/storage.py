@@ -25,6 +25,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from planet_colab import safeio
+from planet_colab.checks import positive_int
 
 IMAGE_SHAPE = (64, 64, 3)
 EPISODE_KEYS = ("obs", "action", "reward", "terminal")
@@ -300,6 +301,26 @@ class EpisodeStorage:
             self.quarantine(path, problem)
             raise DamagedEpisodeError(f"{path} is not a valid episode ({problem}); {self._where()}")
         return {k: data[k] for k in EPISODE_KEYS}
+
+    def newest_episodes(self, count: int = 1) -> list[tuple[Path, dict[str, np.ndarray]]]:
+        """The `count` newest episodes that load, as (path, episode), oldest first.
+
+        A damaged one (e.g. a file Drive has not finished syncing) is skipped with its warning and
+        quarantined as `load_episode` does; ValueError when not one episode loads.
+        """
+        positive_int("count", count)
+        found: list[tuple[Path, dict[str, np.ndarray]]] = []
+        for path in reversed(self.episode_paths):
+            try:
+                found.append((path, self.load_episode(path)))
+            except DamagedEpisodeError:
+                continue
+            if len(found) == count:
+                break
+        if not found:
+            raise ValueError(f"{self.episode_dir} holds no episode that loads "
+                             f"({self.num_episodes} stored); collect episodes first")
+        return found[::-1]
 
     def _where(self) -> str:
         return "left in place (read-only)" if self.read_only else f"moved to {self.quarantine_dir}"

@@ -303,3 +303,21 @@ def test_a_read_only_storage_creates_moves_and_deletes_nothing(tmp_path):
         reader.load_episode(bad)
     assert bad.exists() and stale.exists() and not (tmp_path / "quarantine").exists()
     assert reader.num_episodes == 2
+
+
+def test_the_newest_episodes_that_load_skip_one_still_syncing(tmp_path):
+    writer = EpisodeStorage(tmp_path / "episodes")
+    for seed in range(3):
+        writer.add_episode(*make_episode(seed=seed))
+    first_two = [writer.load_episode(p) for p in writer.episode_paths[:2]]
+    newest = writer.episode_paths[-1]
+    newest.write_bytes(newest.read_bytes()[:100])  # Drive has synced only its beginning
+    reader = EpisodeStorage(tmp_path / "episodes", read_only=True)
+    with pytest.warns(DamagedEpisodeWarning, match="episode_000003.npz.*left in place"):
+        found = reader.newest_episodes(2)
+    assert [p.name for p, _ in found] == ["episode_000001.npz", "episode_000002.npz"]  # oldest first
+    for (_, got), want in zip(found, first_two):
+        assert all(np.array_equal(got[k], want[k]) for k in want)
+    assert newest.exists()  # a reader moves nothing
+    with pytest.raises(ValueError, match="holds no episode that loads"):
+        EpisodeStorage(tmp_path / "empty", read_only=True).newest_episodes(1)

@@ -206,9 +206,9 @@ def model_diagnostics(run: Run, agent: AgentParts, out: Path, episodes: int = 5)
     model.eval()
     storage = run.storage
     gen = torch_generator(config.seed, "diagnostics")
-    errors = open_loop_errors(model, [storage.load_episode(p) for p in storage.episode_paths[-episodes:]],
-                              gen, config=config)
-    last = storage.load_episode(storage.episode_paths[-1])
+    newest = [episode for _, episode in storage.newest_episodes(episodes)]
+    errors = open_loop_errors(model, newest, gen, config=config)
+    last = newest[-1]
     recon = reconstruct_episode(model, last["obs"], last["action"], config=config, generator=gen)
     viz.save_figure(viz.plot_reconstructions(last["obs"], recon, title="reconstructions (posterior)"),
                     out / f"{config.preset}_reconstructions.png")
