@@ -212,13 +212,18 @@ def _keep_python_sigterm_handler() -> Iterator[None]:
             signal.signal(signal.SIGTERM, before)
 
 
-def _check_resources(ray: Any, cpus: int, gpus: float) -> None:
+def _runs_at_once(ray: Any, cpus: int, gpus: float) -> int:
+    """How many runs the cluster's CPUs and GPUs hold side by side; ValueError when not even one."""
     total = ray.cluster_resources()
+    fits = []
     for key, need, flag in (("CPU", cpus, "--cpus-per-run"), ("GPU", gpus, "--gpus-per-run")):
         have = total.get(key, 0)
         if need > have:
             raise ValueError(f"each run asks for {need:g} {key}s ({flag}), more than the Ray cluster "
                              f"has ({have:g}); no run could ever start: lower {flag}")
+        if need:
+            fits.append(int(have // need))
+    return min(fits)
 
 
 def _train_run(config: dict[str, Any], run_dir: str, threads: int) -> dict[str, Any]:
@@ -329,7 +334,7 @@ def run_sweep(root: str | os.PathLike, presets: Sequence[str], seeds: Sequence[i
         return outcomes
     started_here = connect(address, num_cpus=local_cpus)
     try:
-        _check_resources(ray, cpus_per_run, gpus_per_run)
+        at_once = _runs_at_once(ray, cpus_per_run, gpus_per_run)
         for run in todo:  # a run still queued behind others is shown by sweep-report as not started
             if not (run.run_dir / "config.json").exists():
                 run.run_dir.mkdir(parents=True, exist_ok=True)
@@ -341,8 +346,9 @@ def run_sweep(root: str | os.PathLike, presets: Sequence[str], seeds: Sequence[i
         t0 = time.monotonic()
         say(f"Started {len(todo)} run{'s' if len(todo) > 1 else ''} "
             f"({cpus_per_run} CPU{'s' if cpus_per_run > 1 else ''}"
-            + (f", {gpus_per_run:g} GPU" if gpus_per_run else "") + " each); one line per iteration "
-            "per run follows, prefixed with its preset/seed")
+            + (f", {gpus_per_run:g} GPU" if gpus_per_run else "") + " each"
+            + (f"; {at_once} at a time, the others queued" if at_once < len(todo) else "")
+            + "); one line per iteration per run follows, prefixed with its preset/seed")
         try:
             outcomes.update(_wait_all(ray, refs, say))
         except KeyboardInterrupt as stop:

@@ -266,9 +266,11 @@ def test_runs_queued_behind_others_are_reported_as_not_started(tmp_path, monkeyp
 
     monkeypatch.setattr(sweep, "_wait_all", report_and_stop)
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    said = []
     with pytest.raises(KeyboardInterrupt):
-        run_sweep(tmp_path, ["smoke"], [0, 1], local_cpus=1, say=lambda line: None)
+        run_sweep(tmp_path, ["smoke"], [0, 1], local_cpus=1, say=said.append)
     assert "0 of 2 runs finished; not started: smoke/seed_0, smoke/seed_1." in seen["page"]
+    assert any(line.startswith("Started 2 runs (1 CPU each; 1 at a time, the others queued)") for line in said)
 
 
 def test_sigterm_to_the_sweep_stops_its_runs_like_ctrl_c(tmp_path):
