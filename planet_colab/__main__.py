@@ -176,6 +176,8 @@ def cmd_sweep_report(args: argparse.Namespace) -> int:
         if not (sep and preset and path):
             raise ValueError(f"--reference wants PRESET=FILE (e.g. pendulum=docs/results/pendulum.json), "
                              f"got {item!r}")
+        if preset in references:
+            raise ValueError(f"--reference names {preset} twice ({references[preset]}, {path}); give one")
         references[preset] = path
     write_report(args.root, tensorboard_dir=args.tensorboard_dir, out_dir=args.out, references=references)
     return 0

@@ -318,6 +318,18 @@ class OwnerLease:
                 continue  # a Drive hiccup: the next beat tries again
 
 
+def held_by_live_trainer(run_dir: str | os.PathLike, stale_after_s: float = STALE_AFTER_S) -> bool:
+    """Whether a trainer that may still be alive holds the run: a live process on this machine, or
+    another machine's whose heartbeat is fresher than `stale_after_s`."""
+    record = read_lease(run_dir)
+    if record is None:
+        return False
+    if record.get("host") == socket.gethostname():
+        return _alive_here(record)
+    heartbeat = record.get("heartbeat_at")
+    return isinstance(heartbeat, (int, float)) and time.time() - heartbeat <= stale_after_s
+
+
 def wait_for_lapse(run_dir: str | os.PathLike, *, poll_s: float = 5.0, stale_after_s: float = STALE_AFTER_S,
                    say: Callable[[str], None] = print) -> str:
     """Wait out a lease left by a trainer lost with its machine (a Colab runtime after a disconnect).

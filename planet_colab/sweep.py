@@ -69,6 +69,11 @@ def _repeated(values: Sequence[Any]) -> Any:
     return None
 
 
+# Settings in which the seeds of one preset may differ: the run's length, and when checkpoints are
+# written and how many are kept (a resume is bit-identical wherever it starts, so they change no result).
+MAY_DIFFER = ("total_iterations", "checkpoint_every", "checkpoint_minutes", "keep_checkpoints")
+
+
 def _run_config(run_dir: Path, preset: str, seed: int, iterations: int | None) -> Config:
     """The preset's config for a new run; the stored one for an existing run, which must match it."""
     fresh = get_config(preset, seed=seed, **({} if iterations is None else
@@ -79,12 +84,13 @@ def _run_config(run_dir: Path, preset: str, seed: int, iterations: int | None) -
     try:
         stored = Config.load(path)
     except ValueError as e:
-        raise ValueError(f"{path} cannot be read ({' '.join(str(e).split())}); "
-                         "fix it, or use another --root") from None
-    # Seeds of one preset are only comparable when they share every setting but the run's length.
+        problem = " ".join(str(e).split())
+        named = problem if str(path) in problem else f"{path}: {problem}"
+        raise ValueError(f"{named}; or use another --root") from None
+    # Seeds of one preset are only comparable when they share every setting that shapes the results.
     diffs = [f"{f.name}: run has {getattr(stored, f.name)!r}, {preset} seed {seed} gives "
              f"{getattr(fresh, f.name)!r}" for f in fields(Config)
-             if f.name != "total_iterations" and getattr(stored, f.name) != getattr(fresh, f.name)]
+             if f.name not in MAY_DIFFER and getattr(stored, f.name) != getattr(fresh, f.name)]
     if diffs:
         more = f"; and {len(diffs) - 3} more" if len(diffs) > 3 else ""
         raise ValueError(f"{run_dir} holds a run with another config ({'; '.join(diffs[:3])}{more}); "
@@ -115,8 +121,9 @@ def plan_sweep(root: str | os.PathLike, presets: Sequence[str], seeds: Sequence[
     if iterations is not None:
         positive_int("the number of iterations (--iterations)", iterations)
     root = Path(root)
-    if root.exists() and not root.is_dir():
-        raise ValueError(f"the sweep's root (--root) {root} is a file, not a directory")
+    existing = next(p for p in (root, *root.parents) if p.exists())  # the folder the runs go under
+    if not existing.is_dir():
+        raise ValueError(f"the sweep's root (--root) {root} cannot be made: {existing} is a file, not a directory")
     runs = []
     for preset in presets:
         for seed in seeds:
@@ -212,6 +219,20 @@ def _keep_python_sigterm_handler() -> Iterator[None]:
             signal.signal(signal.SIGTERM, before)
 
 
+def _save_configs(todo: Sequence[SweepRun]) -> None:
+    """Save each run's config as this sweep asks for it (new, or a new length) before Ray starts it,
+    so that sweep-report lists a run still queued, at its new length. A run a live
+    trainer holds is left to that trainer, which saves its own config."""
+    from planet_colab.lease import held_by_live_trainer
+
+    for run in todo:
+        path = run.run_dir / "config.json"
+        if path.exists() and (Config.load(path) == run.config or held_by_live_trainer(run.run_dir)):
+            continue
+        run.run_dir.mkdir(parents=True, exist_ok=True)
+        run.config.save(path)
+
+
 def _runs_at_once(ray: Any, cpus: int, gpus: float) -> int:
     """How many runs the cluster's CPUs and GPUs hold side by side; ValueError when not even one."""
     total = ray.cluster_resources()
@@ -293,7 +314,10 @@ def _cancel(ray: Any, refs: dict[Any, SweepRun], say: Callable[[str], None]) -> 
     # A plain cancel raises KeyboardInterrupt inside each task: train_planner then saves its
     # finished iterations, exactly as Colab's Stop button does.
     say(f"Stopping: the runs save their finished iterations (up to {CANCEL_GRACE_S:.0f} s)…")
-    for ref in refs:
+    # Only tasks still going: cancelling one that has just finished can abort Ray's driver
+    # ("Tried to complete task that was not pending", ray-project/ray#54798).
+    _, going = ray.wait(list(refs), num_returns=len(refs), timeout=0)
+    for ref in going:
         ray.cancel(ref)
     ray.wait(list(refs), num_returns=len(refs), timeout=CANCEL_GRACE_S)
     time.sleep(1.5)  # their last forwarded lines first
@@ -335,10 +359,7 @@ def run_sweep(root: str | os.PathLike, presets: Sequence[str], seeds: Sequence[i
     started_here = connect(address, num_cpus=local_cpus)
     try:
         at_once = _runs_at_once(ray, cpus_per_run, gpus_per_run)
-        for run in todo:  # a run still queued behind others is shown by sweep-report as not started
-            if not (run.run_dir / "config.json").exists():
-                run.run_dir.mkdir(parents=True, exist_ok=True)
-                run.config.save(run.run_dir / "config.json")
+        _save_configs(todo)
         task = ray.remote(_train_run)
         refs = {task.options(name=run.name, num_cpus=cpus_per_run, num_gpus=gpus_per_run,
                              max_retries=max_retries, retry_exceptions=False)

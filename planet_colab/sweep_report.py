@@ -23,7 +23,7 @@ from typing import Any, Callable, Mapping
 import numpy as np
 
 from planet_colab.config import Config
-from planet_colab.hand_notes import kept_notes
+from planet_colab.hand_notes import EMPTY_NOTES, kept_notes
 from planet_colab.safeio import retry_io, write_atomic
 
 __all__ = ["find_runs", "read_reference", "summarize", "plot_sweep", "format_markdown",
@@ -81,16 +81,23 @@ def _curve(runs: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
 def read_reference(path: str | os.PathLike) -> dict[str, Any]:
     """A published single-run result (bench learn's `<preset>.json`) as {"file", "curve": [{episodes, mean, std}]}."""
     expected = "bench learn's results JSON, e.g. docs/results/pendulum.json"
+    if not Path(path).is_file():
+        raise ValueError(f"reference {path} {'is a directory' if Path(path).is_dir() else 'does not exist'} "
+                         f"(expected {expected})")
     try:
         data = json.loads(Path(path).read_text())
-    except FileNotFoundError:
-        raise ValueError(f"reference {path} does not exist (expected {expected})") from None
     except (json.JSONDecodeError, UnicodeDecodeError):
         raise ValueError(f"reference {path} is not JSON (expected {expected})") from None
     curve = data.get("curve") if isinstance(data, dict) else None
-    if not isinstance(curve, list) or not curve or \
-            not all(isinstance(c, list) and len(c) == 3 for c in curve):
-        raise ValueError(f"reference {path} holds no evaluation curve (expected {expected})")
+
+    def number(x: Any) -> bool:
+        return isinstance(x, (int, float)) and not isinstance(x, bool) and bool(np.isfinite(x))
+
+    if not isinstance(curve, list) or not curve or not all(
+            isinstance(c, list) and len(c) == 3 and all(map(number, c)) and c[0] == int(c[0]) >= 1
+            for c in curve):
+        raise ValueError(f"reference {path} holds no evaluation curve of [episodes, mean, std] rows "
+                         f"(expected {expected})")
     return {"file": str(path),
             "curve": [{"episodes": int(e), "mean": float(m), "std": float(s)} for e, m, s in curve]}
 
@@ -126,9 +133,14 @@ def plot_sweep(summary: dict[str, Any]) -> Any:
         mean = np.array([c["mean"] for c in curve])
         std = np.array([c["std"] for c in curve])
         n = len(data["seeds"])
-        ax.plot(x, mean, color=color, marker="o", markersize=3,
-                label=f"{preset} (mean of {n} seed{'s' if n != 1 else ''} ± std)")
+        ax.plot(x, mean, color=color, label=f"{preset} (mean of {n} seed{'s' if n != 1 else ''} ± std)")
         ax.fill_between(x, mean - std, mean + std, color=color, alpha=0.2, linewidth=0)
+        # A point that fewer seeds have reached yet is a mean over a different group: drawn hollow.
+        full = np.array([c["seeds"] == n for c in curve])
+        ax.plot(x[full], mean[full], linestyle="none", marker="o", markersize=4, color=color)
+        if not full.all():
+            ax.plot(x[~full], mean[~full], linestyle="none", marker="o", markersize=5, markerfacecolor="white",
+                    color=color, label=f"{preset}: fewer seeds so far (see the table)")
         for run in data["runs"].values():  # each seed thin, so a lagging run is visible
             ax.plot(run["episodes"], run["eval_mean"], color=color, alpha=0.35, linewidth=0.8)
         if "reference" in data:  # no band: its std is over evaluation episodes, not across seeds
@@ -152,7 +164,7 @@ def _pm(mean: float | None, std: float | None) -> str:
 
 
 def _status(summary: dict[str, Any]) -> str:
-    """Which runs are finished, which are on their way and which have not started."""
+    """Which runs are finished, which are on their way, which have no iteration yet (queued or starting)."""
     runs = [(f"{preset}/{seed}", run) for preset, data in summary["presets"].items()
             for seed, run in data["runs"].items()]
     finished = [name for name, run in runs if run["iterations_done"] >= run["total_iterations"]]
@@ -161,7 +173,7 @@ def _status(summary: dict[str, Any]) -> str:
     going = [f"{name} at iteration {run['iterations_done']} of {run['total_iterations']}"
              for name, run in runs if 0 < run["iterations_done"] < run["total_iterations"]]
     waiting = [name for name, run in runs if run["iterations_done"] == 0]
-    parts = going + ([f"not started: {', '.join(waiting)}"] if waiting else [])
+    parts = going + ([f"no iteration yet: {', '.join(waiting)}"] if waiting else [])
     return (f"**In progress:** {len(finished)} of {len(runs)} runs finished; {'; '.join(parts)}. The same "
             "`python -m planet_colab sweep …` command resumes them, and `sweep-report` makes this page again.")
 
@@ -184,10 +196,10 @@ def _preset_table(data: dict[str, Any]) -> list[str]:
     return lines
 
 
-def format_markdown(summary: dict[str, Any], notes: str = "", png: str = "sweep.png") -> str:
+def format_markdown(summary: dict[str, Any], notes: str = EMPTY_NOTES, png: str = "sweep.png") -> str:
     """The status, kept notes, curve, runs table and, per preset, evaluation return (mean ± std across seeds)."""
     lines = [f"# Sweep report: `{summary['root']}`", "", _status(summary), "",
-             *([notes, ""] if notes else []), f"![evaluation return across seeds]({png})", "",
+             notes, "", f"![evaluation return across seeds]({png})", "",
              "Noise-free evaluation return: each run's mean ± std over its evaluation episodes; per "
              "preset, the mean ± std (ddof 0) across the seeds that reached that number of episodes. "
              "A run still in progress counts up to where it is."
@@ -268,11 +280,19 @@ def write_report(root: str | os.PathLike, tensorboard_dir: str | os.PathLike | N
     from planet_colab.frames import save_figure
 
     root = Path(root)
+    if not root.is_dir():
+        raise ValueError(f"the sweep's root (--root) {root} "
+                         f"{'is a file, not a directory' if root.exists() else 'does not exist'}")
     if not find_runs(root):
         raise ValueError(f"{root} holds no runs (expected {root}/<preset>/seed_<s>/config.json); "
                          "start them with `python -m planet_colab sweep --root DIR …`")
-    summary = summarize(root, references)
     out = Path(out_dir) if out_dir is not None else root / "report"
+    for flag, folder in (("--out", out), ("--tensorboard-dir", tensorboard_dir)):
+        existing = next((p for p in (Path(folder), *Path(folder).parents) if p.exists()), None) \
+            if folder is not None else None
+        if existing is not None and not existing.is_dir():
+            raise ValueError(f"{flag} {folder} cannot be a folder: {existing} is a file")
+    summary = summarize(root, references)
     markdown = format_markdown(summary, notes=kept_notes(out / "sweep.md"))
     _write_file(out / "sweep.json", (json.dumps(summary, indent=1) + "\n").encode())
     _write_file(out / "sweep.md", markdown.encode())

@@ -68,11 +68,12 @@ def test_a_run_short_of_its_iterations_is_published_as_in_progress_and_hand_note
 
     # What a person added between the markers is carried into the next publish, once, as written.
     notes = f"{NOTES_START}\nWhy the sizes differ from the preset: measured, see above.\n{NOTES_END}"
-    md.write_text(page.replace("![learning curve]", notes + "\n\n![learning curve]"))
+    assert page.count(f"{NOTES_START}\n{NOTES_END}") == 1  # a new page: the place to write, empty
+    md.write_text(page.replace(f"{NOTES_START}\n{NOTES_END}", notes))
     assert kept_notes(md) == notes
     republished = markdown(summary, unfinished, tmp_path / "run", png, notes=kept_notes(md))
     assert republished.count("Why the sizes differ") == 1 and republished.index(notes) < republished.index("| episodes |")
-    assert kept_notes(tmp_path / "missing.md") == ""
+    assert kept_notes(tmp_path / "missing.md") == f"{NOTES_START}\n{NOTES_END}"
 
 
 def test_publishing_again_keeps_the_notes_and_never_shows_settings_the_run_did_not_have(tmp_path, capsys):
@@ -85,7 +86,7 @@ def test_publishing_again_keeps_the_notes_and_never_shows_settings_the_run_did_n
     page = (out / "smoke.md").read_text()
     assert "Final noise-free evaluation after 4 episodes" in page and "In progress" not in page
     notes = f"{NOTES_START}\nA person's analysis.\n{NOTES_END}"
-    (out / "smoke.md").write_text(page.replace("![learning curve]", notes + "\n\n![learning curve]"))
+    (out / "smoke.md").write_text(page.replace(f"{NOTES_START}\n{NOTES_END}", notes))
     config_before = (run_dir / "config.json").read_bytes()
 
     # Publishing never changes what it shows: settings for the run are refused, the run left as it was.

@@ -10,8 +10,8 @@ import time
 
 import pytest
 
-from planet_colab.lease import (LEASE_NAME, LeaseLostError, OwnerLease, RunInUseError, read_lease,
-                                wait_for_lapse)
+from planet_colab.lease import (LEASE_NAME, LeaseLostError, OwnerLease, RunInUseError, held_by_live_trainer,
+                                read_lease, wait_for_lapse)
 
 
 @pytest.fixture
@@ -83,6 +83,20 @@ def test_another_machines_lease_is_stale_after_its_heartbeat_stops(tmp_path):
         OwnerLease(tmp_path, settle_s=0, stale_after_s=180).acquire()
     with OwnerLease(tmp_path, settle_s=0) as lease:
         assert "take_over was asked for" in lease.acquire(take_over=True)
+
+
+def test_held_by_live_trainer_tells_a_live_owner_from_a_gone_one(tmp_path, other_process):
+    assert not held_by_live_trainer(tmp_path)  # nobody
+    plant(tmp_path, pid=other_process.pid)
+    assert held_by_live_trainer(tmp_path)  # alive on this machine
+    plant(tmp_path, host="colab-vm-alive", heartbeat_at=time.time() - 10)
+    assert held_by_live_trainer(tmp_path, stale_after_s=180)
+    plant(tmp_path, host="colab-vm-that-died", heartbeat_at=time.time() - 200)
+    assert not held_by_live_trainer(tmp_path, stale_after_s=180)
+    other_process.kill()
+    other_process.wait()
+    plant(tmp_path, pid=other_process.pid)
+    assert not held_by_live_trainer(tmp_path)  # its process is gone
 
 
 def test_a_trainer_whose_lease_was_taken_stops_writing_and_leaves_the_new_owners_file(tmp_path):

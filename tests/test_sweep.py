@@ -30,6 +30,11 @@ ITERATIONS = 4  # the smoke preset's own: checkpoints and evaluations after iter
 SMOKE_B = {**config_module.PRESETS["smoke"], "cnn_depth": 8}
 
 
+def _mkdir(path: Path) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
 def _files(root: Path) -> dict[str, bytes]:
     return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
 
@@ -85,6 +90,24 @@ def test_existing_run_with_another_config_is_refused(existing_root, capsys):
     assert "smoke/seed_1 holds a run with another config (cnn_depth: run has 8" in err, err
     assert err.count("\n") == 1
     assert _files(existing_root) == before
+
+
+def test_a_damaged_config_or_a_root_under_a_file_is_one_line(existing_root, capsys):
+    config = existing_root / "smoke" / "seed_0" / "config.json"
+    config.write_text("{")  # a half-written hand edit
+    assert main(["sweep", "--root", str(existing_root), "--presets", "smoke", "--seeds", "0"]) == 2
+    err = capsys.readouterr().err
+    assert err.count(str(config)) == 1 and "not valid JSON" in err and err.count("\n") == 1, err
+    assert main(["sweep", "--root", str(config / "sub"), "--presets", "smoke", "--seeds", "0"]) == 2
+    err = capsys.readouterr().err
+    assert f"cannot be made: {config} is a file, not a directory" in err and err.count("\n") == 1, err
+
+
+def test_seeds_may_differ_in_when_they_checkpoint_but_not_in_what_they_learn(existing_root):
+    run_dir = existing_root / "smoke" / "seed_0"
+    get_config("smoke", seed=0, checkpoint_minutes=4.0, keep_checkpoints=5).save(run_dir / "config.json")
+    (run,) = plan_sweep(existing_root, ["smoke"], [0], iterations=7)
+    assert (run.config.checkpoint_minutes, run.config.keep_checkpoints, run.config.total_iterations) == (4.0, 5, 7)
 
 
 def test_without_ray_the_error_names_the_install_command(existing_root, monkeypatch, capsys):
@@ -266,11 +289,26 @@ def test_runs_queued_behind_others_are_reported_as_not_started(tmp_path, monkeyp
 
     monkeypatch.setattr(sweep, "_wait_all", report_and_stop)
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
-    said = []
-    with pytest.raises(KeyboardInterrupt):
-        run_sweep(tmp_path, ["smoke"], [0, 1], local_cpus=1, say=said.append)
-    assert "0 of 2 runs finished; not started: smoke/seed_0, smoke/seed_1." in seen["page"]
-    assert any(line.startswith("Started 2 runs (1 CPU each; 1 at a time, the others queued)") for line in said)
+    # seed_1 and seed_2 were stopped before their first iteration by an earlier, shorter sweep; a
+    # trainer that is still alive holds seed_2.
+    for seed in (1, 2):
+        get_config("smoke", seed=seed, total_iterations=1).save(_mkdir(tmp_path / "smoke" / f"seed_{seed}") / "config.json")
+    held = tmp_path / "smoke" / "seed_2"
+    alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    try:
+        (held / "owner.json").write_text(json.dumps({"host": socket.gethostname(), "pid": alive.pid, "token": "t",
+                                                     "started_at": time.time(), "heartbeat_at": time.time()}))
+        said = []
+        with pytest.raises(KeyboardInterrupt):
+            run_sweep(tmp_path, ["smoke"], [0, 1, 2], iterations=3, local_cpus=1, say=said.append)
+    finally:
+        alive.kill()
+        alive.wait()
+    page = seen["page"]
+    assert "0 of 3 runs finished; no iteration yet: smoke/seed_0, smoke/seed_1, smoke/seed_2." in page
+    assert "| smoke/seed_1 | 0 of 3 |" in page  # queued at the length this sweep asked for
+    assert "| smoke/seed_2 | 0 of 1 |" in page  # its live trainer's to change, not the sweep's
+    assert any(line.startswith("Started 3 runs (1 CPU each; 1 at a time, the others queued)") for line in said)
 
 
 def test_sigterm_to_the_sweep_stops_its_runs_like_ctrl_c(tmp_path):

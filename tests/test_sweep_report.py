@@ -70,16 +70,24 @@ def test_a_published_run_stands_beside_the_seeds_and_hand_notes_survive_a_new_re
     assert f"| episodes | seeds | eval return across seeds | one published run (`{reference}`) |" in markdown
     assert "| 4 | 2 of 3 | -250.0 ± 50.0 | -150.0 ± 20.0 |" in markdown
     assert "| 8 | 0 of 3 | – | -50.0 ± 10.0 |" in markdown  # episodes only the published run reached
-    assert "smoke/seed_1 at iteration 3 of 4; not started: smoke/seed_2." in markdown
+    assert "smoke/seed_1 at iteration 3 of 4; no iteration yet: smoke/seed_2." in markdown
     summary = json.loads((out / "sweep.json").read_text())
     assert summary["presets"]["smoke"]["reference"]["curve"][1] == {"episodes": 8, "mean": -50.0, "std": 10.0}
 
+    # A new page holds the two marker lines (invisible in the rendered page): a person writes between them.
+    empty = f"{NOTES_START}\n{NOTES_END}"
+    assert markdown.count(empty) == 1
     notes = f"{NOTES_START}\nWhy seed 2 waits: one core.\n{NOTES_END}"
-    (out / "sweep.md").write_text(markdown.replace("![evaluation", notes + "\n\n![evaluation"))
+    (out / "sweep.md").write_text(markdown.replace(empty, notes))
     assert main(["sweep-report", "--root", str(root), "--out", str(out)]) == 0
     again = (out / "sweep.md").read_text()
     assert again.count("Why seed 2 waits") == 1 and again.index(notes) < again.index("| run |")
     assert "one published run" not in again  # no --reference this time
+
+    # Markers typed by hand instead of the page's own: the text is not kept, and the report says so.
+    (out / "sweep.md").write_text(again.replace(notes, "<!-- notes -->\nLost?\n<!-- /notes -->"))
+    with pytest.warns(UserWarning, match="notes marker other than the page's own"):
+        write_report(root, out_dir=out, say=lambda line: None)
 
 
 def test_a_finished_sweep_says_so(tmp_path):
@@ -91,21 +99,37 @@ def test_a_finished_sweep_says_so(tmp_path):
     assert "All 2 runs finished their iterations." in markdown and "In progress" not in markdown
 
 
-@pytest.mark.parametrize("reference, message", [
-    ("smoke", "--reference wants PRESET=FILE"),
-    ("pendulum={json}", "the reference for 'pendulum' has no runs to stand beside"),
-    ("smoke={missing}", "does not exist"),
-    ("smoke={bad}", "holds no evaluation curve"),
+@pytest.mark.parametrize("args, message", [
+    (["--reference", "smoke"], "--reference wants PRESET=FILE"),
+    (["--reference", "pendulum={good}"], "the reference for 'pendulum' has no runs to stand beside"),
+    (["--reference", "smoke={good}", "--reference", "smoke={good}"], "--reference names smoke twice"),
+    (["--reference", "smoke={tmp}/missing.json"], "does not exist"),
+    (["--reference", "smoke={tmp}"], "is a directory"),
+    (["--reference", "smoke={tmp}/no_curve.json"], "holds no evaluation curve"),
+    (["--reference", "smoke={tmp}/null.json"], "holds no evaluation curve"),
+    (["--reference", "smoke={tmp}/text.json"], "holds no evaluation curve"),
+    (["--reference", "smoke={tmp}/fraction.json"], "holds no evaluation curve"),
+    (["--out", "{good}"], "--out {good} cannot be a folder: {good} is a file"),
+    (["--tensorboard-dir", "{good}/tb"], "--tensorboard-dir {good}/tb cannot be a folder: {good} is a file"),
 ])
-def test_a_wrong_reference_is_one_line_and_writes_nothing(root, tmp_path, capsys, reference, message):
-    good, bad = tmp_path / "good.json", tmp_path / "bad.json"
+def test_wrong_report_options_are_one_line_and_write_nothing(root, tmp_path, capsys, args, message):
+    good = tmp_path / "good.json"
     good.write_text(json.dumps({"curve": [[4, -1.0, 1.0]]}))
-    bad.write_text(json.dumps({"episodes": 4}))
-    item = reference.format(json=good, missing=tmp_path / "missing.json", bad=bad)
-    assert main(["sweep-report", "--root", str(root), "--reference", item]) == 2
+    for name, curve in (("no_curve", None), ("null", [[4, None, 1.0]]), ("text", [[4, "x", 1.0]]),
+                        ("fraction", [[1.7, -100.0, 3.0]])):
+        (tmp_path / f"{name}.json").write_text(json.dumps({"episodes": 4} if curve is None else {"curve": curve}))
+    args = [a.format(good=good, tmp=tmp_path) for a in args]
+    assert main(["sweep-report", "--root", str(root), *args]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("error: ") and message in err and err.count("\n") == 1
-    assert not (root / "report").exists()
+    assert err.startswith("error: ") and message.format(good=good) in err and err.count("\n") == 1, err
+    assert not (root / "report").exists() and not (root / "tensorboard").exists()
+
+
+def test_a_root_that_is_missing_or_a_file_says_which(tmp_path, capsys):
+    (tmp_path / "file").write_text("")
+    for root, says in ((tmp_path / "missing", "does not exist"), (tmp_path / "file", "is a file, not a directory")):
+        assert main(["sweep-report", "--root", str(root)]) == 2
+        assert f"the sweep's root (--root) {root} {says}" in capsys.readouterr().err
 
 
 def _scalars(event_dir: Path, tag: str) -> list[tuple[int, float]]:
@@ -160,6 +184,11 @@ def test_plot_has_a_band_per_preset(root):
     ax = fig.axes[0]
     assert len(ax.collections) == 2  # one shaded band per preset
     labels = [t.get_text() for t in ax.get_legend().get_texts()]
-    assert labels == ["pendulum (mean of 1 seed ± std)", "smoke (mean of 2 seeds ± std)"]
-    line = next(l for l in ax.lines if l.get_label().startswith("smoke"))
+    # smoke's point at 6 episodes is seed 0's alone (seed 1 is still on its way): drawn hollow, said so.
+    assert labels == ["pendulum (mean of 1 seed ± std)", "smoke (mean of 2 seeds ± std)",
+                      "smoke: fewer seeds so far (see the table)"]
+    line = next(l for l in ax.lines if l.get_label().startswith("smoke ("))
     np.testing.assert_allclose(line.get_ydata(), [-250.0, -100.0])
+    hollow = next(l for l in ax.lines if l.get_label().startswith("smoke:"))
+    np.testing.assert_allclose(hollow.get_xdata(), [6])
+    assert hollow.get_markerfacecolor() == "white"

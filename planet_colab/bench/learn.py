@@ -24,7 +24,7 @@ from planet_colab.__main__ import OneLineParser
 from planet_colab.bench.openloop import open_loop_errors
 from planet_colab.config import Config, changes_from_args
 from planet_colab.env import make_env_from_config, run_random_episode
-from planet_colab.hand_notes import kept_notes
+from planet_colab.hand_notes import EMPTY_NOTES, kept_notes
 from planet_colab.run import AgentParts, Run
 from planet_colab.seeding import derive_seed, numpy_rng
 from planet_colab.train import train_planner
@@ -156,10 +156,10 @@ def _status_lines(summary: dict[str, Any], config: Config, run_dir: Path) -> lis
             f"`python -m planet_colab.bench learn --no-train --run-dir {run_dir}` publishes it again.", ""]
 
 
-def markdown(summary: dict[str, Any], config: Config, run_dir: Path, png: Path, notes: str = "") -> str:
+def markdown(summary: dict[str, Any], config: Config, run_dir: Path, png: Path, notes: str = EMPTY_NOTES) -> str:
     """The results page: status, kept notes, curve, table, wall-clock split, config and machine."""
     lines = [f"# PlaNet on {config.env_name} from pixels ({config.preset} preset)", "",
-             *_status_lines(summary, config, run_dir), *([notes, ""] if notes else []),
+             *_status_lines(summary, config, run_dir), notes, "",
              f"![learning curve]({png.name})", "",
              f"{'Final' if summary['iterations_done'] >= config.total_iterations else 'Latest'} noise-free "
              f"evaluation after {summary['episodes']} episodes "
