@@ -221,13 +221,16 @@ def _keep_python_sigterm_handler() -> Iterator[None]:
 
 def _save_configs(todo: Sequence[SweepRun]) -> None:
     """Save each run's config as this sweep asks for it (new, or a new length) before Ray starts it,
-    so that sweep-report lists a run still queued, at its new length. A run a live
-    trainer holds is left to that trainer, which saves its own config."""
+    so that sweep-report lists a run still queued, at its new length. A run a live trainer holds is
+    left to that trainer, which saves its own config."""
     from planet_colab.lease import held_by_live_trainer
 
     for run in todo:
         path = run.run_dir / "config.json"
-        if path.exists() and (Config.load(path) == run.config or held_by_live_trainer(run.run_dir)):
+        if path.exists():
+            if Config.load(path) == run.config or held_by_live_trainer(run.run_dir):
+                continue
+        elif run.done:  # config.json lost: its trainer recovers it from the newest checkpoint, checked
             continue
         run.run_dir.mkdir(parents=True, exist_ok=True)
         run.config.save(path)
