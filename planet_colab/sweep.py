@@ -219,6 +219,15 @@ def _keep_python_sigterm_handler() -> Iterator[None]:
             signal.signal(signal.SIGTERM, before)
 
 
+def _check_local_gpu(gpus_per_run: float) -> None:
+    """Refuse GPUs per run on a machine whose torch sees none, before Ray's start-up (tens of seconds)."""
+    import torch
+
+    if not torch.cuda.is_available():
+        raise ValueError(f"--gpus-per-run {gpus_per_run:g} asks for a GPU, but torch on this machine sees none "
+                         "(torch.cuda.is_available() is False); leave --gpus-per-run out to train on CPUs")
+
+
 def _save_configs(todo: Sequence[SweepRun]) -> None:
     """Save each run's config as this sweep asks for it (new, or a new length) before Ray starts it,
     so that sweep-report lists a run still queued, at its new length. A run a live trainer holds is
@@ -352,6 +361,8 @@ def run_sweep(root: str | os.PathLike, presets: Sequence[str], seeds: Sequence[i
             raise ValueError("--local-cpus applies only when Ray starts on this machine; a cluster's "
                              "CPUs are set where it starts (`ray start --num-cpus N`)")
         _cluster_address(address)  # an unreachable cluster is refused before anything is said
+        if gpus_per_run and _asked_address(address) is None:
+            _check_local_gpu(gpus_per_run)
     for run in runs:
         say(_describe(run))
     outcomes = {run.name: "skipped" for run in runs if run.finished}

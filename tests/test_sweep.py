@@ -67,10 +67,17 @@ def _closed_port() -> int:
      "--local-cpus applies only when Ray starts on this machine"),
     (["--presets", "smoke", "--seeds", "2", "--local-cpus", "1", "--cpus-per-run", "2"],
      "each run asks for 2 CPUs (--cpus-per-run), more than --local-cpus 1"),
+    (["--presets", "smoke", "--seeds", "2", "--gpus-per-run", "0.5"],
+     "asks for a GPU, but torch on this machine sees none"),
 ])
 def test_bad_input_is_one_line_and_touches_nothing(existing_root, capsys, args, message):
-    if "--address" in args:
+    if "--address" in args or "--gpus-per-run" in args:
         pytest.importorskip("ray")
+    if "--gpus-per-run" in args:
+        import torch
+
+        if torch.cuda.is_available():
+            pytest.skip("this machine has a GPU")
     before = _files(existing_root)
     args = [a.replace("PORT", str(_closed_port())) for a in args]
     assert main(["sweep", "--root", str(existing_root), *args]) == 2
