@@ -61,12 +61,7 @@ def run_dir_for(root: str | os.PathLike, preset: str, seed: int) -> Path:
 
 
 def _repeated(values: Sequence[Any]) -> Any:
-    seen = set()
-    for v in values:
-        if v in seen:
-            return v
-        seen.add(v)
-    return None
+    return next((v for i, v in enumerate(values) if v in values[:i]), None)  # the first one listed twice
 
 
 # Settings in which the seeds of one preset may differ: the run's length, and when checkpoints are
