@@ -148,9 +148,8 @@ def load_checkpoint(run_dir: str | os.PathLike, model: torch.nn.Module | None = 
 
     for path, problem in failures:
         if read_only:
-            warnings.warn(f"Skipped {path} ({problem}; if the run's trainer wrote it moments ago, Drive may "
-                          f"not have finished syncing it); using the older {payload['path'].name}. Left in "
-                          "place: this process does not own the run", UserWarning, stacklevel=2)
+            safeio.leave_in_place(path, f"{problem}; using the older {payload['path'].name}", UserWarning,
+                                  stacklevel=2)
             continue
         safeio.quarantine(path, Path(run_dir) / QUARANTINE_DIR,
                           f"{problem}; resuming from the older {payload['path'].name} instead", UserWarning)

@@ -216,3 +216,11 @@ def quarantine(path: str | os.PathLike, quarantine_dir: str | os.PathLike, reaso
     warnings.warn(f"{path} is damaged ({reason}); moved to {dest}. It is skipped (inspect or delete it "
                   "yourself).", category, stacklevel=3)
     return dest
+
+
+def leave_in_place(path: str | os.PathLike, reason: str, category: type[Warning] = QuarantineWarning,
+                   stacklevel: int = 3) -> None:
+    """Warn that a damaged file is skipped but not moved: this process reads a run it does not own."""
+    warnings.warn(f"{path} is damaged or not fully synced yet ({reason}); skipped and left in place: this "
+                  "process does not own the run (if its trainer wrote the file moments ago, Drive may not "
+                  "have finished syncing it)", category, stacklevel=stacklevel + 1)

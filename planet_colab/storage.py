@@ -356,8 +356,7 @@ class EpisodeStorage:
         if number is not None:
             self._highest_written = max(self._highest_written, number)  # its number is never reused
         if self.read_only:
-            warnings.warn(f"{path} is damaged or not fully synced yet ({reason}); skipped and left in place "
-                          "(this process does not own the run)", DamagedEpisodeWarning, stacklevel=3)
+            safeio.leave_in_place(path, reason, DamagedEpisodeWarning)
             return None
         try:
             return safeio.quarantine(path, self.quarantine_dir, reason, DamagedEpisodeWarning)

@@ -116,7 +116,7 @@ def test_read_only_skips_a_damaged_newest_and_moves_rewrites_and_deletes_nothing
     leftover.write_bytes(b"")
     os.utime(leftover, (0, 0))  # stale: the owner would delete it
     files = {p: p.read_bytes() for p in (tmp_path / "checkpoints").iterdir()}
-    with pytest.warns(UserWarning, match="Skipped .*ckpt_000019.pt.*using the older ckpt_000009.pt"):
+    with pytest.warns(UserWarning, match="ckpt_000019.pt is damaged.*using the older ckpt_000009.pt.*left in place"):
         assert load_checkpoint(tmp_path, read_only=True)["iteration"] == 9
     (tmp_path / "checkpoints" / INDEX_NAME).write_text("{half")
     files[tmp_path / "checkpoints" / INDEX_NAME] = b"{half"

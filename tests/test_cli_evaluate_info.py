@@ -109,7 +109,7 @@ def test_a_reader_moves_rewrites_and_deletes_nothing_and_skips_a_half_synced_che
         os.utime(stale, (0, 0))
     before = _tree(run)
 
-    with pytest.warns(UserWarning, match="Skipped .*ckpt_000001.pt.*syncing"):
+    with pytest.warns(UserWarning, match="ckpt_000001.pt.*left in place.*syncing"):
         agent = Run.open(run, new_ok=False).restore_agent()
     assert agent.checkpoint["iteration"] == 0
     storage = Run.open(run, new_ok=False).storage
