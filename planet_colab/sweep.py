@@ -43,6 +43,7 @@ class SweepRun:
     run_dir: Path
     config: Config
     done: int
+    saved: bool = False  # whether the run's config.json already holds `config`
 
     @property
     def name(self) -> str:
@@ -69,13 +70,13 @@ def _repeated(values: Sequence[Any]) -> Any:
 MAY_DIFFER = ("total_iterations", "checkpoint_every", "checkpoint_minutes", "keep_checkpoints")
 
 
-def _run_config(run_dir: Path, preset: str, seed: int, iterations: int | None) -> Config:
-    """The preset's config for a new run; the stored one for an existing run, which must match it."""
+def _run_config(run_dir: Path, preset: str, seed: int, iterations: int | None) -> tuple[Config, bool]:
+    """The preset's config for a new run, or the stored one, checked; and whether config.json holds it."""
     fresh = get_config(preset, seed=seed, **({} if iterations is None else
                                              {"total_iterations": iterations}))
     path = run_dir / "config.json"
     if not path.exists():
-        return fresh
+        return fresh, False
     try:
         stored = Config.load(path)
     except ValueError as e:
@@ -90,7 +91,8 @@ def _run_config(run_dir: Path, preset: str, seed: int, iterations: int | None) -
         more = f"; and {len(diffs) - 3} more" if len(diffs) > 3 else ""
         raise ValueError(f"{run_dir} holds a run with another config ({'; '.join(diffs[:3])}{more}); "
                          "use another --root, or move that run away")
-    return stored if iterations is None else stored.replace(total_iterations=iterations)
+    wanted = stored if iterations is None else stored.replace(total_iterations=iterations)
+    return wanted, wanted == stored
 
 
 def plan_sweep(root: str | os.PathLike, presets: Sequence[str], seeds: Sequence[int],
@@ -123,13 +125,13 @@ def plan_sweep(root: str | os.PathLike, presets: Sequence[str], seeds: Sequence[
     for preset in presets:
         for seed in seeds:
             run_dir = run_dir_for(root, preset, seed)
-            config = _run_config(run_dir, preset, seed, iterations)
+            config, saved = _run_config(run_dir, preset, seed, iterations)
             info = latest_checkpoint_info(run_dir) if run_dir.is_dir() else None
             done = info["start_iteration"] if info else 0
             if done > config.total_iterations:  # as `train` refuses it: a run never goes back
                 raise ValueError(f"{run_dir} has already checkpointed {done} iterations, more than "
                                  f"--iterations {config.total_iterations}; ask for {done} or more")
-            runs.append(SweepRun(preset, seed, run_dir, config, done))
+            runs.append(SweepRun(preset, seed, run_dir, config, done, saved))
     return runs
 
 
@@ -231,10 +233,9 @@ def _save_configs(todo: Sequence[SweepRun]) -> None:
 
     for run in todo:
         path = run.run_dir / "config.json"
-        if path.exists():
-            if Config.load(path) == run.config or held_by_live_trainer(run.run_dir):
-                continue
-        elif run.done:  # config.json lost: its trainer recovers it from the newest checkpoint, checked
+        if run.saved or (path.exists() and held_by_live_trainer(run.run_dir)):
+            continue
+        if run.done and not path.exists():  # lost: its trainer recovers it from the newest checkpoint, checked
             continue
         run.run_dir.mkdir(parents=True, exist_ok=True)
         run.config.save(path)

@@ -1,6 +1,7 @@
 """The sweep: bad input refused up front, a 2-preset × 2-seed grid through local Ray, a rerun that
 skips finished runs, and Ray workers SIGKILLed mid-run whose runs still end bit for bit as uninterrupted."""
 
+import dataclasses
 import importlib.util
 import json
 import os
@@ -18,7 +19,7 @@ from run_checks import assert_same_run, final_weights, subprocess_env
 
 from planet_colab import config as config_module
 from planet_colab.__main__ import main
-from planet_colab.config import get_config
+from planet_colab.config import Config, get_config
 from planet_colab.storage import EpisodeStorage
 from planet_colab.sweep import plan_sweep, run_sweep
 from planet_colab.train import train_planner
@@ -115,6 +116,23 @@ def test_seeds_may_differ_in_when_they_checkpoint_but_not_in_what_they_learn(exi
     get_config("smoke", seed=0, checkpoint_minutes=4.0, keep_checkpoints=5).save(run_dir / "config.json")
     (run,) = plan_sweep(existing_root, ["smoke"], [0], iterations=7)
     assert (run.config.checkpoint_minutes, run.config.keep_checkpoints, run.config.total_iterations) == (4.0, 5, 7)
+
+
+def test_a_config_json_is_written_only_where_the_sweep_changes_it(existing_root):
+    # Drive: a file is written once, never rewritten; a run's own config.json is its owner's record.
+    from planet_colab.sweep import _save_configs
+
+    same = existing_root / "smoke" / "seed_0" / "config.json"
+    before = same.stat()
+    lost = _mkdir(existing_root / "smoke" / "seed_1")  # config.json lost, a checkpoint kept
+    runs = plan_sweep(existing_root, ["smoke"], [0, 1, 2])
+    runs[1] = dataclasses.replace(runs[1], done=1)
+    _save_configs(runs)
+    assert (same.stat().st_mtime_ns, same.stat().st_ino) == (before.st_mtime_ns, before.st_ino)
+    assert not (lost / "config.json").exists()  # its trainer recovers it from the checkpoint, checked
+    assert Config.load(existing_root / "smoke" / "seed_2" / "config.json") == get_config("smoke", seed=2)
+    _save_configs(plan_sweep(existing_root, ["smoke"], [0], iterations=9))  # a new length is saved
+    assert Config.load(same).total_iterations == 9
 
 
 def test_without_ray_the_error_names_the_install_command(existing_root, monkeypatch, capsys):
