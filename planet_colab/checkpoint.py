@@ -325,7 +325,7 @@ def _try_load(path: Path, entry: dict | None, map_location: str | torch.device) 
     try:
         payload = torch.load(io.BytesIO(data), map_location=map_location, weights_only=True)
     except Exception as e:  # a damaged zip can fail in many ways; all mean "don't trust it"
-        return None, f"cannot be loaded: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+        return None, f"cannot be loaded: {safeio.load_error(e)}"
     if not isinstance(payload, dict) or any(k not in payload for k in _REQUIRED_KEYS):
         return None, "not a planet_colab checkpoint (keys missing)"
     if not (type(payload["iteration"]) is int and type(payload["episodes"]) is int

@@ -198,6 +198,15 @@ def clean_temporaries(directory: str | os.PathLike, max_age_s: float = STALE_TEM
     return removed
 
 
+def load_error(error: BaseException) -> str:
+    """Why a file failed to load, in one short line: the error's type and its first sentence."""
+    text = " ".join(str(error).split())
+    # torch and numpy append paragraphs of advice ("This is an internal miniz error. If you are…")
+    # that would bury the file's name in every warning.
+    first = re.split(r"(?<=[a-z0-9)])\. (?=[A-Z])", text, maxsplit=1)[0]
+    return f"{type(error).__name__}: {first}" if first else type(error).__name__
+
+
 def quarantine(path: str | os.PathLike, quarantine_dir: str | os.PathLike, reason: str,
                category: type[Warning] = QuarantineWarning) -> Path:
     """Move a damaged file into `quarantine_dir` under an unused name, warn, and return its new path.

@@ -293,7 +293,7 @@ class EpisodeStorage:
         except Exception as e:
             if isinstance(e, OSError) and e.errno is not None:  # the mount or a missing file, not the contents
                 raise
-            reason = f"{type(e).__name__}: {e}"
+            reason = safeio.load_error(e)
             self.quarantine(path, reason)
             raise DamagedEpisodeError(f"{path} failed to load ({reason}); {self._where()}") from None
         problem = _check_loaded(data)

@@ -120,8 +120,12 @@ def test_read_only_skips_a_damaged_newest_and_moves_rewrites_and_deletes_nothing
         assert load_checkpoint(tmp_path, read_only=True)["iteration"] == 9
     (tmp_path / "checkpoints" / INDEX_NAME).write_text("{half")
     files[tmp_path / "checkpoints" / INDEX_NAME] = b"{half"
-    with pytest.warns(UserWarning, match="latest.json is damaged"):
+    with pytest.warns(UserWarning, match="latest.json is damaged") as caught:
         assert load_checkpoint(tmp_path, read_only=True)["iteration"] == 9
+    # Without the index, torch itself finds the damage; its paragraph of advice is cut to its first sentence.
+    (skipped,) = [str(w.message) for w in caught if "ckpt_000019.pt is damaged" in str(w.message)]
+    why = skipped.split("(cannot be loaded: ", 1)[1].split("; using the older ckpt_000009.pt)", 1)[0]
+    assert why.startswith("RuntimeError: ") and len(why) < 120
     assert {p: p.read_bytes() for p in (tmp_path / "checkpoints").iterdir()} == files
     assert not (tmp_path / "quarantine").exists()
 
