@@ -233,9 +233,8 @@ def _save_configs(todo: Sequence[SweepRun]) -> None:
 
     for run in todo:
         path = run.run_dir / "config.json"
-        if run.saved or (path.exists() and held_by_live_trainer(run.run_dir)):
-            continue
-        if run.done and not path.exists():  # lost: its trainer recovers it from the newest checkpoint, checked
+        # A live trainer saves its own config; a lost one is recovered from the newest checkpoint, checked.
+        if run.saved or (held_by_live_trainer(run.run_dir) if path.exists() else run.done):
             continue
         run.run_dir.mkdir(parents=True, exist_ok=True)
         run.config.save(path)

@@ -283,16 +283,16 @@ def write_report(root: str | os.PathLike, tensorboard_dir: str | os.PathLike | N
     if not root.is_dir():
         raise ValueError(f"the sweep's root (--root) {root} "
                          f"{'is a file, not a directory' if root.exists() else 'does not exist'}")
-    summary = summarize(root, references)  # the one scan of the root's runs
-    if not summary["presets"]:
-        raise ValueError(f"{root} holds no runs (expected {root}/<preset>/seed_<s>/config.json); "
-                         "start them with `python -m planet_colab sweep --root DIR …`")
     out = Path(out_dir) if out_dir is not None else root / "report"
     for flag, folder in (("--out", out), ("--tensorboard-dir", tensorboard_dir)):
         existing = next((p for p in (Path(folder), *Path(folder).parents) if p.exists()), None) \
             if folder is not None else None
         if existing is not None and not existing.is_dir():
             raise ValueError(f"{flag} {folder} cannot be a folder: {existing} is a file")
+    summary = summarize(root, references)  # the one scan of the root's runs, after the cheap checks
+    if not summary["presets"]:
+        raise ValueError(f"{root} holds no runs (expected {root}/<preset>/seed_<s>/config.json); "
+                         "start them with `python -m planet_colab sweep --root DIR …`")
     markdown = format_markdown(summary, notes=kept_notes(out / "sweep.md"))
     _write_file(out / "sweep.json", (json.dumps(summary, indent=1) + "\n").encode())
     _write_file(out / "sweep.md", markdown.encode())
