@@ -19,6 +19,7 @@ from planet_colab.models import WorldModel, preprocess_obs
 from planet_colab.planner import ACTION_HIGH, ACTION_LOW, CEMPlanner
 from planet_colab.precision import autocast_context, resolve_precision, select_device
 from planet_colab.seeding import derive_seed, torch_generator
+from planet_colab.stop_request import check_stop
 
 
 def _model_device(model: torch.nn.Module) -> torch.device:
@@ -79,6 +80,7 @@ def run_episode(env: Any, agent: Agent, *, env_seed: int, generator: torch.Gener
         bar = tqdm(total=max_steps, desc=desc, unit="step", leave=False)
     try:
         while max_steps is None or len(steps["reward"]) < max_steps:
+            check_stop()
             action = agent.act(obs, explore=explore, generator=generator)
             next_obs, reward, terminated, truncated, _ = env.step(action)
             record_step(steps, obs, action, reward, terminated)

@@ -25,6 +25,7 @@ from planet_colab.checks import positive_int  # noqa: E402
 from planet_colab.config import Config  # noqa: E402
 from planet_colab.dmc_install import install_hint, uses_mujoco  # noqa: E402
 from planet_colab.seeding import derive_seed, numpy_rng  # noqa: E402
+from planet_colab.stop_request import check_stop  # noqa: E402
 from planet_colab.storage import EpisodeStorage  # noqa: E402
 
 # pygame 2.6 imports pkg_resources, which setuptools >= 81 marks deprecated on every first render.
@@ -220,6 +221,7 @@ def collect_seed_episodes(config: Config, storage: EpisodeStorage, seed: int | N
         bar = tqdm(total=len(missing), desc="seed episodes", unit="ep")
     try:
         for k in missing:
+            check_stop()
             steps = run_random_episode(env, numpy_rng(base, "seed_episode", k, "actions"),
                                        env_seed=derive_seed(base, "seed_episode", k, "env"))
             storage.add_episode(steps["obs"], steps["action"], steps["reward"], steps["terminal"], index=k)

@@ -20,18 +20,21 @@ import socket
 import sys
 import threading
 import time
+import uuid
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
+from planet_colab import safeio
 from planet_colab.checks import positive_int
 from planet_colab.config import PRESETS, Config, get_config
+from planet_colab.sweep_task import train_run
 
 __all__ = ["SweepRun", "plan_sweep", "run_sweep", "run_dir_for", "INSTALL_HINT"]
 
 INSTALL_HINT = 'pip install -e ".[sweep]"  (or: pip install ray)'
 MAX_RETRIES = 3  # times Ray restarts a run whose worker process died (the run resumes each time)
-CANCEL_GRACE_S = 120.0  # after Ctrl-C, how long running tasks get to save their finished iterations
+STOP_GRACE_S = 120.0  # after Ctrl-C, how long the runs get to save their finished iterations
 
 
 @dataclass(frozen=True)
@@ -254,34 +257,6 @@ def _runs_at_once(ray: Any, cpus: int, gpus: float) -> int:
     return min(fits)
 
 
-def _train_run(config: dict[str, Any], run_dir: str, threads: int) -> dict[str, Any]:
-    """One Ray task: train (or resume) one run directory with `threads` torch threads."""
-    os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
-    os.environ.setdefault("SDL_AUDIODRIVER", "dummy")
-    import torch
-
-    from planet_colab.lease import RunInUseError, wait_for_lapse
-    from planet_colab.train import train_planner
-
-    torch.set_num_threads(threads)
-    # Ray retries a run whose worker died. On this machine the dead worker's lease is taken over at
-    # once; a worker lost with its machine holds the lease until its heartbeat goes stale, so wait
-    # that long (a live owner elsewhere keeps beating: the wait ends and its one-line refusal stands).
-    while True:
-        try:
-            result = train_planner(Config.from_dict(config), run_dir, progress=False)
-            break
-        except RunInUseError:
-            if wait_for_lapse(run_dir, say=lambda line: print(line, flush=True)) in ("here", "live"):
-                raise
-    evals = [r for r in result["metrics"] if "eval_mean" in r]
-    # Printed here, not by the driver, so it follows the run's last iteration line in the log.
-    print(f"Done: {len(result['metrics'])} iterations" + (
-        f", eval {evals[-1]['eval_mean']:.1f} ± {evals[-1]['eval_std']:.1f} after "
-        f"{evals[-1]['episodes']} episodes" if evals else ""), flush=True)
-    return {"iterations": len(result["metrics"])}
-
-
 def _describe(run: SweepRun) -> str:
     total = run.config.total_iterations
     if run.finished:
@@ -317,16 +292,18 @@ def _wait_all(ray: Any, refs: dict[Any, SweepRun], say: Callable[[str], None]) -
     return outcomes
 
 
-def _cancel(ray: Any, refs: dict[Any, SweepRun], say: Callable[[str], None]) -> None:
-    # A plain cancel raises KeyboardInterrupt inside each task: train_planner then saves its
-    # finished iterations, exactly as Colab's Stop button does.
-    say(f"Stopping: the runs save their finished iterations (up to {CANCEL_GRACE_S:.0f} s)…")
-    # Only tasks still going: cancelling one that has just finished can abort Ray's driver
-    # ("Tried to complete task that was not pending", ray-project/ray#54798).
-    _, going = ray.wait(list(refs), num_returns=len(refs), timeout=0)
-    for ref in going:
-        ray.cancel(ref)
-    ray.wait(list(refs), num_returns=len(refs), timeout=CANCEL_GRACE_S)
+def _stop(ray: Any, refs: dict[Any, SweepRun], stop_file: Path, say: Callable[[str], None]) -> None:
+    """Ctrl-C: each run stops at its next step and saves its finished iterations, as on Colab's Stop."""
+    say(f"Stopping: the runs save their finished iterations (up to {STOP_GRACE_S:.0f} s)…")
+    # Not ray.cancel: its KeyboardInterrupt, raised from another thread, sometimes never arrived
+    # with two runs going (stop_request.py). The tasks watch for this file instead.
+    try:
+        safeio.write_atomic(stop_file, "This sweep was stopped; its runs save their finished iterations and "
+                                       "end. The sweep deletes this file once they have.\n")
+    except OSError as e:
+        say(f"could not ask the runs to stop ({e}); they lose their unfinished iterations")
+        return
+    ray.wait(list(refs), num_returns=len(refs), timeout=STOP_GRACE_S)
     time.sleep(1.5)  # their last forwarded lines first
 
 
@@ -366,13 +343,16 @@ def run_sweep(root: str | os.PathLike, presets: Sequence[str], seeds: Sequence[i
         say(f"Nothing to do: {'all runs are' if len(runs) > 1 else 'the run is'} finished.")
         return outcomes
     started_here = connect(address, num_cpus=local_cpus)
+    # One name per sweep: a second sweep on the same root is not stopped with this one.
+    stop_file = Path(root) / f".stop_sweep_{uuid.uuid4().hex[:12]}"
     try:
         at_once = _runs_at_once(ray, cpus_per_run, gpus_per_run)
         _save_configs(todo)
-        task = ray.remote(_train_run)
+        task = ray.remote(train_run)
         refs = {task.options(name=run.name, num_cpus=cpus_per_run, num_gpus=gpus_per_run,
                              max_retries=max_retries, retry_exceptions=False)
-                .remote(run.config.to_dict(), str(run.run_dir), cpus_per_run): run for run in todo}
+                .remote(run.config.to_dict(), str(run.run_dir), cpus_per_run, str(stop_file)): run
+                for run in todo}
         t0 = time.monotonic()
         say(f"Started {len(todo)} run{'s' if len(todo) > 1 else ''} "
             f"({cpus_per_run} CPU{'s' if cpus_per_run > 1 else ''}"
@@ -382,7 +362,7 @@ def run_sweep(root: str | os.PathLike, presets: Sequence[str], seeds: Sequence[i
         try:
             outcomes.update(_wait_all(ray, refs, say))
         except KeyboardInterrupt as stop:
-            _cancel(ray, refs, say)
+            _stop(ray, refs, stop_file, say)
             say("Stopped; run the same sweep again to resume.")
             stop.reported = True  # type: ignore[attr-defined]  # the command line then adds nothing
             raise
@@ -390,6 +370,8 @@ def run_sweep(root: str | os.PathLike, presets: Sequence[str], seeds: Sequence[i
         time.sleep(1.5)  # Ray forwards the workers' lines with a lag: let the last ones arrive first
         if started_here:
             ray.shutdown()
+        with contextlib.suppress(OSError):  # written only on Ctrl-C; its runs have ended by now
+            stop_file.unlink(missing_ok=True)
     failed = [name for name, outcome in outcomes.items() if outcome.startswith("failed")]
     say(f"Sweep: {len(runs) - len(failed)} of {len(runs)} runs finished"
         + (f", {len(failed)} failed ({', '.join(failed)})" if failed else "")

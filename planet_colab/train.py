@@ -31,6 +31,7 @@ from planet_colab.run import Run, TrainingState, read_metrics
 from planet_colab.run_config import RunError
 from planet_colab.seeding import numpy_rng, torch_generator
 from planet_colab.storage import DamagedEpisodeError, EpisodeStorage, episode_number
+from planet_colab.stop_request import check_stop
 
 __all__ = ["train_planner", "train_step", "collect_experience", "evaluate", "build_agent_parts",
            "read_metrics", "TrainingStalled"]
@@ -88,6 +89,7 @@ def train_iteration(state: TrainingState, dataset: EpisodeDataset, config: Confi
     sums = dict.fromkeys(LOSS_KEYS, 0.0)
     steps = skipped = 0
     for obs_b, act_b, rew_b, _ in loader:
+        check_stop()
         out = train_step(state.model, state.optimizer, obs_b, act_b, rew_b, state.device, config=config,
                          generator=generator, scaler=state.scaler)
         if out.get("skipped"):

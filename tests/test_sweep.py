@@ -256,13 +256,13 @@ def _lease(run_dir: Path, host: str, pid: int, heartbeat_at: float) -> None:
 def test_a_run_lost_with_another_machine_waits_for_its_lease_to_lapse(tmp_path, capfd):
     """Ray retries a run whose node died elsewhere: its lease is stale soon, and the retry gets in then."""
     from planet_colab.lease import STALE_AFTER_S
-    from planet_colab.sweep import _train_run
+    from planet_colab.sweep_task import train_run
 
     run_dir = tmp_path / "smoke" / "seed_0"
     _lease(run_dir, "a-lost-node", 4242, time.time() - STALE_AFTER_S + 2.0)
     config = get_config("smoke", seed=0, total_iterations=1)
     t0 = time.monotonic()
-    assert _train_run(config.to_dict(), str(run_dir), 1) == {"iterations": 1}
+    assert train_run(config.to_dict(), str(run_dir), 1) == {"iterations": 1}
     assert time.monotonic() - t0 >= 2.0
     out = capfd.readouterr().out
     assert re.search(r"Waiting [0-3] s for the lease of another machine to lapse", out), out
@@ -271,13 +271,13 @@ def test_a_run_lost_with_another_machine_waits_for_its_lease_to_lapse(tmp_path, 
 
 def test_a_run_held_by_a_live_trainer_here_fails_at_once_saying_who(tmp_path):
     from planet_colab.lease import RunInUseError
-    from planet_colab.sweep import _train_run
+    from planet_colab.sweep_task import train_run
 
     run_dir = tmp_path / "smoke" / "seed_0"
     _lease(run_dir, socket.gethostname(), os.getppid(), time.time())
     config = get_config("smoke", seed=0, total_iterations=1)
     with pytest.raises(RunInUseError, match=f"in use by pid {os.getppid()} on this machine"):
-        _train_run(config.to_dict(), str(run_dir), 1)
+        train_run(config.to_dict(), str(run_dir), 1)
     assert not (run_dir / "episodes").exists()
 
 
@@ -336,21 +336,29 @@ def test_runs_queued_behind_others_are_reported_as_not_started(tmp_path, monkeyp
     assert any(line.startswith("Started 3 runs (1 CPU each; 1 at a time, the others queued)") for line in said)
 
 
-def test_sigterm_to_the_sweep_stops_its_runs_like_ctrl_c(tmp_path):
-    """ray.init installs a SIGTERM handler that aborts the driver (exit 134); the sweep puts the CLI's back."""
+def test_sigterm_to_the_sweep_stops_the_runs_going_and_saves_each_like_ctrl_c(tmp_path):
+    """Two runs at once and one queued. ray.init installs a SIGTERM handler that aborts the driver (exit
+    134): the sweep puts the CLI's back. Ray's own cancel left both runs going (stop_request.py)."""
     pytest.importorskip("ray")
     root = tmp_path / "root"
     cmd = [sys.executable, "-m", "planet_colab", "sweep", "--root", str(root), "--presets", "smoke",
-           "--seeds", "0", "--iterations", "40", "--local-cpus", "1"]
+           "--seeds", "0", "1", "2", "--iterations", "40", "--local-cpus", "2"]
     proc = subprocess.Popen(cmd, cwd=ROOT, env=subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True)
-    lines = []
+    lines, going = [], set()
     for line in proc.stdout:
         lines.append(line)
-        if "iter    3/40" in line:
+        going |= set(re.findall(r"\((smoke/seed_\d) pid=\d+\) iter    3/40", line))
+        if len(going) == 2:
             break
     proc.send_signal(signal.SIGTERM)
     out = "".join(lines) + proc.communicate(timeout=240)[0]
     assert proc.returncode == 130, out
     assert "Stopped; run the same sweep again to resume." in out
-    assert (root / "smoke" / "seed_0" / "checkpoints" / "latest.json").exists()
+    for name in sorted(going):
+        assert re.search(rf"\({name} pid=\d+\) Stopped: ", out), out
+        assert f"({name} pid=" in out and not re.search(rf"\({name} pid=\d+\) Done: ", out), out
+        assert (root / name / "checkpoints" / "latest.json").exists()
+    (queued,) = {"smoke/seed_0", "smoke/seed_1", "smoke/seed_2"} - going
+    assert not (root / queued / "episodes").exists()  # it never started, and a stopped sweep does not start it
+    assert not list(root.glob(".stop_sweep_*"))  # the stop file is gone once the runs have stopped

@@ -18,6 +18,7 @@ from planet_colab.__main__ import main as cli
 from planet_colab.checkpoint import load_checkpoint
 from planet_colab.config import get_config
 from planet_colab.storage import DamagedEpisodeWarning, EpisodeStorage
+from planet_colab.stop_request import StopRequested, clear_stop_request, request_stop
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -72,6 +73,52 @@ def test_stop_button_mid_iteration_saves_the_last_finished_iteration(tmp_path, m
     payload = load_checkpoint(tmp_path)
     assert payload["iteration"] == 1  # iterations 0 and 1 finished; 2 had started
     # …and what it saved is the state after iteration 1: resuming matches an uninterrupted run.
+    resumed = train.train_planner(config, tmp_path, progress=False)
+    whole = train.train_planner(config, tmp_path / "whole", progress=False)
+    for key, value in _weights(whole).items():
+        assert torch.equal(value, resumed["model"].state_dict()[key]), key
+
+
+@pytest.mark.parametrize("where", ["gradient step", "environment step"])
+def test_a_requested_stop_ends_the_loop_at_its_next_step_and_saves_like_ctrl_c(tmp_path, monkeypatch, where):
+    """How a sweep stops its runs (stop_request.py): mid-iteration 3, iterations 1 and 2 are kept."""
+    config = smoke(total_iterations=4, checkpoint_every=100)
+    if where == "gradient step":
+        real_step, calls = train.train_step, {"n": 0}
+
+        def step(*args, **kwargs):
+            calls["n"] += 1
+            if calls["n"] == config.train_steps * 2 + 2:  # inside the third iteration's training
+                request_stop()
+            return real_step(*args, **kwargs)
+
+        monkeypatch.setattr(train, "train_step", step)
+    else:
+        real_make = train.make_env_from_config
+
+        def make(cfg):
+            env, calls = real_make(cfg), {"n": 0}
+            real_env_step = env.step
+
+            def env_step(action):
+                calls["n"] += 1
+                if calls["n"] == cfg.episode_len * 2 + 3:  # inside the third iteration's collected episode
+                    request_stop()
+                return real_env_step(action)
+
+            env.step = env_step
+            return env
+
+        monkeypatch.setattr(train, "make_env_from_config", make)
+    try:
+        with pytest.raises(StopRequested):
+            train.train_planner(config, tmp_path, progress=False)
+    finally:
+        clear_stop_request()
+    monkeypatch.undo()
+    assert load_checkpoint(tmp_path)["iteration"] == 1
+    assert [r["iteration"] for r in train.read_metrics(tmp_path)] == [0, 1]
+    assert EpisodeStorage(tmp_path / "episodes").num_episodes == 2 + 2  # the cut episode was not stored
     resumed = train.train_planner(config, tmp_path, progress=False)
     whole = train.train_planner(config, tmp_path / "whole", progress=False)
     for key, value in _weights(whole).items():
