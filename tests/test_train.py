@@ -338,8 +338,6 @@ def test_every_row_in_metrics_jsonl_has_its_checkpoint_time_and_threads(tmp_path
 
 
 def test_the_command_line_says_a_finished_run_is_finished_and_prints_warnings_as_one_line(tmp_path, capsys):
-    import warnings
-
     args = ["train", "--run-dir", str(tmp_path / "run"), "--preset", "smoke", "--iterations", "2", "--no-progress"]
     assert cli(args) == 0
     assert "Done: 2 iteration(s)" in capsys.readouterr().out
