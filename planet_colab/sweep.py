@@ -326,6 +326,7 @@ def run_sweep(root: str | os.PathLike, presets: Sequence[str], seeds: Sequence[i
                          f"--local-cpus {local_cpus}; no run could ever start")
     if not gpus_per_run >= 0:
         raise ValueError(f"GPUs per run (--gpus-per-run) must be >= 0, got {gpus_per_run!r}")
+    root = Path(root).absolute()  # the tasks get absolute paths: a worker need not share the driver's cwd
     runs = plan_sweep(root, presets, seeds, iterations)
     ray = _import_ray()
     if not ray.is_initialized():
