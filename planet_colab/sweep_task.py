@@ -21,7 +21,7 @@ POLL_S = 1.0  # how often a task looks for its sweep's stop file
 
 
 def _watch(stop_file: str, done: threading.Event) -> None:
-    """Ask this process's training loop to stop once `stop_file` exists (False while Drive is away)."""
+    """Ask this process's training loop to stop once `stop_file` exists (a dropped Drive mount reads as not yet)."""
     while not done.wait(POLL_S):
         if os.path.exists(stop_file):
             request_stop()
