@@ -294,7 +294,8 @@ def _wait_all(ray: Any, refs: dict[Any, SweepRun], say: Callable[[str], None]) -
 
 def _stop(ray: Any, refs: dict[Any, SweepRun], stop_file: Path, say: Callable[[str], None]) -> None:
     """Ctrl-C: each run stops at its next step and saves its finished iterations, as on Colab's Stop."""
-    say(f"Stopping: the runs save their finished iterations (up to {STOP_GRACE_S:.0f} s)…")
+    say(f"Stopping: the runs save their finished iterations (up to {STOP_GRACE_S:.0f} s; Ctrl-C again ends "
+        "them at once)…")
     # Not ray.cancel: its KeyboardInterrupt, raised from another thread, sometimes never arrived
     # with two runs going (stop_request.py). The tasks watch for this file instead.
     try:
@@ -303,7 +304,11 @@ def _stop(ray: Any, refs: dict[Any, SweepRun], stop_file: Path, say: Callable[[s
     except OSError as e:
         say(f"could not ask the runs to stop ({e}); they lose their unfinished iterations")
         return
-    ray.wait(list(refs), num_returns=len(refs), timeout=STOP_GRACE_S)
+    try:
+        ray.wait(list(refs), num_returns=len(refs), timeout=STOP_GRACE_S)
+    except KeyboardInterrupt:  # Ray's shutdown then ends the runs
+        say("Ending the runs at once: a run that had not saved yet loses its unfinished iteration")
+        return
     time.sleep(1.5)  # their last forwarded lines first
 
 

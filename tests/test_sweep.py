@@ -336,6 +336,21 @@ def test_runs_queued_behind_others_are_reported_as_not_started(tmp_path, monkeyp
     assert any(line.startswith("Started 3 runs (1 CPU each; 1 at a time, the others queued)") for line in said)
 
 
+def test_ctrl_c_again_while_the_runs_save_ends_them_at_once_and_says_what_that_loses(tmp_path):
+    from planet_colab import sweep
+
+    class ImpatientRay:
+        def wait(self, refs, num_returns, timeout):
+            raise KeyboardInterrupt  # the second Ctrl-C, while the runs are still saving
+
+    said = []
+    stop_file = tmp_path / ".stop_sweep_0123456789ab"
+    sweep._stop(ImpatientRay(), {}, stop_file, said.append)  # returns: the sweep then says "Stopped; …" once
+    assert stop_file.exists()  # the runs had been asked first
+    assert "Ctrl-C again ends them at once" in said[0]
+    assert said[-1] == "Ending the runs at once: a run that had not saved yet loses its unfinished iteration"
+
+
 def test_sigterm_to_the_sweep_stops_the_runs_going_and_saves_each_like_ctrl_c(tmp_path):
     """Two runs at once and one queued. ray.init installs a SIGTERM handler that aborts the driver (exit
     134): the sweep puts the CLI's back. Ray's own cancel left both runs going (stop_request.py)."""
