@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from planet_colab import safeio
+from planet_colab.stop_request import check_stop
 
 LEASE_NAME = "owner.json"
 HEARTBEAT_S = 30.0  # how often a live owner says so
@@ -337,7 +338,8 @@ def wait_for_lapse(run_dir: str | os.PathLike, *, poll_s: float = 5.0, stale_aft
     Returns at once "free" (no lease), "stale" (already lapsed) or "here" (held on this machine, where
     `acquire` tells a dead process from a live one itself). Otherwise says how long it waits and polls:
     "lapsed" once the heartbeat is older than `stale_after_s`, "free" if the lease goes away, "live" as
-    soon as the heartbeat moves (a trainer is alive there; `acquire` then refuses, naming it).
+    soon as the heartbeat moves (a trainer is alive there; `acquire` then refuses, naming it). A stop
+    asked for meanwhile (stop_request.py: a sweep that stops) raises StopRequested within `poll_s`.
     """
     record = read_lease(run_dir)
     if record is None:
@@ -353,6 +355,7 @@ def wait_for_lapse(run_dir: str | os.PathLike, *, poll_s: float = 5.0, stale_aft
         "lease behind; a live one renews it and is not taken over)")
     while True:
         time.sleep(max(0.0, min(poll_s, lapse_at - time.time())))
+        check_stop()
         now = read_lease(run_dir)
         if now is None:
             return "free"

@@ -35,6 +35,7 @@ __all__ = ["SweepRun", "plan_sweep", "run_sweep", "run_dir_for", "INSTALL_HINT"]
 INSTALL_HINT = 'pip install -e ".[sweep]"  (or: pip install ray)'
 MAX_RETRIES = 3  # times Ray restarts a run whose worker process died (the run resumes each time)
 STOP_GRACE_S = 120.0  # after Ctrl-C, how long the runs get to save their finished iterations
+STALE_STOP_S = 24 * 3600.0  # a stop file this old was left by a sweep killed outright (SIGKILL, a lost runtime)
 
 
 @dataclass(frozen=True)
@@ -312,6 +313,14 @@ def _stop(ray: Any, refs: dict[Any, SweepRun], stop_file: Path, say: Callable[[s
     time.sleep(1.5)  # their last forwarded lines first
 
 
+def _remove_stale_stop_files(root: Path) -> None:
+    """Delete stop files that sweeps killed outright left behind (a live sweep deletes its own within minutes)."""
+    for path in root.glob(".stop_sweep_*"):
+        with contextlib.suppress(OSError):
+            if time.time() - path.stat().st_mtime > STALE_STOP_S:
+                path.unlink()
+
+
 def run_sweep(root: str | os.PathLike, presets: Sequence[str], seeds: Sequence[int], *,
               iterations: int | None = None, cpus_per_run: int = 1, gpus_per_run: float = 0.0,
               address: str | None = None, local_cpus: int | None = None,
@@ -348,9 +357,10 @@ def run_sweep(root: str | os.PathLike, presets: Sequence[str], seeds: Sequence[i
     if not todo:
         say(f"Nothing to do: {'all runs are' if len(runs) > 1 else 'the run is'} finished.")
         return outcomes
+    _remove_stale_stop_files(root)
     started_here = connect(address, num_cpus=local_cpus)
     # One name per sweep: a second sweep on the same root is not stopped with this one.
-    stop_file = Path(root) / f".stop_sweep_{uuid.uuid4().hex[:12]}"
+    stop_file = root / f".stop_sweep_{uuid.uuid4().hex[:12]}"
     try:
         at_once = _runs_at_once(ray, cpus_per_run, gpus_per_run)
         _save_configs(todo)

@@ -3,7 +3,8 @@
 The sweep's driver cannot press Ctrl-C inside a worker (stop_request.py says why), so it writes a
 stop file under the sweep's root, which every node sees, and each task watches for it from a
 thread. Once it is there, the task's training loop stops at its next gradient or environment step
-and saves its finished iterations, as on Ctrl-C; a task that had not started leaves its run as it was.
+and saves its finished iterations, as on Ctrl-C; a task that had not started, or was waiting out the
+lease of a trainer lost with its machine, leaves its run as it was.
 (Not a Ray actor as the flag: a task waiting in `ray.get` lends its CPU to the next queued run.)
 """
 
@@ -59,15 +60,16 @@ def train_run(config: dict[str, Any], run_dir: str, threads: int, stop_file: str
         # Ray retries a run whose worker died. On this machine the dead worker's lease is taken over at
         # once; a worker lost with its machine holds the lease until its heartbeat goes stale, so wait
         # that long (a live owner elsewhere keeps beating: the wait ends and its one-line refusal stands).
-        while True:
-            try:
-                result = train_planner(Config.from_dict(config), run_dir, progress=False)
-                break
-            except RunInUseError:
-                if wait_for_lapse(run_dir, say=lambda line: print(line, flush=True)) in ("here", "live"):
-                    raise
-            except StopRequested:  # the loop saved its finished iterations and said so
-                return {"stopped": True}
+        try:
+            while True:
+                try:
+                    result = train_planner(Config.from_dict(config), run_dir, progress=False)
+                    break
+                except RunInUseError:
+                    if wait_for_lapse(run_dir, say=lambda line: print(line, flush=True)) in ("here", "live"):
+                        raise
+        except StopRequested:  # the loop saved its finished iterations and said so, or it was still waiting
+            return {"stopped": True}
     evals = [r for r in result["metrics"] if "eval_mean" in r]
     # Printed here, not by the driver, so it follows the run's last iteration line in the log.
     print(f"Done: {len(result['metrics'])} iterations" + (

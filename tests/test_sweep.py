@@ -269,6 +269,24 @@ def test_a_run_lost_with_another_machine_waits_for_its_lease_to_lapse(tmp_path, 
     assert "Took over" in out and "a-lost-node" in out
 
 
+def test_a_run_waiting_for_a_lost_machines_lease_stops_when_its_sweep_does(tmp_path, capfd):
+    """Stopping a sweep does not sit out a retried run's wait for a lapse (up to 3 minutes): its run stays as it was."""
+    import threading
+
+    from planet_colab.sweep_task import train_run
+
+    run_dir, stop_file = tmp_path / "smoke" / "seed_0", tmp_path / ".stop_sweep_test"
+    _lease(run_dir, "a-lost-node", 4242, time.time())
+    lease_before = (run_dir / "owner.json").read_text()
+    config = get_config("smoke", seed=0, total_iterations=1)
+    threading.Timer(1.0, stop_file.write_text, args=("",)).start()
+    t0 = time.monotonic()
+    assert train_run(config.to_dict(), str(run_dir), 1, stop_file=str(stop_file)) == {"stopped": True}
+    assert time.monotonic() - t0 < 30  # the watcher's 1 s and the wait's 5 s poll, not the lapse's 3 minutes
+    assert "Waiting" in capfd.readouterr().out
+    assert (run_dir / "owner.json").read_text() == lease_before and not (run_dir / "episodes").exists()
+
+
 def test_a_run_held_by_a_live_trainer_here_fails_at_once_saying_who(tmp_path):
     from planet_colab.lease import RunInUseError
     from planet_colab.sweep_task import train_run
@@ -334,6 +352,26 @@ def test_runs_queued_behind_others_are_reported_as_not_started(tmp_path, monkeyp
     assert "| smoke/seed_1 | 0 of 3 |" in page  # queued at the length this sweep asked for
     assert "| smoke/seed_2 | 0 of 1 |" in page  # its live trainer's to change, not the sweep's
     assert any(line.startswith("Started 3 runs (1 CPU each; 1 at a time, the others queued)") for line in said)
+
+
+def test_a_sweep_deletes_stop_files_left_by_killed_sweeps_but_not_a_stopping_ones(tmp_path, monkeypatch, capsys):
+    pytest.importorskip("ray")
+    from planet_colab import sweep
+
+    left, stopping = tmp_path / ".stop_sweep_0123456789ab", tmp_path / ".stop_sweep_ba9876543210"
+    for path in (left, stopping):
+        path.write_text("stopped\n")
+    two_days_ago = time.time() - 2 * 24 * 3600
+    os.utime(left, (two_days_ago, two_days_ago))  # its sweep was SIGKILLed and never deleted it
+
+    def no_ray_needed(*args, **kwargs):
+        raise RuntimeError("the test ends here")
+
+    monkeypatch.setattr(sweep, "connect", no_ray_needed)
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    with pytest.raises(RuntimeError, match="the test ends here"):
+        run_sweep(tmp_path, ["smoke"], [0], iterations=1)
+    assert not left.exists() and stopping.exists()
 
 
 def test_ctrl_c_again_while_the_runs_save_ends_them_at_once_and_says_what_that_loses(tmp_path):
