@@ -4,9 +4,10 @@ A sweep's driver cannot press Ctrl-C inside a Ray worker. Ray's cancel raises Ke
 there from another thread, at any moment; with two runs going at once it sometimes never arrived
 (one stop in four here), and both runs lost their unfinished work when Ray shut down. So a sweep's
 task sets this process-wide flag instead when its sweep stops (sweep_task.py), and the loops look
-at it between units of work: each gradient step, each environment step, each seed episode. There
-`check_stop` raises StopRequested, a KeyboardInterrupt, in the loop's own thread: the online loop
-saves its finished iterations as it does on Ctrl-C, and a checkpoint being written is never cut short.
+at it between units of work: each gradient step, each environment step, each seed episode, each
+poll of the wait for a lost machine's lease (lease.wait_for_lapse). There `check_stop` raises
+StopRequested, a KeyboardInterrupt, in the loop's own thread: the online loop saves its finished
+iterations as it does on Ctrl-C, and a checkpoint being written is never cut short.
 """
 
 from __future__ import annotations

@@ -354,7 +354,7 @@ def test_runs_queued_behind_others_are_reported_as_not_started(tmp_path, monkeyp
     assert any(line.startswith("Started 3 runs (1 CPU each; 1 at a time, the others queued)") for line in said)
 
 
-def test_a_sweep_deletes_stop_files_left_by_killed_sweeps_but_not_a_stopping_ones(tmp_path, monkeypatch):
+def test_a_sweep_deletes_stop_files_left_by_killed_sweeps_but_not_one_of_a_sweep_stopping_now(tmp_path, monkeypatch):
     pytest.importorskip("ray")
     from planet_colab import sweep
 
