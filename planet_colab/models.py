@@ -14,7 +14,8 @@ layers' weights, faster oneDNN paths); on other devices through the plain nn lay
 
 from __future__ import annotations
 
-from typing import NamedTuple
+import contextlib
+from typing import Iterator, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -23,6 +24,7 @@ from torch import Tensor, nn
 from planet_colab import cpu_kernels
 from planet_colab.checks import positive_int
 from planet_colab.config import Config
+from planet_colab.precision import FP32_PARTS
 
 
 class RSSMState(NamedTuple):
@@ -121,6 +123,14 @@ class WorldModel(nn.Module):
         )
         # False runs the plain conv layers on CPU too (the reference the CPU kernels are tested against).
         self.use_cpu_kernels = True
+        # Parts that run in fp32 even under bf16/fp16 autocast (precision.FP32_PARTS says which and why).
+        self.fp32_parts: frozenset[str] = FP32_PARTS
+
+    def _part(self, name: str) -> contextlib.AbstractContextManager:
+        """Autocast switched off for part `name` when it is one of `fp32_parts` (inputs are cast to fp32 there)."""
+        if name in self.fp32_parts and torch.is_autocast_enabled(self.img_in.weight.device.type):
+            return torch.autocast(self.img_in.weight.device.type, enabled=False)
+        return contextlib.nullcontext()
 
     # ---- helpers -------------------------------------------------------------------------------
     def _stats(self, head: nn.Linear, hidden: Tensor) -> tuple[Tensor, Tensor]:
@@ -130,16 +140,19 @@ class WorldModel(nn.Module):
 
     def _img_core(self, state: RSSMState, action: Tensor) -> Tensor:
         """The deterministic part of a transition: the next GRU state (N, D)."""
-        x = F.elu(self.img_in(torch.cat([state.stoch, action.to(state.stoch.dtype)], dim=-1)))
-        return self.gru(x, state.deter.to(x.dtype)).float()
+        with self._part("transition"):
+            x = F.elu(self.img_in(torch.cat([state.stoch, action.to(state.stoch.dtype)], dim=-1)))
+            return self.gru(x, state.deter.to(x.dtype)).float()
 
     def _post_stats(self, deter: Tensor, embed: Tensor) -> tuple[Tensor, Tensor]:
         """Posterior (mean, std) from the deterministic state and an observation embedding."""
-        return self._stats(self.post_head, F.elu(self.post_in(torch.cat([deter, embed.to(deter.dtype)], -1))))
+        with self._part("posterior"):
+            return self._stats(self.post_head, F.elu(self.post_in(torch.cat([deter, embed.to(deter.dtype)], -1))))
 
     def _prior_stats(self, deter: Tensor) -> tuple[Tensor, Tensor]:
         """Prior (mean, std) from the deterministic state."""
-        return self._stats(self.prior_head, F.elu(self.img_out(deter)))
+        with self._part("prior"):
+            return self._stats(self.prior_head, F.elu(self.img_out(deter)))
 
     # ---- public single-step API ----------------------------------------------------------------
     def initial_state(self, batch_size: int, device: torch.device | str | None = None) -> RSSMState:
@@ -150,21 +163,24 @@ class WorldModel(nn.Module):
 
     def encode(self, obs_pre: Tensor) -> Tensor:
         """Preprocessed observations (N, 64, 64, 3) → embeddings (N, embed_dim)."""
-        if self.use_cpu_kernels and obs_pre.device.type == "cpu":
-            return cpu_kernels.encode(self.encoder, obs_pre)
-        x = self.encoder(obs_pre.permute(0, 3, 1, 2))  # (N, 8·depth, 2, 2)
-        return x.permute(0, 2, 3, 1).flatten(1)  # (N, 32·depth), flattened in PlaNet's (H, W, C) order
+        with self._part("encoder"):
+            if self.use_cpu_kernels and obs_pre.device.type == "cpu":
+                return cpu_kernels.encode(self.encoder, obs_pre)
+            x = self.encoder(obs_pre.permute(0, 3, 1, 2))  # (N, 8·depth, 2, 2)
+            return x.permute(0, 2, 3, 1).flatten(1)  # (N, 32·depth), flattened in PlaNet's (H, W, C) order
 
     def decode(self, state: RSSMState) -> Tensor:
         """States → reconstructed observations (N, 64, 64, 3) in the preprocessed space."""
-        h = self.decoder_in(torch.cat([state.deter, state.stoch], -1))  # (N, 32·depth)
-        if self.use_cpu_kernels and h.device.type == "cpu":
-            return cpu_kernels.decode(self.decoder, h)
-        return self.decoder(h[:, :, None, None]).permute(0, 2, 3, 1)  # (N, 64, 64, 3)
+        with self._part("decoder"):
+            h = self.decoder_in(torch.cat([state.deter, state.stoch], -1))  # (N, 32·depth)
+            if self.use_cpu_kernels and h.device.type == "cpu":
+                return cpu_kernels.decode(self.decoder, h)
+            return self.decoder(h[:, :, None, None]).permute(0, 2, 3, 1)  # (N, 64, 64, 3)
 
     def reward(self, state: RSSMState) -> Tensor:
         """Predicted reward (N,) for arriving in `state` (reward(s_{t+1}) ≈ r_t)."""
-        return self.reward_head(torch.cat([state.deter, state.stoch], -1)).squeeze(-1).float()
+        with self._part("reward"):
+            return self.reward_head(torch.cat([state.deter, state.stoch], -1)).squeeze(-1).float()
 
     def img_step(self, state: RSSMState, action: Tensor, generator: torch.Generator | None = None
                  ) -> tuple[RSSMState, Tensor, Tensor]:
@@ -224,8 +240,11 @@ class WorldModel(nn.Module):
         # Split the first layers of transition and posterior into per-input weight blocks so the
         # action and embedding parts run once for all timesteps (same math as Linear on the concat).
         w_img, w_post = self.img_in.weight, self.post_in.weight
-        act_proj = F.linear(prev_act, w_img[:, S:], self.img_in.bias).float()  # (T, B, H)
-        emb_proj = F.linear(embed, w_post[:, D:], self.post_in.bias).float()  # (T, B, H)
+        with self._part("transition"):
+            act_proj = F.linear(prev_act, w_img[:, S:], self.img_in.bias).float()  # (T, B, H)
+        with self._part("posterior"):
+            emb_proj = F.linear(embed.to(torch.float32) if "posterior" in self.fp32_parts else embed,
+                                w_post[:, D:], self.post_in.bias).float()  # (T, B, H)
         w_img_s, w_post_d = w_img[:, :S].t(), w_post[:, :D].t()
 
         # The recurrence itself runs in fp32 with autocast off: its (B, 200) matmuls are too small

@@ -55,6 +55,10 @@ class CEMPlanner:
 
     def __call__(self, model: Any, state: Any, generator: torch.Generator | None = None) -> torch.Tensor:
         """Plan from N beliefs `state` (RSSMState, fields (N, ·)); returns the first mean actions (N, A) in fp32."""
+        return self.plan(model, state, generator)[0]
+
+    def plan(self, model: Any, state: Any, generator: torch.Generator | None = None) -> torch.Tensor:
+        """The whole CEM plan (horizon, N, A) fp32 from N beliefs; `__call__` acts on its first step."""
         deter, stoch = state
         device = deter.device
         if deter.dim() != 2 or stoch.dim() != 2 or deter.shape[0] != stoch.shape[0]:
@@ -63,7 +67,6 @@ class CEMPlanner:
         model_actions = getattr(model, "action_dim", self.action_dim)
         if model_actions != self.action_dim:
             raise ValueError(f"planner action_dim ({self.action_dim}) differs from the model's ({model_actions})")
-        # "auto" → bf16 on CPUs with native bf16 dot products / Ampere+ GPUs, else fp32 (or fp16 on older GPUs).
         precision = resolve_precision(self.precision, device)
         with torch.inference_mode():
             return _cem(model, state, generator, self.action_dim, self.horizon, self.candidates,
@@ -72,7 +75,7 @@ class CEMPlanner:
 
 def _cem(model: Any, state: Any, generator: torch.Generator | None, action_dim: int, horizon: int,
          candidates: int, optim_iters: int, top_k: int, precision: str, fast: bool = True) -> torch.Tensor:
-    """The CEM loop proper (inside inference mode, `precision` resolved); see CEMPlanner."""
+    """The CEM loop proper (inside inference mode, `precision` resolved): the final mean plan; see CEMPlanner."""
     n, device = state.deter.shape[0], state.deter.device
     H, J, K, A = horizon, candidates, top_k, action_dim
     # Every candidate of belief i starts from belief i: rows i*J … (i+1)*J-1.
@@ -90,7 +93,7 @@ def _cem(model: Any, state: Any, generator: torch.Generator | None, action_dim: 
         elite = actions[:, top.view(-1)].view(H, n, K, A)
         mean = elite.mean(dim=2, keepdim=True)
         std = elite.std(dim=2, unbiased=False, keepdim=True)
-    return mean[0, :, 0].float()  # (n, A)
+    return mean[:, :, 0].float()  # (H, n, A)
 
 
 def _rollout(model: Any, start: Any, horizon: int, precision: str, fast: bool

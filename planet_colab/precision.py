@@ -19,6 +19,11 @@ import torch
 
 from planet_colab.config import PRECISIONS
 
+# The world model's parts that autocast may run in reduced precision (WorldModel._part names them).
+MODEL_PARTS = ("encoder", "decoder", "reward", "prior", "posterior", "transition")
+# The parts kept in fp32 under bf16/fp16 autocast.
+FP32_PARTS: frozenset[str] = frozenset()
+
 
 def select_device() -> torch.device:
     """CUDA when available, else CPU."""
