@@ -21,8 +21,11 @@ from planet_colab.config import PRECISIONS
 
 # The world model's parts that autocast may run in reduced precision (WorldModel._part names them).
 MODEL_PARTS = ("encoder", "decoder", "reward", "prior", "posterior", "transition")
-# The parts kept in fp32 under bf16/fp16 autocast.
-FP32_PARTS: frozenset[str] = frozenset()
+# The parts kept in fp32 under bf16/fp16 autocast: the RSSM (transition, posterior and prior heads) and
+# the reward head. Their matmuls are (B·T, 200)-sized and gain little from bf16; the recurrence
+# integrates small updates into its state over hundreds of steps, and the KL and the reward, which
+# the planner ranks plans by, are read off them. Only the conv stacks run in reduced precision.
+FP32_PARTS: frozenset[str] = frozenset({"transition", "posterior", "prior", "reward"})
 
 
 def select_device() -> torch.device:
