@@ -1,11 +1,14 @@
 """Device and numeric precision: which device to train on and which autocast dtype to use there.
 
-Master weights always stay fp32; only the forward pass's matmuls/convs run in reduced precision
-under autocast, and losses/KL are computed in fp32 (losses.py).
+Master weights always stay fp32; only the conv stacks' forward and backward run in reduced precision
+under autocast (FP32_PARTS keeps the RSSM and the reward head in fp32), and losses/KL are computed
+in fp32 (losses.py).
 
-`auto` picks: CUDA when present — bf16 on compute capability ≥ 8 (Ampere+), fp16 with a grad
-scaler below (T4-class); on a CPU, bf16 when it has native bf16 dot products (AMX, or AVX512-BF16:
-on the 2-core AMD EPYC dev box a bf16 1024² matmul is 3× and a conv 4× faster than fp32), fp32 otherwise.
+`auto` picks: CUDA when present — bf16 on compute capability ≥ 8 (Ampere+), fp32 below (T4-class);
+on a CPU, bf16 when it has native bf16 dot products (AMX, or AVX512-BF16), fp32 otherwise.
+fp16 (with a grad scaler) is never picked by `auto`: on a fixed batch it fell behind fp32 (its
+scaler skips the first steps, and on a CPU it is emulated, ~50× slower), and no learning run has
+shown it learns as fp32 does (docs/results/precision.md). It stays available by name.
 """
 
 from __future__ import annotations
@@ -65,7 +68,7 @@ def resolve_precision(precision: str, device: torch.device | str) -> str:
         return precision  # explicit choice is honoured (fp16 on CPU works, but slowly)
     if device.type == "cuda":
         major, _ = torch.cuda.get_device_capability(device)
-        return "bf16" if major >= 8 else "fp16"
+        return "bf16" if major >= 8 else "fp32"
     if device.type == "cpu":
         return "bf16" if cpu_has_fast_bf16() else "fp32"
     return "fp32"
