@@ -32,6 +32,7 @@ from planet_colab.run_config import RunError
 from planet_colab.seeding import numpy_rng, torch_generator
 from planet_colab.storage import DamagedEpisodeError, EpisodeStorage, episode_number
 from planet_colab.stop_request import check_stop
+from planet_colab.stop_signals import stops_deferred
 
 __all__ = ["train_planner", "train_step", "collect_experience", "evaluate", "build_agent_parts",
            "read_metrics", "TrainingStalled"]
@@ -188,12 +189,16 @@ class Checkpointer:
     def save_on_stop(self, metrics: list[dict[str, Any]]) -> str:
         """Save the newest finished iteration if it is not on disk yet; return the line to print."""
         before = self.saved
-        if self.finished > self.saved:
-            if self.finished == self.current:
-                self._save(self.finished, metrics, self.state.model, self.state.optimizer, self._scaler_state())
-            elif self.snapshot is not None:  # stopped mid-iteration: the state as it found it
-                weights, adam, scaler = self.snapshot
-                self._save(self.current - 1, metrics, _Frozen(weights), _Frozen(adam), scaler)
+        try:
+            if self.finished > self.saved:
+                if self.finished == self.current:
+                    self._save(self.finished, metrics, self.state.model, self.state.optimizer,
+                               self._scaler_state())
+                elif self.snapshot is not None:  # stopped mid-iteration: the state as it found it
+                    weights, adam, scaler = self.snapshot
+                    self._save(self.current - 1, metrics, _Frozen(weights), _Frozen(adam), scaler)
+        except KeyboardInterrupt:
+            pass  # a second stop while saving: it waited for the write, and this one stops anyway
         if self.saved > before:
             return f"Stopped: saved a checkpoint after iteration {self.saved + 1}; run again to resume."
         if self.saved < 0:
@@ -205,9 +210,11 @@ class Checkpointer:
 
     def _save(self, iteration: int, metrics: list[dict[str, Any]], model: Any, optimizer: Any,
               scaler: dict | None) -> None:
-        self.run.save_checkpoint(model, optimizer, iteration, metrics,
-                                 extra={"scaler": scaler} if scaler is not None else {})
-        self.saved, self.saved_at = iteration, time.monotonic()
+        # A stop that lands in the write waits for it: a zip cut short fails with an error of its own.
+        with stops_deferred():
+            self.run.save_checkpoint(model, optimizer, iteration, metrics,
+                                     extra={"scaler": scaler} if scaler is not None else {})
+            self.saved, self.saved_at = iteration, time.monotonic()
 
 
 def format_row(row: dict[str, Any], total: int) -> str:
