@@ -10,7 +10,10 @@ matches the pattern of a final file (`episode_*.npz`, `ckpt_*.pt`, …) and no r
 
 Drive's mount can drop for a moment ("Transport endpoint is not connected", EIO, timeouts). Such
 errors are retried with backoff (`RETRY_DELAYS_S`) and then reported as one OSError naming the path
-and what to do; a full disk says "disk full"; no other error claims so. A file that fails to load is
+and what to do; a full disk says "disk full"; no other error claims so. That holds for every call on
+a run directory, not only writes: the package checks, stats, lists, reads, moves and deletes through
+`exists`, `is_dir`, `is_file`, `stat`, `listdir`, `read_bytes`, `read_text`, `mkdir`, `replace`,
+`unlink` and `truncate` here, never through pathlib's or os's own. A file that fails to load is
 moved to the run's quarantine folder with a warning (`quarantine`), never deleted.
 """
 
