@@ -113,7 +113,7 @@ def stat(path: str | os.PathLike) -> os.stat_result:
 
 def exists(path: str | os.PathLike) -> bool:
     """Whether `path` exists; a dropped mount is retried, then raised, never taken for "absent"."""
-    # Not Path.exists: on Python 3.13 it says False on any error, a dropped mount included.
+    # Only "no such file" means absent: os.path.exists would say False for a dropped mount too.
     return retry_io(lambda: _stat_or_none(path), path=path, what="read") is not None
 
 
