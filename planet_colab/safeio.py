@@ -11,10 +11,11 @@ matches the pattern of a final file (`episode_*.npz`, `ckpt_*.pt`, …) and no r
 Drive's mount can drop for a moment ("Transport endpoint is not connected", EIO, timeouts). Such
 errors are retried with backoff (`RETRY_DELAYS_S`) and then reported as one OSError naming the path
 and what to do; a full disk says "disk full"; no other error claims so. That holds for every call on
-a run directory, not only writes: the package checks, stats, lists, reads, moves and deletes through
-`exists`, `is_dir`, `is_file`, `stat`, `listdir`, `read_bytes`, `read_text`, `mkdir`, `replace`,
-`unlink` and `truncate` here, never through pathlib's or os's own. A file that fails to load is
-moved to the run's quarantine folder with a warning (`quarantine`), never deleted.
+a run directory, not only writes: the package checks, stats, lists, reads and deletes through
+`exists`, `is_dir`, `is_file`, `stat`, `listdir`, `read_bytes`, `read_text`, `mkdir`, `unlink` and
+`truncate` here (and moves through `write_atomic` and `quarantine`), never through pathlib's or os's
+own. A file that fails to load is moved to the run's quarantine folder with a warning
+(`quarantine`), never deleted.
 """
 
 from __future__ import annotations
@@ -137,11 +138,6 @@ def listdir(path: str | os.PathLike) -> list[str]:
 def mkdir(path: str | os.PathLike, parents: bool = False) -> None:
     """Create directory `path` (and its parents with `parents`) unless it exists (Drive drops retried)."""
     retry_io(lambda: Path(path).mkdir(parents=parents, exist_ok=True), path=path, what="create")
-
-
-def replace(src: str | os.PathLike, dst: str | os.PathLike) -> None:
-    """os.replace(src, dst) (Drive drops retried)."""
-    retry_io(lambda: os.replace(src, dst), path=src, what="move")
 
 
 def unlink(path: str | os.PathLike, missing_ok: bool = False) -> None:

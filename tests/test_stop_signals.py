@@ -60,7 +60,8 @@ def _at(where: str, writes: int) -> int:
 
 
 @pytest.mark.parametrize("stop_signal, where", [(signal.SIGTERM, "first"), (signal.SIGINT, "middle"),
-                                               (signal.SIGTERM, "last")])
+                                               (signal.SIGTERM, "last")],
+                         ids=["SIGTERM-first", "SIGINT-middle", "SIGTERM-last"])
 def test_a_stop_during_a_checkpoint_write_saves_it_then_exits_130_with_one_line(tmp_path, monkeypatch, capsys,
                                                                                calm_run, stop_signal, where):
     calm_dir, counts = calm_run
