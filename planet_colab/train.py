@@ -70,11 +70,22 @@ def training_data(run: Run, config: Config, iteration: int) -> tuple[EpisodeData
     """
     last = config.seed_episodes + iteration * config.collect_episodes
     recollected: list[int] = []
-    for _ in range(2):
+
+    def seeds_stored() -> bool:
+        return all(run.storage.has_episode(k) for k in range(1, config.seed_episodes + 1))
+
+    for attempt in range(2):
         recollected += run.collect_seed_episodes(progress=False)
-        dataset = EpisodeDataset(run.storage, config.seq_len, config.virtual_len,
-                                 seed=numpy_rng(config.seed, "batches", iteration), max_index=last)
-        if all(run.storage.has_episode(k) for k in range(1, config.seed_episodes + 1)):
+        try:
+            dataset = EpisodeDataset(run.storage, config.seq_len, config.virtual_len,
+                                     seed=numpy_rng(config.seed, "batches", iteration), max_index=last)
+        except ValueError:
+            # Every episode it found was damaged (quarantined now), as all seed episodes are before the
+            # first iteration is checkpointed: collected again, they are data to train on.
+            if attempt or seeds_stored():
+                raise
+            continue
+        if seeds_stored():
             break
     loaded = {episode_number(p) for p in [*dataset.episode_paths, *dataset.short_paths]}
     return dataset, {"missing": sorted(set(range(1, last + 1)) - loaded), "recollected": recollected}
