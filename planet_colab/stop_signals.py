@@ -12,7 +12,7 @@ instants need care, and this module owns them:
   until the write and its rename are done, then raises it.
 - The exit. CPython remembers a KeyboardInterrupt that ended any `exec`/`eval` of source text (such
   as the functions `dataclasses` generates during imports), even one caught long before, and then
-  kills itself with SIGINT after `main` returned: exit -2 instead of 130. `forget_interrupted_exec`
+  kills itself with SIGINT after `main` returned (under `python -m`): exit -2 instead of 130. `forget_interrupted_exec`
   clears that memory.
 
 A trainer started in the background of a script (`python -m planet_colab train … &`) inherits SIGINT

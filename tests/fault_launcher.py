@@ -1,6 +1,8 @@
-"""Run `python -m planet_colab …` with a fault planted: SIGKILL at an exact point of the run.
+"""Run `python -m planet_colab …` with a fault planted: a SIGKILL or a stop at an exact point, Drive drops.
 
 Usage: python tests/fault_launcher.py KIND N -- <planet_colab args>
+(or `python -m fault_launcher …` with tests/ on PYTHONPATH: how `python -m planet_colab` ends after a stop
+depends on running as `-m`, see planet_colab/stop_signals.py)
 KIND is `checkpoint` (killed after the checkpoint's temporary is written, before its rename),
 `episode` (the same for an episode file) or `train_step` (just before the N-th gradient step);
 `slow` is no fault: every gradient step first sleeps N milliseconds (a trainer that stays busy).
