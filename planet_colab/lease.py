@@ -281,11 +281,12 @@ class OwnerLease:
             self._record = {**self._record, "heartbeat_at": self.clock()}
             _write_json(self.path, self._record, exclusive=False)
 
-    def release(self) -> None:
+    def release(self, quiet: bool = False) -> None:
         """Stop the heartbeat and remove the lease if it is still ours.
 
         Never raises an OSError (it runs while another exception, such as Ctrl-C, may be on its way
-        out): a Drive error here is a warning, and the lease left behind lapses as a dead owner's does.
+        out): a Drive error here is a warning (none when `quiet`: the caller is reporting the disk error
+        that stopped it), and the lease left behind lapses as a dead owner's does.
         """
         self._stop.set()
         if self._thread is not None:
@@ -300,6 +301,8 @@ class OwnerLease:
                 if record is not None and record.get("token") == self.token:
                     safeio.unlink(self.path, missing_ok=True)
             except OSError as e:
+                if quiet:
+                    return
                 warnings.warn(f"{e}. The owner lease stays behind: the next trainer on this machine takes it "
                               f"over at once, one elsewhere after {_ago(self.stale_after_s)} without a heartbeat "
                               "(or at once with --take-over)", stacklevel=2)

@@ -172,6 +172,7 @@ class Run:
         lease = OwnerLease(self.run_dir, **lease_options)
         note = lease.acquire(take_over)
         self._lease = lease
+        disk_error = False
         try:
             if note:
                 print(note)
@@ -185,9 +186,12 @@ class Run:
                 if safeio.is_dir(folder):
                     safeio.clean_temporaries(folder)
             yield self
+        except OSError:
+            disk_error = True  # its one line says what to do; the lease the same drop leaves needs none
+            raise
         finally:
             self._lease = None
-            lease.release()
+            lease.release(quiet=disk_error)
 
     def check_owner(self) -> None:
         """Raise LeaseLostError/RunError unless this process holds the run (called before every write)."""
