@@ -10,7 +10,6 @@ import dataclasses
 import json
 import os
 from dataclasses import dataclass, fields
-from pathlib import Path
 from typing import Any, Sequence
 
 from planet_colab.safeio import read_text, write_atomic
