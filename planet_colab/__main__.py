@@ -4,16 +4,17 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
-import signal
 import sys
-import threading
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+
+from planet_colab import stop_signals
+
+if __name__ == "__main__":  # before the slow imports: a stop now waits until it can be reported
+    stop_signals.hold_until_ready()
 
 os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
 os.environ.setdefault("SDL_AUDIODRIVER", "dummy")
@@ -183,25 +184,6 @@ def cmd_sweep_report(args: argparse.Namespace) -> int:
     return 0
 
 
-def _raise_interrupt(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt
-
-
-@contextlib.contextmanager
-def _sigterm_stops_like_ctrl_c() -> Iterator[None]:
-    """SIGTERM (`kill`, a job scheduler, a preempted node) saves finished work and exits as Ctrl-C does."""
-    # Only in the main thread, and never over a handler someone else chose.
-    if threading.current_thread() is not threading.main_thread() or \
-            signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
-        yield
-        return
-    signal.signal(signal.SIGTERM, _raise_interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-
-
 def _disk_error(error: OSError) -> str:
     """An OSError as one line without "[Errno N]" (safeio's already name the file and what to do)."""
     from planet_colab.run_config import one_line
@@ -228,7 +210,7 @@ def run_command(action: Callable[[], int]) -> int:
 
     formatwarning, warnings.formatwarning = warnings.formatwarning, _one_line_warning
     try:
-        with _sigterm_stops_like_ctrl_c():
+        with stop_signals.stops_raise():  # SIGTERM too (`kill`, a job scheduler, a preempted node)
             return action()
     except KeyboardInterrupt as stop:
         if not getattr(stop, "reported", False):  # the loop has said what it saved
@@ -257,4 +239,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_code = main()
+    stop_signals.forget_interrupted_exec()
+    sys.exit(exit_code)

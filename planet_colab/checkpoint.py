@@ -58,7 +58,7 @@ def save_checkpoint(model: torch.nn.Module, optimizer: torch.optim.Optimizer | N
     keep = _keep_count(config)
 
     ckpt_dir = Path(run_dir) / CHECKPOINT_DIR
-    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    safeio.mkdir(ckpt_dir, parents=True)
     safeio.clean_temporaries(ckpt_dir, max_age_s=0.0)
 
     payload = {
@@ -84,7 +84,7 @@ def save_checkpoint(model: torch.nn.Module, optimizer: torch.optim.Optimizer | N
 
     # The index is rewritten before old files are deleted, so it never lists a file that is gone.
     index = _read_index(ckpt_dir, on_damage="quarantine")
-    entries = {name: e for name, e in index.get("checkpoints", {}).items() if (ckpt_dir / name).exists()}
+    entries = {name: e for name, e in index.get("checkpoints", {}).items() if safeio.exists(ckpt_dir / name)}
     entries[path.name] = {"sha256": digest, "iteration": int(iteration), "size": size}
     others = [p for it, p in _list_checkpoints(ckpt_dir) if p.name != path.name]  # newest first
     doomed = others[max(keep - 1, 0):]
@@ -107,7 +107,7 @@ def load_checkpoint(run_dir: str | os.PathLike, model: torch.nn.Module | None = 
     warning; often it is the trainer's newest one, which Drive has not finished syncing here.
     """
     ckpt_dir = Path(run_dir) / CHECKPOINT_DIR
-    if not ckpt_dir.is_dir():
+    if not safeio.is_dir(ckpt_dir):
         return None
     if not read_only:
         # A load must not delete the temporary of a save running right now in another process (a
@@ -117,7 +117,7 @@ def load_checkpoint(run_dir: str | os.PathLike, model: torch.nn.Module | None = 
     entries: dict[str, dict] = dict(index.get("checkpoints", {}))
     candidates = _list_checkpoints(ckpt_dir)
 
-    missing = sorted(n for n in entries if not (ckpt_dir / n).exists())
+    missing = sorted(n for n in entries if not safeio.exists(ckpt_dir / n))
     if missing:
         warnings.warn(f"{ckpt_dir / INDEX_NAME} lists checkpoint(s) that are missing: {', '.join(missing)}; "
                       "using the newest one still present.", stacklevel=2)
@@ -155,7 +155,7 @@ def load_checkpoint(run_dir: str | os.PathLike, model: torch.nn.Module | None = 
                           f"{problem}; resuming from the older {payload['path'].name} instead", UserWarning)
         entries.pop(path.name, None)
     if failures and not read_only:
-        _write_index(ckpt_dir, {n: e for n, e in entries.items() if (ckpt_dir / n).exists()})
+        _write_index(ckpt_dir, {n: e for n, e in entries.items() if safeio.exists(ckpt_dir / n)})
 
     if model is not None:
         try:
@@ -177,11 +177,11 @@ def load_checkpoint(run_dir: str | os.PathLike, model: torch.nn.Module | None = 
 def latest_checkpoint_info(run_dir: str | os.PathLike) -> dict | None:
     """File, iteration, size and mtime of the newest checkpoint file, without loading or verifying it."""
     ckpt_dir = Path(run_dir) / CHECKPOINT_DIR
-    candidates = _list_checkpoints(ckpt_dir) if ckpt_dir.is_dir() else []
+    candidates = _list_checkpoints(ckpt_dir) if safeio.is_dir(ckpt_dir) else []
     if not candidates:
         return None
     iteration, path = candidates[0]
-    st = path.stat()
+    st = safeio.stat(path)
     entry = _read_index(ckpt_dir, on_damage="ignore").get("checkpoints", {}).get(path.name, {})
     return {"file": str(path), "iteration": iteration, "start_iteration": iteration + 1, "size": st.st_size,
             "mtime": st.st_mtime, "sha256": entry.get("sha256"), "num_checkpoints": len(candidates)}
@@ -265,20 +265,20 @@ def _to_cpu(obj: Any) -> Any:
 def _list_checkpoints(ckpt_dir: Path) -> list[tuple[int, Path]]:
     """(iteration, path) of every ckpt_*.pt, newest first."""
     found = []
-    for p in ckpt_dir.iterdir():
-        m = _CKPT_RE.match(p.name)
-        if m and p.is_file():
-            found.append((int(m.group(1)), p))
+    for name in safeio.listdir(ckpt_dir):
+        m = _CKPT_RE.match(name)
+        if m and safeio.is_file(ckpt_dir / name):
+            found.append((int(m.group(1)), ckpt_dir / name))
     return sorted(found, key=lambda t: t[0], reverse=True)
 
 
 def _read_index(ckpt_dir: Path, on_damage: str) -> dict:
     """The index as stored; {} when missing or damaged, which `on_damage` "quarantine"s, "warn"s of or "ignore"s."""
     path = ckpt_dir / INDEX_NAME
-    if not path.exists():
+    if not safeio.exists(path):
         return {}
     try:
-        index = json.loads(safeio.retry_io(path.read_text, path=path, what="read"))
+        index = json.loads(safeio.read_text(path))
         if not isinstance(index, dict) or not isinstance(index.get("checkpoints", {}), dict):
             raise ValueError("not an index object")
         for name, e in index.get("checkpoints", {}).items():
@@ -312,10 +312,10 @@ def _write_index(ckpt_dir: Path, entries: dict[str, dict]) -> None:
 def _try_load(path: Path, entry: dict | None, map_location: str | torch.device) -> tuple[dict | None, str]:
     """(payload, "") when `path` is intact and valid, else (None, what is wrong with it)."""
     try:
-        size = safeio.retry_io(lambda: path.stat().st_size, path=path, what="read")
+        size = safeio.stat(path).st_size
         if entry is not None and size != entry.get("size", size):
             return None, f"truncated or altered: {size} bytes, {entry['size']} were written"
-        data = safeio.retry_io(path.read_bytes, path=path, what="read")  # hashed and unpickled from memory
+        data = safeio.read_bytes(path)  # hashed and unpickled from memory
     except OSError as e:
         if safeio.is_transient(e):
             raise  # the mount dropped, not the file: quarantining it would throw progress away
@@ -346,7 +346,7 @@ def _delete_for_good(path: Path) -> None:
     # Drive moves deleted files to its Trash, where they keep counting against the quota for 30
     # days; truncating first leaves only an empty file there.
     try:
-        os.truncate(path, 0)
-        path.unlink()
+        safeio.truncate(path, 0)
+        safeio.unlink(path)
     except OSError as e:
         warnings.warn(f"Could not delete old checkpoint {path}: {e}", stacklevel=3)

@@ -10,10 +10,9 @@ import dataclasses
 import json
 import os
 from dataclasses import dataclass, fields
-from pathlib import Path
 from typing import Any, Sequence
 
-from planet_colab.safeio import retry_io, write_atomic
+from planet_colab.safeio import read_text, write_atomic
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
@@ -167,7 +166,7 @@ class Config:
     def load(cls, path: str | os.PathLike) -> "Config":
         """Read a config JSON written by `save`."""
         try:
-            data = json.loads(retry_io(Path(path).read_text, path=path, what="read"))
+            data = json.loads(read_text(path))
         except json.JSONDecodeError as e:
             raise ValueError(f"{path} is not valid JSON ({e}); fix or delete it") from None
         return cls.from_dict(data)

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from planet_colab.safeio import write_atomic
+from planet_colab.safeio import mkdir, write_atomic
 
 
 def to_numpy(x: Any) -> np.ndarray:
@@ -62,6 +62,6 @@ def figure_png(fig: Any, dpi: int = 100) -> bytes:
 def save_figure(fig: Any, path: str | os.PathLike, dpi: int = 100) -> Path:
     """Write the figure as a PNG of exactly figsize × dpi pixels (no tight cropping); return the path."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    mkdir(path.parent, parents=True)
     write_atomic(path, figure_png(fig, dpi))
     return path

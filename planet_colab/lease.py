@@ -67,7 +67,7 @@ def read_lease(run_dir: str | os.PathLike) -> dict[str, Any] | None:
 def _read_record(path: Path) -> dict[str, Any] | bool | None:
     """The owner record in `path`; None when there is no file; False when the file holds no record."""
     try:
-        record = json.loads(safeio.retry_io(path.read_text, path=path, what="read"))
+        record = json.loads(safeio.read_text(path))
     except FileNotFoundError:
         return None
     except ValueError:  # not JSON, or not text
@@ -222,7 +222,7 @@ class OwnerLease:
 
         Raises RunInUseError naming the holder when another trainer is alive (unless `take_over`).
         """
-        safeio.retry_io(lambda: self.run_dir.mkdir(parents=True, exist_ok=True), path=self.run_dir, what="create")
+        safeio.mkdir(self.run_dir, parents=True)
         note = None
         for _ in range(3):
             existing = _read_record(self.path)
@@ -281,11 +281,12 @@ class OwnerLease:
             self._record = {**self._record, "heartbeat_at": self.clock()}
             _write_json(self.path, self._record, exclusive=False)
 
-    def release(self) -> None:
+    def release(self, quiet: bool = False) -> None:
         """Stop the heartbeat and remove the lease if it is still ours.
 
         Never raises an OSError (it runs while another exception, such as Ctrl-C, may be on its way
-        out): a Drive error here is a warning, and the lease left behind lapses as a dead owner's does.
+        out): a Drive error here is a warning (none when `quiet`: the caller is reporting the disk error
+        that stopped it), and the lease left behind lapses as a dead owner's does.
         """
         self._stop.set()
         if self._thread is not None:
@@ -298,8 +299,10 @@ class OwnerLease:
             try:
                 record = read_lease(self.run_dir)
                 if record is not None and record.get("token") == self.token:
-                    safeio.retry_io(lambda: self.path.unlink(missing_ok=True), path=self.path, what="remove")
+                    safeio.unlink(self.path, missing_ok=True)
             except OSError as e:
+                if quiet:
+                    return
                 warnings.warn(f"{e}. The owner lease stays behind: the next trainer on this machine takes it "
                               f"over at once, one elsewhere after {_ago(self.stale_after_s)} without a heartbeat "
                               "(or at once with --take-over)", stacklevel=2)

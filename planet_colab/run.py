@@ -77,7 +77,7 @@ def read_metrics(run_dir: str | os.PathLike) -> list[dict[str, Any]]:
     """
     path = Path(run_dir) / METRICS_NAME
     try:
-        text = safeio.retry_io(path.read_text, path=path, what="read")
+        text = safeio.read_text(path)
     except FileNotFoundError:
         return []
     rows = []
@@ -172,22 +172,26 @@ class Run:
         lease = OwnerLease(self.run_dir, **lease_options)
         note = lease.acquire(take_over)
         self._lease = lease
+        disk_error = False
         try:
             if note:
                 print(note)
             self._resolve(check_env=False)  # the run may have been started or changed while this one was opened
             self._save_config()
             episodes = self.run_dir / "episodes"
-            safeio.retry_io(lambda: episodes.mkdir(exist_ok=True), path=episodes, what="create")
+            safeio.mkdir(episodes)
             # A killed writer's leftovers (metrics.jsonl, config.json, owner.json, episodes, videos);
             # checkpoints/ is cleaned by each save.
             for folder in (self.run_dir, episodes, self.run_dir / "videos"):
-                if folder.is_dir():
+                if safeio.is_dir(folder):
                     safeio.clean_temporaries(folder)
             yield self
+        except OSError:
+            disk_error = True  # its one line says what to do; the lease the same drop leaves needs none
+            raise
         finally:
             self._lease = None
-            lease.release()
+            lease.release(quiet=disk_error)
 
     def check_owner(self) -> None:
         """Raise LeaseLostError/RunError unless this process holds the run (called before every write)."""
@@ -200,7 +204,7 @@ class Run:
         if not (self.is_new or self._recovered or self.changed):
             return
         self.check_owner()
-        if self._recovered and path.exists():
+        if self._recovered and safeio.exists(path):
             safeio.quarantine(path, self.run_dir / "quarantine", "replaced by the newest checkpoint's config")
         self.config.save(path)
         if self._recovered:

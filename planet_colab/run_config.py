@@ -11,10 +11,12 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from planet_colab import safeio
 from planet_colab.checkpoint import latest_checkpoint_info, load_checkpoint
 from planet_colab.config import SHAPE_FIELDS, Config, get_config
 from planet_colab.env import make_env_from_config
 from planet_colab.precision import resolve_precision, select_device
+from planet_colab.storage import episode_number
 
 CONFIG_NAME = "config.json"
 # What a run is made of: its model and data shapes, the seed every stored episode derives from, and
@@ -73,7 +75,7 @@ def resolve_config(run_dir: Path, preset: str | None, changes: dict[str, Any], c
 
     `read_only` (no owner lease held) moves nothing while looking for a checkpoint's config;
     `check_env` builds a new run's environment once to prove it works."""
-    if run_dir.exists() and not run_dir.is_dir():
+    if safeio.exists(run_dir) and not safeio.is_dir(run_dir):
         raise RunError(f"{run_dir} is a file, not a run directory; give a directory (a new one starts a run)")
     stored, notes, recovered = _stored_config(run_dir, read_only=read_only)
     if stored is None:
@@ -117,13 +119,13 @@ def _stored_config(run_dir: Path, read_only: bool) -> tuple[Config | None, list[
     `read_only` (no owner lease) moves nothing while looking for that checkpoint."""
     path = run_dir / CONFIG_NAME
     problem = None
-    if path.exists():
+    if safeio.exists(path):
         try:
             return Config.load(path), [], False
         except (ValueError, TypeError) as e:
             problem = one_line(e)
     try:
-        payload = load_checkpoint(run_dir, read_only=read_only) if (run_dir / "checkpoints").is_dir() else None
+        payload = load_checkpoint(run_dir, read_only=read_only) if safeio.is_dir(run_dir / "checkpoints") else None
     except RuntimeError as e:
         raise RunError(f"{path} is {'damaged (' + problem + ')' if problem else 'missing'}, and "
                        f"{one_line(e)}") from None
@@ -152,7 +154,8 @@ def _check_not_below_checkpointed(run_dir: Path, total: int) -> None:
 
 
 def _orphan_note(run_dir: Path) -> list[str]:
-    count = len(list((run_dir / "episodes").glob("episode_*.npz")))
+    episodes = run_dir / "episodes"
+    count = sum(episode_number(n) is not None for n in safeio.listdir(episodes)) if safeio.is_dir(episodes) else 0
     if not count:
         return []
     return [f"{run_dir} holds {count} episode file(s) but no {CONFIG_NAME} or checkpoint: starting it as a new "

@@ -10,8 +10,12 @@ matches the pattern of a final file (`episode_*.npz`, `ckpt_*.pt`, …) and no r
 
 Drive's mount can drop for a moment ("Transport endpoint is not connected", EIO, timeouts). Such
 errors are retried with backoff (`RETRY_DELAYS_S`) and then reported as one OSError naming the path
-and what to do; a full disk says "disk full"; no other error claims so. A file that fails to load is
-moved to the run's quarantine folder with a warning (`quarantine`), never deleted.
+and what to do; a full disk says "disk full"; no other error claims so. That holds for every call on
+a run directory, not only writes: the package checks, stats, lists, reads and deletes through
+`exists`, `is_dir`, `is_file`, `stat`, `listdir`, `read_bytes`, `read_text`, `mkdir`, `unlink` and
+`truncate` here (and moves through `write_atomic` and `quarantine`), never through pathlib's or os's
+own. A file that fails to load is moved to the run's quarantine folder with a warning
+(`quarantine`), never deleted.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import time
 import uuid
 import warnings
 from pathlib import Path
+from stat import S_ISDIR, S_ISREG
 from typing import BinaryIO, Callable, TypeVar
 
 T = TypeVar("T")
@@ -88,19 +93,87 @@ def retry_io(fn: Callable[[], T], *, path: str | os.PathLike, what: str) -> T:
         raise explain(e, path, what, tries=len(RETRY_DELAYS_S) + 1) from e
 
 
+# Every file-system call on a run directory goes through retry_io: a check or a stat meets a Drive
+# drop as often as a write does, and one unretried ENOTCONN would end a run that otherwise finishes.
+_ABSENT_ERRNOS = frozenset({errno.ENOENT, errno.ENOTDIR, errno.ELOOP})
+
+
+def _stat_or_none(path: str | os.PathLike) -> os.stat_result | None:
+    try:
+        return os.stat(path)
+    except OSError as e:
+        if e.errno in _ABSENT_ERRNOS:
+            return None
+        raise
+
+
+def stat(path: str | os.PathLike) -> os.stat_result:
+    """os.stat(path), Drive drops retried; FileNotFoundError (naming the path) when it is absent."""
+    return retry_io(lambda: os.stat(path), path=path, what="read")
+
+
+def exists(path: str | os.PathLike) -> bool:
+    """Whether `path` exists; a dropped mount is retried, then raised, never taken for "absent"."""
+    # Only "no such file" means absent: os.path.exists would say False for a dropped mount too.
+    return retry_io(lambda: _stat_or_none(path), path=path, what="read") is not None
+
+
+def is_dir(path: str | os.PathLike) -> bool:
+    """Whether `path` is a directory (Drive drops retried, then raised)."""
+    found = retry_io(lambda: _stat_or_none(path), path=path, what="read")
+    return found is not None and S_ISDIR(found.st_mode)
+
+
+def is_file(path: str | os.PathLike) -> bool:
+    """Whether `path` is a regular file (Drive drops retried, then raised)."""
+    found = retry_io(lambda: _stat_or_none(path), path=path, what="read")
+    return found is not None and S_ISREG(found.st_mode)
+
+
+def listdir(path: str | os.PathLike) -> list[str]:
+    """The names in directory `path` (Drive drops retried)."""
+    return retry_io(lambda: os.listdir(path), path=path, what="list")
+
+
+def mkdir(path: str | os.PathLike, parents: bool = False) -> None:
+    """Create directory `path` (and its parents with `parents`) unless it exists (Drive drops retried)."""
+    retry_io(lambda: Path(path).mkdir(parents=parents, exist_ok=True), path=path, what="create")
+
+
+def unlink(path: str | os.PathLike, missing_ok: bool = False) -> None:
+    """Delete file `path` (Drive drops retried)."""
+    retry_io(lambda: Path(path).unlink(missing_ok=missing_ok), path=path, what="remove")
+
+
+def truncate(path: str | os.PathLike, size: int) -> None:
+    """os.truncate(path, size) (Drive drops retried)."""
+    retry_io(lambda: os.truncate(path, size), path=path, what="truncate")
+
+
+def read_bytes(path: str | os.PathLike) -> bytes:
+    """The bytes of file `path` (Drive drops retried)."""
+    return retry_io(Path(path).read_bytes, path=path, what="read")
+
+
+def read_text(path: str | os.PathLike) -> str:
+    """The UTF-8 text of file `path` (Drive drops retried)."""
+    return retry_io(lambda: Path(path).read_text(encoding="utf-8"), path=path, what="read")
+
+
 class _HashingWriter:
     """File wrapper that hashes bytes as they are written, so a large file is never read back."""
 
     def __init__(self, f: BinaryIO) -> None:
         self.f, self.sha, self.size = f, hashlib.sha256(), 0
-        self.error: OSError | None = None
+        self.error: OSError | KeyboardInterrupt | None = None
 
     def write(self, data: bytes) -> int:
         try:
             n = self.f.write(data)
-        except OSError as e:
-            # torch.save may turn this into a RuntimeError without errno, or retry the chunk and
-            # carry on: either way the attempt is kept as failed, and retried whole.
+        except (OSError, KeyboardInterrupt) as e:
+            # torch.save may turn this into a RuntimeError without errno (its zip writer, cut short,
+            # fails on its own clean-up), or retry the chunk and carry on: either way the attempt is
+            # kept as failed, and a stop stays a stop.
             self.error = e
             raise
         self.sha.update(data)
@@ -149,9 +222,10 @@ def _write_once(path: Path, write: Callable[[BinaryIO], None]) -> tuple[str, int
             try:
                 write(writer)  # type: ignore[arg-type]
             except Exception as e:
-                if writer.error is None or writer.error is e:
+                cause = writer.error or _stop_behind(e)
+                if cause is None or cause is e:
                     raise
-                raise writer.error from e
+                raise cause from e
             if writer.error is not None:
                 raise writer.error
             f.flush()
@@ -164,6 +238,16 @@ def _write_once(path: Path, write: Callable[[BinaryIO], None]) -> tuple[str, int
             pass  # the mount is gone; the leftover matches no final name and is cleaned later
         raise
     return writer.sha.hexdigest(), writer.size
+
+
+def _stop_behind(error: BaseException) -> KeyboardInterrupt | None:
+    """The stop (KeyboardInterrupt) that `error` replaced while it was being handled, if any."""
+    seen: BaseException | None = error
+    while seen is not None:
+        if isinstance(seen, KeyboardInterrupt):
+            return seen
+        seen = seen.__context__
+    return None
 
 
 def _fsync_dir(directory: Path) -> None:
@@ -185,7 +269,7 @@ def clean_temporaries(directory: str | os.PathLike, max_age_s: float = STALE_TEM
     directory = Path(directory)
     removed = []
     now = time.time()
-    for name in retry_io(lambda: os.listdir(directory), path=directory, what="list"):
+    for name in listdir(directory):
         if not _TEMP_RE.match(name):
             continue
         tmp = directory / name
@@ -215,10 +299,10 @@ def quarantine(path: str | os.PathLike, quarantine_dir: str | os.PathLike, reaso
     An OSError (from `explain`) means the file could not be moved; it is then left where it is.
     """
     path, quarantine_dir = Path(path), Path(quarantine_dir)
-    retry_io(lambda: quarantine_dir.mkdir(parents=True, exist_ok=True), path=quarantine_dir, what="create")
+    mkdir(quarantine_dir, parents=True)
     dest = quarantine_dir / path.name
     copy = 0
-    while dest.exists():
+    while exists(dest):
         copy += 1
         dest = quarantine_dir / f"{path.stem}.{copy}{path.suffix}"
     retry_io(lambda: os.replace(path, dest), path=path, what="quarantine")

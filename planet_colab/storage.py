@@ -195,8 +195,7 @@ class EpisodeStorage:
         self._cache: dict[str, tuple[tuple[int, int], dict[str, np.ndarray]]] = {}
         self._highest_written = 0
         if not read_only:
-            safeio.retry_io(lambda: self.episode_dir.mkdir(parents=True, exist_ok=True), path=self.episode_dir,
-                            what="create")
+            safeio.mkdir(self.episode_dir, parents=True)
             self.clean_temporaries()
 
     @property
@@ -231,16 +230,16 @@ class EpisodeStorage:
 
     def has_episode(self, index: int) -> bool:
         """Whether episode number `index` is stored (a quarantined one is not)."""
-        return self.path_for(index).exists()
+        return safeio.exists(self.path_for(index))
 
     def _listdir(self, directory: Path) -> list[str]:
-        if self.read_only and not directory.is_dir():
+        if self.read_only and not safeio.is_dir(directory):
             return []  # a reader never creates the folder; a run without episodes yet has none
-        return safeio.retry_io(lambda: os.listdir(directory), path=directory, what="list")
+        return safeio.listdir(directory)
 
     def _used_numbers(self) -> list[int]:
         numbers = [n for n in map(episode_number, self._listdir(self.episode_dir)) if n is not None]
-        if self.quarantine_dir.is_dir():
+        if safeio.is_dir(self.quarantine_dir):
             for name in self._listdir(self.quarantine_dir):
                 match = _NUMBER_RE.match(name)
                 if match:
@@ -267,7 +266,7 @@ class EpisodeStorage:
         if index is None:
             index = self.next_index()
         path = self.path_for(index)
-        if path.exists():
+        if safeio.exists(path):
             raise ValueError(f"index: episode {index} already exists at {path}; "
                              "stored episodes are never overwritten")
         safeio.write_atomic(path, _npz_bytes(data))
@@ -328,7 +327,7 @@ class EpisodeStorage:
     def load_cached(self, path: str | os.PathLike) -> dict[str, np.ndarray]:
         """Like `load_episode`, but reuses the decoded arrays while the file's size and mtime are unchanged."""
         name = os.fspath(path)
-        stat = safeio.retry_io(lambda: os.stat(name), path=name, what="read")
+        stat = safeio.stat(name)
         key = (stat.st_size, stat.st_mtime_ns)
         hit = self._cache.get(name)
         if hit is not None and hit[0] == key:

@@ -7,18 +7,21 @@ storing pixels as uint8 and compressing them with numbers rather than claims.
 from __future__ import annotations
 
 import os
+from fnmatch import fnmatch
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from planet_colab import safeio
+
 
 def _episode_files(episodes: str | os.PathLike | Sequence[str | os.PathLike]) -> list[Path]:
     if isinstance(episodes, (str, os.PathLike)):
         folder = Path(episodes)
-        if not folder.is_dir():
+        if not safeio.is_dir(folder):
             raise ValueError(f"episodes: {folder} is not a directory of episode_*.npz files")
-        paths = sorted(folder.glob("episode_*.npz"))
+        paths = sorted(folder / name for name in safeio.listdir(folder) if fnmatch(name, "episode_*.npz"))
     else:
         paths = [Path(p) for p in episodes]
     if not paths:
@@ -39,7 +42,7 @@ def storage_size_table(episodes: str | os.PathLike | Sequence[str | os.PathLike]
         # float32 = what the model trains on: every array, pixels included, 4 bytes per value.
         f32 += sum(a.size * 4 for a in arrays.values())
         u8 += sum(a.nbytes for a in arrays.values())
-        disk += path.stat().st_size
+        disk += safeio.stat(path).st_size
         steps += len(arrays["obs"])
     n = len(paths)
     rows = []

@@ -10,6 +10,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from planet_colab import safeio
 from planet_colab.config import Config
 from planet_colab.cost import format_duration
 
@@ -50,7 +51,7 @@ def _last_results(rows: list[dict[str, Any]]) -> list[tuple[str, str]]:
 def _set_aside(run_dir: Path) -> list[tuple[str, str]]:
     """A line for the damaged files moved to quarantine/, when there are any (never deleted: the user decides)."""
     folder = run_dir / "quarantine"
-    names = sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []
+    names = sorted(safeio.listdir(folder)) if safeio.is_dir(folder) else []
     if not names:
         return []
     shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")

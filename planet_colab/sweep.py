@@ -79,7 +79,7 @@ def _run_config(run_dir: Path, preset: str, seed: int, iterations: int | None) -
     fresh = get_config(preset, seed=seed, **({} if iterations is None else
                                              {"total_iterations": iterations}))
     path = run_dir / "config.json"
-    if not path.exists():
+    if not safeio.exists(path):
         return fresh, False
     try:
         stored = Config.load(path)
@@ -130,7 +130,7 @@ def plan_sweep(root: str | os.PathLike, presets: Sequence[str], seeds: Sequence[
         for seed in seeds:
             run_dir = run_dir_for(root, preset, seed)
             config, saved = _run_config(run_dir, preset, seed, iterations)
-            info = latest_checkpoint_info(run_dir) if run_dir.is_dir() else None
+            info = latest_checkpoint_info(run_dir) if safeio.is_dir(run_dir) else None
             done = info["start_iteration"] if info else 0
             if done > config.total_iterations:  # as `train` refuses it: a run never goes back
                 raise ValueError(f"{run_dir} has already checkpointed {done} iterations, more than "
@@ -238,9 +238,9 @@ def _save_configs(todo: Sequence[SweepRun]) -> None:
     for run in todo:
         path = run.run_dir / "config.json"
         # A live trainer saves its own config; a lost one is recovered from the newest checkpoint, checked.
-        if run.saved or (held_by_live_trainer(run.run_dir) if path.exists() else run.done):
+        if run.saved or (held_by_live_trainer(run.run_dir) if safeio.exists(path) else run.done):
             continue
-        run.run_dir.mkdir(parents=True, exist_ok=True)
+        safeio.mkdir(run.run_dir, parents=True)
         run.config.save(path)
 
 

@@ -32,6 +32,7 @@ from planet_colab.run_config import RunError
 from planet_colab.seeding import numpy_rng, torch_generator
 from planet_colab.storage import DamagedEpisodeError, EpisodeStorage, episode_number
 from planet_colab.stop_request import check_stop
+from planet_colab.stop_signals import stops_deferred
 
 __all__ = ["train_planner", "train_step", "collect_experience", "evaluate", "build_agent_parts",
            "read_metrics", "TrainingStalled"]
@@ -69,11 +70,22 @@ def training_data(run: Run, config: Config, iteration: int) -> tuple[EpisodeData
     """
     last = config.seed_episodes + iteration * config.collect_episodes
     recollected: list[int] = []
-    for _ in range(2):
+
+    def seeds_stored() -> bool:
+        return all(run.storage.has_episode(k) for k in range(1, config.seed_episodes + 1))
+
+    for attempt in range(2):
         recollected += run.collect_seed_episodes(progress=False)
-        dataset = EpisodeDataset(run.storage, config.seq_len, config.virtual_len,
-                                 seed=numpy_rng(config.seed, "batches", iteration), max_index=last)
-        if all(run.storage.has_episode(k) for k in range(1, config.seed_episodes + 1)):
+        try:
+            dataset = EpisodeDataset(run.storage, config.seq_len, config.virtual_len,
+                                     seed=numpy_rng(config.seed, "batches", iteration), max_index=last)
+        except ValueError:
+            # Every episode it found was damaged (quarantined now), as all seed episodes are before the
+            # first iteration is checkpointed: collected again, they are data to train on.
+            if attempt or seeds_stored():
+                raise
+            continue
+        if seeds_stored():
             break
     loaded = {episode_number(p) for p in [*dataset.episode_paths, *dataset.short_paths]}
     return dataset, {"missing": sorted(set(range(1, last + 1)) - loaded), "recollected": recollected}
@@ -188,12 +200,16 @@ class Checkpointer:
     def save_on_stop(self, metrics: list[dict[str, Any]]) -> str:
         """Save the newest finished iteration if it is not on disk yet; return the line to print."""
         before = self.saved
-        if self.finished > self.saved:
-            if self.finished == self.current:
-                self._save(self.finished, metrics, self.state.model, self.state.optimizer, self._scaler_state())
-            elif self.snapshot is not None:  # stopped mid-iteration: the state as it found it
-                weights, adam, scaler = self.snapshot
-                self._save(self.current - 1, metrics, _Frozen(weights), _Frozen(adam), scaler)
+        try:
+            if self.finished > self.saved:
+                if self.finished == self.current:
+                    self._save(self.finished, metrics, self.state.model, self.state.optimizer,
+                               self._scaler_state())
+                elif self.snapshot is not None:  # stopped mid-iteration: the state as it found it
+                    weights, adam, scaler = self.snapshot
+                    self._save(self.current - 1, metrics, _Frozen(weights), _Frozen(adam), scaler)
+        except KeyboardInterrupt:
+            pass  # a second stop while saving: it waited for the write, and this one stops anyway
         if self.saved > before:
             return f"Stopped: saved a checkpoint after iteration {self.saved + 1}; run again to resume."
         if self.saved < 0:
@@ -205,9 +221,11 @@ class Checkpointer:
 
     def _save(self, iteration: int, metrics: list[dict[str, Any]], model: Any, optimizer: Any,
               scaler: dict | None) -> None:
-        self.run.save_checkpoint(model, optimizer, iteration, metrics,
-                                 extra={"scaler": scaler} if scaler is not None else {})
-        self.saved, self.saved_at = iteration, time.monotonic()
+        # A stop that lands in the write waits for it: a zip cut short fails with an error of its own.
+        with stops_deferred():
+            self.run.save_checkpoint(model, optimizer, iteration, metrics,
+                                     extra={"scaler": scaler} if scaler is not None else {})
+            self.saved, self.saved_at = iteration, time.monotonic()
 
 
 def format_row(row: dict[str, Any], total: int) -> str:

@@ -19,7 +19,7 @@ import numpy as np
 
 from planet_colab.checks import positive_int
 from planet_colab.frames import as_frames
-from planet_colab.safeio import write_atomic
+from planet_colab.safeio import mkdir, write_atomic
 
 __all__ = ["check_video_path", "save_video", "save_gif", "gif_html", "video_html"]
 
@@ -65,7 +65,7 @@ def save_gif(frames: Any, path: str | os.PathLike, fps: float = 15, scale: int =
     """Write frames (T, H, W, 3) as a looping GIF (optionally upscaled by `scale`); return the path."""
     data = _gif_bytes(frames, fps, scale)
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    mkdir(path.parent, parents=True)
     write_atomic(path, data)
     return path
 
@@ -76,7 +76,7 @@ def save_video(frames: Any, path: str | os.PathLike, fps: float = 15, scale: int
     if path.suffix.lower() == ".gif":
         return save_gif(frames, path, fps=fps, scale=scale)
     imgs = _scaled_frames(frames, fps, scale)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    mkdir(path.parent, parents=True)
     # ffmpeg writes to a file name (and picks the container from its suffix): encode on the local
     # disk, then put the finished bytes on the run directory (Drive) in one crash-safe write.
     with tempfile.TemporaryDirectory(prefix="planet_colab_video_") as scratch:

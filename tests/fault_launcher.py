@@ -1,9 +1,20 @@
-"""Run `python -m planet_colab …` with a fault planted: SIGKILL at an exact point of the run.
+"""Run `python -m planet_colab …` with a fault planted: a SIGKILL or a stop at an exact point, Drive drops.
 
 Usage: python tests/fault_launcher.py KIND N -- <planet_colab args>
+(or `python -m fault_launcher …` with tests/ on PYTHONPATH: how `python -m planet_colab` ends after a stop
+depends on running as `-m`, see planet_colab/stop_signals.py)
 KIND is `checkpoint` (killed after the checkpoint's temporary is written, before its rename),
 `episode` (the same for an episode file) or `train_step` (just before the N-th gradient step);
 `slow` is no fault: every gradient step first sleeps N milliseconds (a trainer that stays busy).
+`SIGTERM-in-write` or `SIGINT-in-write` sends that signal (a stop, not a kill) during the N-th
+write call of the checkpoints' zip writer, counted over the process. `SIGTERM-at-import` or
+`SIGINT-at-import` takes a module name for N and signals as that module's import begins; with
+`MODULE+exec` it signals at the first exec() of source text after that (CPython's trap, see
+planet_colab/stop_signals.py). `none` plants nothing.
+
+Drive drops: PLANET_COLAB_TEST_DROPS='{"root": DIR, "drops": [[CALL, FIRST, TIMES, ERRNO], …]}'
+makes calls FIRST … FIRST+TIMES-1 (1-based) of CALL on paths under DIR raise OSError(ERRNO), as a
+dropped Drive mount does; CALL is one of DROP_CALLS. Combines with any KIND above.
 
 Usage: python tests/fault_launcher.py ray-workers MARKS KIND:N:RUN[,KIND:N:RUN…] -- sweep <args>
 plants, in every Ray worker the sweep starts, a SIGKILL at the N-th `checkpoint` or `episode` write
@@ -12,6 +23,9 @@ leaves a file in the folder MARKS before it kills, and a retried worker finds it
 PLANET_COLAB_TEST_PRESETS='{"name": {...}}' adds presets (e.g. a second smoke-sized one).
 """
 
+import builtins
+import errno
+import io
 import json
 import os
 import runpy
@@ -19,18 +33,104 @@ import signal
 import sys
 import time
 from pathlib import Path
+from typing import Callable
 
 PATTERNS = {"checkpoint": "ckpt_", "episode": "episode_"}
 FAULTS_ENV, MARKS_ENV = "PLANET_COLAB_TEST_FAULTS", "PLANET_COLAB_TEST_FAULT_MARKS"
 PRESETS_ENV = "PLANET_COLAB_TEST_PRESETS"  # JSON {name: overrides}: extra presets for this process
+DROPS_ENV = "PLANET_COLAB_TEST_DROPS"
+# The file-system calls a run makes, by what a dropped mount can fail: pathlib's checks, stats and
+# reads go through os.stat, os.listdir, os.mkdir, os.unlink and io.open.
+DROP_CALLS = {"stat": [(os, "stat")], "listdir": [(os, "listdir")], "mkdir": [(os, "mkdir")],
+              "open": [(io, "open"), (builtins, "open")], "replace": [(os, "replace"), (os, "rename")],
+              "unlink": [(os, "unlink")], "truncate": [(os, "truncate")], "link": [(os, "link")]}
 
 
 def _kill() -> None:
     os.kill(os.getpid(), signal.SIGKILL)
 
 
-def install(kind: str, n: int) -> None:
-    """Plant a SIGKILL at the n-th (1-based) occurrence of `kind`."""
+def plant_drops(root: str | os.PathLike, drops: list, patch: Callable = setattr) -> dict[str, int]:
+    """Make the calls of each (CALL, FIRST, TIMES, ERRNO) in `drops` under `root` fail as a dropped mount's
+    do; `patch(owner, name, value)` replaces functions (monkeypatch.setattr undoes it). Returns the counts."""
+    root = os.fspath(root)
+    counts = dict.fromkeys(DROP_CALLS, 0)
+    windows = [(call, first, first + times, code) for call, first, times, code in drops]
+
+    def under_root(args: tuple) -> bool:
+        return any(isinstance(a, (str, os.PathLike)) and os.fspath(a).startswith(root) for a in args[:2])
+
+    for call, owners in DROP_CALLS.items():
+        for owner, name in owners:
+            real = getattr(owner, name)
+
+            def flaky(*args, _call=call, _real=real, **kwargs):
+                if under_root(args):
+                    counts[_call] += 1
+                    for c, start, end, code in windows:
+                        if c == _call and start <= counts[_call] < end:
+                            raise OSError(code, os.strerror(code), os.fspath(args[0]))
+                return _real(*args, **kwargs)
+
+            patch(owner, name, flaky)
+    return counts
+
+
+def _signal_in_write(sig: int, n: int) -> None:
+    from planet_colab import safeio
+
+    count = 0
+    real_write = safeio._HashingWriter.write
+
+    def write(self, data):
+        nonlocal count
+        if "ckpt_" in os.path.basename(getattr(self.f, "name", "")):
+            count += 1
+            if count == n:
+                os.kill(os.getpid(), sig)
+        return real_write(self, data)
+
+    safeio._HashingWriter.write = write
+
+
+def _signal_at_import(sig: int, spec: str) -> None:
+    module, _, then = spec.partition("+")
+    armed = fired = False
+
+    def hook(event: str, args: tuple) -> None:
+        nonlocal armed, fired
+        if fired:
+            return
+        if event == "import" and args[0] == module:
+            armed = True
+            if not then:
+                fired = True
+                os.kill(os.getpid(), sig)
+        elif armed and then and event == "exec" and getattr(args[0], "co_filename", "") == "<string>":
+            fired = True  # source text (a module's own body is exec'd from a file's code object)
+            code = args[0]
+
+            def tracer(frame, what, arg):
+                # Raised here, the stop surfaces inside the exec'd code, not in this hook.
+                if frame.f_code is code:
+                    sys.settrace(None)
+                    os.kill(os.getpid(), sig)
+
+            sys.settrace(tracer)
+
+    sys.addaudithook(hook)
+
+
+def install(kind: str, n: int | str) -> None:
+    """Plant the fault `kind` at its n-th (1-based) occurrence (see the module's docstring)."""
+    if kind == "none":
+        return
+    if kind.endswith(("-in-write", "-at-import")):
+        sig, _, where = kind.partition("-")
+        plant = _signal_in_write if where == "in-write" else _signal_at_import
+        plant(getattr(signal, sig), int(n) if where == "in-write" else n)
+        return
+    n = int(n)
     count = 0
 
     def hit() -> bool:
@@ -121,6 +221,10 @@ if __name__ == "__main__":
     else:
         kind, n, sep, *rest = sys.argv[1:]
         assert sep == "--", "usage: fault_launcher.py KIND N -- ARGS"
-        install(kind, int(n))
+        if os.environ.get(DROPS_ENV):
+            spec = json.loads(os.environ[DROPS_ENV])
+            plant_drops(spec["root"], [(c, f, t, getattr(errno, e) if isinstance(e, str) else e)
+                                       for c, f, t, e in spec["drops"]])
+        install(kind, n)
     sys.argv = ["planet_colab", *rest]
     runpy.run_module("planet_colab", run_name="__main__", alter_sys=True)

@@ -184,3 +184,17 @@ def test_checkpoint_survives_a_drop_while_torch_streams_it(tmp_path, monkeypatch
     model = torch.nn.Linear(3, 2)
     save_checkpoint(model, None, 0, get_config("smoke"), tmp_path, episodes=1, metrics=[])
     assert torch.equal(load_checkpoint(tmp_path)["model"]["weight"], model.weight.detach())
+
+
+@pytest.mark.parametrize("check", [safeio.exists, safeio.is_dir, safeio.is_file])
+def test_a_dropped_mount_is_never_taken_for_a_missing_file(tmp_path, fail, check):
+    # A check that answered "absent" during a drop would have the run collect again (or start over)
+    # what is stored; os.path.exists does answer so.
+    (tmp_path / "episode_000001.npz").write_bytes(b"x")
+    assert check(tmp_path / "missing.npz") is False
+    calls = fail("stat", 3, *DROPPED)
+    assert check(tmp_path / "episode_000001.npz") is (check is not safeio.is_dir)  # retried past the drop
+    assert calls["stat"] == 4
+    fail("stat", 10**9, *DROPPED)
+    with pytest.raises(OSError, match="remount Drive"):
+        check(tmp_path / "episode_000001.npz")

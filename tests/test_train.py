@@ -2,6 +2,7 @@
 
 import json
 import math
+import os
 import signal
 import subprocess
 import sys
@@ -17,6 +18,7 @@ import planet_colab.train as train
 from planet_colab.__main__ import main as cli
 from planet_colab.checkpoint import load_checkpoint
 from planet_colab.config import get_config
+from planet_colab.run import Run
 from planet_colab.storage import DamagedEpisodeWarning, EpisodeStorage
 from planet_colab.stop_request import StopRequested, clear_stop_request, request_stop
 
@@ -163,6 +165,21 @@ def test_a_quarantined_seed_episode_is_collected_again_exactly(tmp_path):
         assert torch.equal(value, result["model"].state_dict()[key]), key
     assert (tmp_path / "run" / "quarantine" / "episode_000001.npz").read_bytes() == b"not an npz"
     assert result["metrics"][2]["recollected_episodes"] == [1]
+
+
+def test_every_seed_episode_damaged_before_the_first_checkpoint_is_collected_again_exactly(tmp_path):
+    # Iteration 0 trains on the seed episodes alone: with all of them damaged, nothing loads at first.
+    config = smoke(total_iterations=2)
+    Run.open(tmp_path / "run", config=config).collect_seed_episodes(progress=False)
+    for number in (1, 2):
+        (tmp_path / "run" / "episodes" / f"episode_{number:06d}.npz").write_bytes(b"not an npz")
+    with pytest.warns(DamagedEpisodeWarning):
+        result = train.train_planner(config, tmp_path / "run", progress=False)
+    whole = train.train_planner(config, tmp_path / "whole", progress=False)
+    for key, value in _weights(whole).items():
+        assert torch.equal(value, result["model"].state_dict()[key]), key
+    assert sorted(os.listdir(tmp_path / "run" / "quarantine")) == ["episode_000001.npz", "episode_000002.npz"]
+    assert result["metrics"][0]["recollected_episodes"] == [1, 2]
 
 
 def test_a_quarantined_collected_episode_is_left_out_and_said(tmp_path, capsys):
