@@ -189,6 +189,12 @@ class LiveDashboard:
 
             self._handle.update(Image(data=figure_png(self.fig, self.dpi)))
 
+    def phase(self, name: str, done: int, total: int) -> None:
+        """Show the running iteration's phase on the bar (train_planner's `phase`): "train 37/100" and so on."""
+        if self._bar is not None:
+            self._bar.set_description(f"iterations ({name} {done}/{total})" if name == "train"
+                                      else f"iterations ({name})", refresh=True)
+
     def close(self) -> None:
         """Close the progress bar (the figure stays displayed)."""
         if self._bar is not None:

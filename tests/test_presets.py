@@ -42,7 +42,7 @@ def test_preset_trains_and_resumes_from_the_command_line(preset, tmp_path, capsy
     assert f"Starting a new run in {run_dir} ({preset} preset" in capsys.readouterr().out
     assert cli([*argv, "--iterations", "3"]) == 0, capsys.readouterr().err
     out = capsys.readouterr().out
-    assert "Resumed from checkpoint after iteration 2 of 3 (3 episodes stored" in out, out
+    assert f"Resumed from checkpoint after iteration 2 of 3 ({preset} preset, 3 episodes stored" in out, out
     assert cli(["info", "--run-dir", str(run_dir)]) == 0
     assert f"{config.env_name}, {preset} preset, action repeat {config.action_repeat}" in capsys.readouterr().out
 

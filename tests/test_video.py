@@ -45,5 +45,5 @@ def test_mp4_round_trip_keeps_every_frame(tmp_path):
     path = video.save_video(frames, tmp_path / "a.mp4", fps=10)
     reader = imageio_ffmpeg.read_frames(str(path))
     meta = next(reader)
-    assert meta["size"] == (64, 64) and sum(1 for _ in reader) == 9
+    assert meta["size"] == (256, 256) and sum(1 for _ in reader) == 9  # written 4× for viewing
     assert [p.name for p in tmp_path.iterdir()] == ["a.mp4"]  # no temporary left behind
