@@ -3,17 +3,29 @@
 
 from __future__ import annotations
 
-import argparse
-import contextlib
-import json
 import os
 import signal
 import sys
-import threading
-import warnings
-from collections.abc import Callable, Iterator
-from pathlib import Path
-from typing import Any
+
+
+def _stopped_while_starting(signum: int, frame: Any) -> None:
+    """Ctrl-C while the command starts (torch's imports take seconds): one line, exit 130, nothing to save."""
+    print("Stopped while starting; nothing was changed.", file=sys.stderr, flush=True)
+    sys.stdout.flush()
+    os._exit(130)  # raising here would unwind through a half-imported torch and print its traceback
+
+
+if __name__ == "__main__":  # as the command only: a program that imports this module keeps its own Ctrl-C
+    signal.signal(signal.SIGINT, _stopped_while_starting)
+
+import argparse  # noqa: E402
+import contextlib  # noqa: E402
+import json  # noqa: E402
+import threading  # noqa: E402
+import warnings  # noqa: E402
+from collections.abc import Callable, Iterator  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
 
 os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
 os.environ.setdefault("SDL_AUDIODRIVER", "dummy")
@@ -253,8 +265,10 @@ def run_command(action: Callable[[], int]) -> int:
     """Run one command-line action as every command here ends: 0 done, 2 a user error (one line), 3 a disk
     or Drive error (one line naming the file), 130 stopped by Ctrl-C/SIGTERM; warnings print as one line."""
     from planet_colab.lease import LeaseError
-    from planet_colab.run_config import RunError, one_line
+    from planet_colab.run_config import RunError, one_line  # imports torch: seconds
 
+    if signal.getsignal(signal.SIGINT) is _stopped_while_starting:
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # from here on Ctrl-C saves what is finished
     formatwarning, warnings.formatwarning = warnings.formatwarning, _one_line_warning
     try:
         with _sigterm_stops_like_ctrl_c():
