@@ -1,6 +1,9 @@
-"""How counts and sizes read in the messages a person sees: "1 episode", "2 episodes", "36 MB"."""
+"""How counts, sizes and paths read in messages and published pages: "1 episode", "36 MB", "pendulum/seed_0"."""
 
 from __future__ import annotations
+
+import os
+from pathlib import Path
 
 
 def plural(count: int, noun: str) -> str:
@@ -15,3 +18,14 @@ def format_bytes(size: float) -> str:
     if size < 1e9:
         return f"{size / 1e6:.1f} MB"
     return f"{size / 1e9:.2f} GB"
+
+
+def published_path(path: str | os.PathLike, base: str | os.PathLike | None = None) -> str:
+    """`path` as a published page names it: relative to `base` (default: the working directory, where the
+    repository's docs/ are written from) when inside it, else just its name; never this machine's absolute path."""
+    path = Path(os.path.abspath(path))
+    base = Path(os.path.abspath(base if base is not None else os.getcwd()))
+    try:
+        return path.relative_to(base).as_posix() or path.name
+    except ValueError:
+        return path.name

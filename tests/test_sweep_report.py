@@ -67,7 +67,8 @@ def test_a_published_run_stands_beside_the_seeds_and_hand_notes_survive_a_new_re
                  "--reference", f"smoke={reference}"]) == 0
     markdown = (out / "sweep.md").read_text()
     assert not (root / "report").exists()  # --out is where the report goes
-    assert f"| episodes | seeds | eval return across seeds | one published run (`{reference}`) |" in markdown
+    # Outside the working directory: named by its file name, not by this machine's path.
+    assert "| episodes | seeds | eval return across seeds | one published run (`smoke.json`) |" in markdown
     assert "| 4 | 2 of 3 | -250.0 ± 50.0 | -150.0 ± 20.0 |" in markdown
     assert "| 8 | 0 of 3 | – | -50.0 ± 10.0 |" in markdown  # episodes only the published run reached
     assert "smoke/seed_1 at iteration 3 of 4; no iteration yet: smoke/seed_2." in markdown
