@@ -1,6 +1,7 @@
 """`evaluate` and `info` as a user meets them: readable output, video formats, one-line errors."""
 
 import pytest
+from skip_reasons import VIDEO_EXTRA
 
 from planet_colab import video
 from planet_colab.__main__ import main as cli
@@ -115,7 +116,7 @@ def test_evaluate_episodes_must_be_positive_and_the_error_names_the_option(train
 
 
 def test_evaluate_writes_an_mp4_when_asked_for_one(trained_run, tmp_path, capsys):
-    pytest.importorskip("imageio_ffmpeg")
+    pytest.importorskip("imageio_ffmpeg", reason=VIDEO_EXTRA)
     out = tmp_path / "ep.mp4"
     assert cli(["evaluate", "--run-dir", str(trained_run), "--episodes", "1", "--video", str(out)]) == 0
     assert out.read_bytes()[4:8] == b"ftyp"  # an MP4 container, not a GIF under that name

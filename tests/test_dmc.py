@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 from run_checks import subprocess_env
+from skip_reasons import DMC_EXTRA
 
 from planet_colab.config import PRESETS, get_config
 from planet_colab.env import make_env
@@ -62,7 +63,7 @@ def test_dmc_reset_with_a_seed_repeats_the_episode():
 
 @needs_dmc
 def test_half_cheetah_renders_64x64_uint8_frames_headless():
-    pytest.importorskip("mujoco")
+    pytest.importorskip("mujoco", reason=DMC_EXTRA)
     from planet_colab.rendering import SHADOW_MAP_SIZE
 
     env = make_env("HalfCheetah-v5", action_repeat=2, seed=0, max_episode_steps=10)
@@ -79,7 +80,7 @@ def test_half_cheetah_renders_64x64_uint8_frames_headless():
 @pytest.mark.parametrize("env_name", ["HalfCheetah-v5", "dmc:cartpole-swingup"])
 def test_an_env_draws_its_own_frames_after_another_one_was_closed(env_name):
     # The training loop keeps its env while each evaluation makes and closes its own, in one process.
-    pytest.importorskip("mujoco")
+    pytest.importorskip("mujoco", reason=DMC_EXTRA)
     loop = make_env(env_name, action_repeat=1, seed=0, max_episode_steps=10)
     first, _ = loop.reset(seed=3)
     other = make_env(env_name, action_repeat=1, seed=0, max_episode_steps=10)
@@ -94,7 +95,7 @@ def test_an_env_draws_its_own_frames_after_another_one_was_closed(env_name):
 @needs_dmc
 def test_settotalmass_deprecation_is_not_repeated_at_every_env_but_other_mujoco_warnings_are_logged(
         tmp_path, monkeypatch, capfd, caplog):
-    pytest.importorskip("mujoco")
+    pytest.importorskip("mujoco", reason=DMC_EXTRA)
     import mujoco
 
     monkeypatch.chdir(tmp_path)  # where MuJoCo's own handler appends MUJOCO_LOG.TXT
@@ -216,7 +217,7 @@ def test_dmc_run_killed_and_resumed_matches_an_uninterrupted_one(tmp_path):
 @pytest.mark.parametrize("task", [DMC_SMOKE, ["env_name=HalfCheetah-v5", "action_repeat=1", "max_episode_steps=40"]])
 def test_env_bench_reports_the_environment_share_of_an_episode(task):
     if task[0].endswith("HalfCheetah-v5"):
-        pytest.importorskip("mujoco")
+        pytest.importorskip("mujoco", reason=DMC_EXTRA)
     cmd = [sys.executable, "-m", "planet_colab.bench", "env", "--preset", "smoke", "--steps", "12", "--plans", "1",
            "--set", *task]
     out = subprocess.run(cmd, cwd=ROOT, env=subprocess_env(), capture_output=True, text=True, timeout=300)
@@ -233,8 +234,8 @@ def test_env_bench_reports_the_environment_share_of_an_episode(task):
 
 @pytest.mark.parametrize("version", [(3, 10), (3, 12), (3, 13)])
 def test_pyproject_dmc_extra_installs_what_dmc_install_lists(version):
-    tomllib = pytest.importorskip("tomllib")
-    requirements = pytest.importorskip("packaging.requirements")
+    tomllib = pytest.importorskip("tomllib", reason="reads pyproject.toml with tomllib (Python 3.11+)")
+    requirements = pytest.importorskip("packaging.requirements", reason="needs packaging (pip install packaging)")
     from planet_colab.dmc_install import DM_CONTROL, pip_install_commands
 
     declared = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]["dmc"]

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from skip_reasons import SWEEP_EXTRA
 
 from planet_colab.__main__ import main
 from planet_colab.config import get_config
@@ -142,7 +143,7 @@ def _scalars(event_dir: Path, tag: str) -> list[tuple[int, float]]:
 
 
 def test_tensorboard_files_are_derived_from_metrics_and_replaced_whole(root):
-    pytest.importorskip("tensorboard")
+    pytest.importorskip("tensorboard", reason=SWEEP_EXTRA)
     out = root / "tb"
     written = write_tensorboard(root, out)
     assert len(written) == 2
