@@ -271,3 +271,19 @@ def test_gl_backend_is_chosen_once_and_never_overrides_the_user(monkeypatch, tmp
     monkeypatch.delenv("MUJOCO_GL")
     monkeypatch.setattr(rendering.ctypes.util, "find_library", lambda name: None)
     assert rendering.choose_gl_backend() == "egl"  # mesa's EGL renders on the CPU
+
+
+def test_dm_controls_own_deprecation_warnings_are_hidden_and_no_others():
+    import warnings
+
+    from planet_colab import dmc
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        dmc._quiet_dm_control_deprecations()
+        # numpy 2.5's warning as dm_control 1.0.50 raises it, then one from anywhere else.
+        warnings.warn_explicit("Setting the shape on a NumPy array has been deprecated", DeprecationWarning,
+                               "engine.py", 1, module="dm_control.mujoco.engine")
+        warnings.warn_explicit("something else is deprecated", DeprecationWarning, "env.py", 1,
+                               module="planet_colab.env")
+    assert [str(w.message) for w in caught] == ["something else is deprecated"]
