@@ -149,7 +149,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
           f"over {args.episodes} episode{'s' if args.episodes > 1 else ''}")
     if args.video is not None:
         path = save_video(result["frames"][0], args.video)
-        print(f"Wrote {path} ({len(result['frames'][0])} frames at {FILE_SCALE}× size, {path.suffix[1:].upper()})")
+        frames = len(result["frames"][0])
+        print(f"Wrote {path} ({frames} frames at {FILE_SCALE}× size, {path.suffix[1:].upper()})")
     # Last line: one JSON object, for scripts.
     print(json.dumps({"mean": result["mean"], "std": result["std"],
                       "returns": [float(r) for r in result["returns"]]}))

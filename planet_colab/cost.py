@@ -89,7 +89,7 @@ def format_duration(seconds: float) -> str:
 
 
 def describe_cost(config: Any, costs: CpuCosts | None = None) -> str:
-    """One line: the preset's iterations and its estimated wall-clock time on a CPU like this one, saying it is an estimate."""
+    """One line: the preset's iterations and estimated wall-clock time on a CPU like this one, said to be an estimate."""
     costs = costs or costs_for_this_cpu(config.precision)
     parts = estimate_seconds(config, costs)
     share = parts["train"] / parts["total"] if parts["total"] else 0.0

@@ -10,6 +10,10 @@ from __future__ import annotations
 
 import sys
 
+# Kept at 1.0.50 / 3.17.0, the newest pair that installs on every Python we support (3.10-3.13), as tried
+# on 2026-12-05: dm_control 1.0.52 with mujoco 4.0.1 passes tests/test_dmc.py, test_env.py and
+# test_presets.py on Python 3.11 (OSMesa), but mujoco 4.x publishes no wheel for Python 3.10. 1.0.50 sets
+# ndarray.shape, deprecated in numpy 2.5: dmc.py hides those warnings until the pin can move.
 DM_CONTROL = "dm_control==1.0.50"
 # dm_control 1.0.50 declares mujoco>=3.17 but fails on mujoco 4.0.0 ('MjModel' object has no
 # attribute 'flex_vertedge'); 3.17.0 is the release it was built against.
