@@ -50,9 +50,9 @@ def pip_install_commands(version: tuple[int, int] | None = None) -> list[list[st
 def install_hint(version: tuple[int, int] | None = None) -> str:
     """One line naming the commands that install the dmc extra here and in Colab."""
     version = tuple(sys.version_info[:2]) if version is None else version
-    local = "pip install -e .[dmc]"
-    if version >= NO_LABMAZE_WHEEL:
-        local += f" && pip install --no-deps {DM_CONTROL}"
+    # Quoted: zsh (macOS's shell) reads unquoted brackets as a pattern. This module then takes the
+    # extra's last step on each Python (dm_control without labmaze on 3.13).
+    local = 'pip install -e ".[dmc]" && python -m planet_colab.dmc_install'
     colab = "!" + " && ".join("pip install -q " + " ".join(a if a.startswith("-") else f"'{a}'" for a in args)
                               for args in pip_install_commands(version))
     return f"`{local}` (Colab: `{colab}`)"

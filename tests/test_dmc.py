@@ -24,7 +24,7 @@ try:
     HAVE_DMC = True
 except ImportError:
     HAVE_DMC = False
-needs_dmc = pytest.mark.skipif(not HAVE_DMC, reason="dm_control not installed (pip install -e .[dmc])")
+needs_dmc = pytest.mark.skipif(not HAVE_DMC, reason=DMC_EXTRA)
 
 # A DMC task at smoke sizes: 40 env steps / action repeat 4 = 10 agent steps per episode.
 DMC_SMOKE = ["env_name=dmc:cartpole-swingup", "action_repeat=4", "max_episode_steps=40"]
@@ -125,7 +125,7 @@ def test_missing_dm_control_names_the_extra(monkeypatch):
     with pytest.raises(ValueError) as err:
         make_env("dmc:cartpole-swingup", action_repeat=8)
     message = str(err.value)
-    assert "\n" not in message and "pip install -e .[dmc]" in message
+    assert "\n" not in message and 'pip install -e ".[dmc]"' in message
 
 
 @needs_dmc
@@ -144,7 +144,7 @@ def test_unknown_task_on_the_command_line_is_one_line(tmp_path):
     assert out.returncode != 0
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in out.stderr, out.stderr
-    assert "dmc:cartpole-swingup" in lines[0] or "pip install -e .[dmc]" in lines[0]
+    assert "dmc:cartpole-swingup" in lines[0] or 'pip install -e ".[dmc]"' in lines[0]
 
 
 # Make every attempt to load a GL library fail, as on a machine without libEGL / libOSMesa: PyOpenGL
