@@ -62,20 +62,36 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--take-over", action="store_true",
                    help="take the run over from another trainer that still holds its owner lease")
     e = sub.add_parser("evaluate", help="noise-free evaluation of a run's newest checkpoint")
-    e.add_argument("--run-dir", type=Path, required=True, help="the run to evaluate (its newest checkpoint)")
+    _add_run_choice(e, "the run to evaluate (its newest checkpoint)")
     e.add_argument("--episodes", type=_positive_int, default=10, help="episodes to play (default 10)")
     e.add_argument("--video", type=Path,
                    help="write the first episode here: a .gif, or a .mp4 when imageio-ffmpeg is installed")
     i = sub.add_parser("info", help="what a run directory holds")
-    i.add_argument("--run-dir", type=Path, required=True, help="the run directory to describe")
+    _add_run_choice(i, "the run directory to describe")
     _add_sweep_parsers(sub)
     return p
+
+
+def _add_run_choice(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument("--run-dir", type=Path, help=f"{what} (default: the --preset's run directory)")
+    parser.add_argument("--preset", choices=sorted(PRESETS),
+                        help="the run `train --preset NAME` trains (~/planet_colab_runs/NAME; Drive in Colab)")
+
+
+def _chosen_run_dir(args: argparse.Namespace) -> Path:
+    """The run an `evaluate` or `info` names: --run-dir, else the --preset's run directory."""
+    from planet_colab.colab import default_run_dir
+
+    if args.run_dir is None and args.preset is None:
+        raise UsageError("name the run: --preset NAME (the run `train --preset NAME` made) or --run-dir DIR")
+    return args.run_dir or default_run_dir(args.preset)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
     """Start or resume training."""
     from planet_colab.colab import default_run_dir
     from planet_colab.config import changes_from_args
+    from planet_colab.cost import describe_cost
     from planet_colab.run import Run
     from planet_colab.train import train_planner
 
@@ -85,6 +101,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     except ValueError as e:
         raise UsageError(f"argument --set: {e}") from None
     run = Run.open(run_dir, args.preset, changes=changes)
+    if args.preset is None and (run.is_new or args.run_dir is None):
+        print(f"No --preset given: {'a new' if run.is_new else 'resuming the'} {run.config.preset} run in "
+              f"{run_dir} (--preset NAME picks another: {', '.join(sorted(PRESETS))})")
+    if run.is_new:
+        print(describe_cost(run.config))
     result = train_planner(run, progress=not args.no_progress, take_over=args.take_over)
     total = run.config.total_iterations
     if result["start_iteration"] >= total:
@@ -99,11 +120,15 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     """Evaluate the newest checkpoint without exploration noise on distinct seeds."""
     from planet_colab.agent import evaluate
     from planet_colab.run import Run
-    from planet_colab.video import check_video_path, save_video
+    from planet_colab.video import FILE_SCALE, check_video_path, save_video
 
-    run = Run.open(args.run_dir, new_ok=False)
+    run = Run.open(_chosen_run_dir(args), args.preset, new_ok=False)
     if args.video is not None:
         check_video_path(args.video, what="--video")  # before minutes of play, not after
+        # A folder that does not exist is more often a typo than a wish: refuse rather than create it.
+        if not args.video.parent.is_dir():
+            raise ValueError(f"--video {args.video}: the folder {args.video.parent} does not exist; create it "
+                             "first, or name a file in an existing folder")
     agent = run.restore_agent()
     config, model, planner, device = run.config, agent.model, agent.planner, agent.device
     ckpt = agent.checkpoint
@@ -113,7 +138,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
           f"over {args.episodes} episode{'s' if args.episodes > 1 else ''}")
     if args.video is not None:
         path = save_video(result["frames"][0], args.video)
-        print(f"Wrote {path} ({len(result['frames'][0])} frames, {path.suffix[1:].upper()})")
+        frames = len(result["frames"][0])
+        print(f"Wrote {path} ({frames} frames at {FILE_SCALE}× size, {path.suffix[1:].upper()})")
     # Last line: one JSON object, for scripts.
     print(json.dumps({"mean": result["mean"], "std": result["std"],
                       "returns": [float(r) for r in result["returns"]]}))
@@ -122,9 +148,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def cmd_info(args: argparse.Namespace) -> int:
     """Print what a run directory holds: task, episodes, iterations done, last results, time."""
+    from planet_colab.run import Run
     from planet_colab.summary import run_summary
 
-    print(run_summary(args.run_dir))
+    run_dir = _chosen_run_dir(args)
+    if args.preset is not None and args.run_dir is not None:
+        Run.open(run_dir, args.preset, new_ok=False)  # refuses a run of another preset, in one line
+    print(run_summary(run_dir))
     return 0
 
 
@@ -206,7 +236,7 @@ def run_command(action: Callable[[], int]) -> int:
     """Run one command-line action as every command here ends: 0 done, 2 a user error (one line), 3 a disk
     or Drive error (one line naming the file), 130 stopped by Ctrl-C/SIGTERM; warnings print as one line."""
     from planet_colab.lease import LeaseError
-    from planet_colab.run_config import RunError, one_line
+    from planet_colab.run_config import RunError, one_line  # imports torch: seconds
 
     formatwarning, warnings.formatwarning = warnings.formatwarning, _one_line_warning
     try:

@@ -187,6 +187,21 @@ def latest_checkpoint_info(run_dir: str | os.PathLike) -> dict | None:
             "mtime": st.st_mtime, "sha256": entry.get("sha256"), "num_checkpoints": len(candidates)}
 
 
+def newest_checkpoint_config(run_dir: str | os.PathLike) -> tuple[dict, str] | None:
+    """(config dict, file name) of the newest checkpoint file, read cheaply and unverified; None when there is
+    none or it does not load (load_checkpoint then judges it, and falls back to an older one)."""
+    info = latest_checkpoint_info(run_dir)
+    if info is None:
+        return None
+    path = Path(info["file"])
+    try:  # mmap: only the pickled header is read, not megabytes of weights (this runs at every open)
+        payload = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # damaged or half-synced: not this function's to report
+        return None
+    config = payload.get("config") if isinstance(payload, dict) else None
+    return (config, path.name) if isinstance(config, dict) else None
+
+
 def sanitize(obj: Any, key: str = "value") -> Any:
     """Copy of `obj` holding only what weights_only loading accepts; TypeError naming `key` otherwise."""
     if obj is None or type(obj) in (bool, int, float, str, bytes):

@@ -157,10 +157,15 @@ def open_notebook_run(picked: str | None = None, *, changes: dict[str, Any] | No
     from planet_colab.config import get_config
     from planet_colab.cost import describe_cost
     from planet_colab.run import Run
+    from planet_colab.run_config import RunError
 
     preset = notebook_preset(picked)
     ensure_task_dependencies(get_config(preset))  # before Run.open makes the task's environment
-    run = Run.open(default_run_dir(preset), preset, changes=changes, new_ok=new_ok)
+    run_dir = default_run_dir(preset)
+    if not new_ok and not ((run_dir / "config.json").exists() or (run_dir / "checkpoints").is_dir()):
+        raise RunError(f"no {preset} run in {run_dir} yet: run notebook 01 (it starts the run), then 02 "
+                       "(it trains it), then this one")
+    run = Run.open(run_dir, preset, changes=changes, new_ok=new_ok)
     print(f"run directory {run.run_dir}")
     if cost:
         print(describe_cost(run.config))

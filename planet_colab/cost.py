@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from planet_colab.dmc_install import uses_mujoco
+from planet_colab.words import plural
 
 
 @dataclass(frozen=True)
@@ -88,10 +89,10 @@ def format_duration(seconds: float) -> str:
 
 
 def describe_cost(config: Any, costs: CpuCosts | None = None) -> str:
-    """One line: the preset's iterations and its estimated wall-clock time on a CPU like this one, saying it is an estimate."""
+    """One line: the preset's iterations and estimated wall-clock time on a CPU like this one, said to be an estimate."""
     costs = costs or costs_for_this_cpu(config.precision)
     parts = estimate_seconds(config, costs)
     share = parts["train"] / parts["total"] if parts["total"] else 0.0
-    return (f"{config.preset}: {config.total_iterations} iterations, estimated "
+    return (f"{config.preset}: {plural(config.total_iterations, 'iteration')}, estimated "
             f"{format_duration(parts['total'])} on {costs.machine} ({share:.0%} of it training); "
             "a GPU runtime trains faster (not measured). It resumes where it stopped, so it may span sessions.")

@@ -20,6 +20,7 @@ from torch.utils.data import Dataset, get_worker_info
 from planet_colab.checks import positive_int
 from planet_colab.config import Config
 from planet_colab.storage import DamagedEpisodeError, EpisodeStorage, episode_number
+from planet_colab.words import format_bytes, plural
 
 Sample = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
 
@@ -159,8 +160,8 @@ def project_episode_ram(config: Config, action_dim: int = 1, memory_bytes: int |
     per_episode = episode_bytes(config, action_dim)
     total = episodes * per_episode
     memory = machine_memory_bytes() if memory_bytes is None else memory_bytes
-    line = (f"Episode cache: {episodes} episodes × {per_episode / 1e6:.1f} MB = {total / 1e9:.2f} GB of RAM "
-            f"by the end of the run ({memory / 1e9:.1f} GB on this machine)")
+    line = (f"Episode cache: {plural(episodes, 'episode')} × {format_bytes(per_episode)} = {format_bytes(total)} "
+            f"of RAM by the end of the run ({memory / 1e9:.1f} GB on this machine)")
     if warn and total > memory / 2:
         warnings.warn(f"the run's episodes will need {total / 1e9:.1f} GB of RAM, more than half of this "
                       f"machine's {memory / 1e9:.1f} GB; lower total_iterations (--iterations), or for a "

@@ -8,6 +8,7 @@ dm_control is the optional `dmc` extra, imported only here and only when such a 
 from __future__ import annotations
 
 import logging
+import warnings
 from typing import Any
 
 import gymnasium as gym
@@ -45,8 +46,16 @@ def route_mujoco_warnings() -> None:
     mujoco.set_mju_user_warning(_mujoco_warning)
 
 
+def _quiet_dm_control_deprecations() -> None:
+    """Hide the numpy DeprecationWarnings raised inside dm_control's own code (not the user's to act on)."""
+    # dm_control 1.0.50 sets ndarray.shape, deprecated in numpy 2.5: about a thousand identical warnings
+    # per test session and per notebook. Raised from dm_control's modules only, so nothing else is hidden.
+    warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"dm_control(\.|$)")
+
+
 def _import_suite() -> Any:
     choose_gl_backend()  # MuJoCo reads MUJOCO_GL when first imported
+    _quiet_dm_control_deprecations()
     try:
         from dm_control import suite
     except ImportError as e:

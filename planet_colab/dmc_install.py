@@ -10,6 +10,10 @@ from __future__ import annotations
 
 import sys
 
+# Kept at 1.0.50 / 3.17.0, the newest pair that installs on every Python we support (3.10-3.13), as tried
+# on 2026-12-05: dm_control 1.0.52 with mujoco 4.0.1 passes tests/test_dmc.py, test_env.py and
+# test_presets.py on Python 3.11 (OSMesa), but mujoco 4.x publishes no wheel for Python 3.10. 1.0.50 sets
+# ndarray.shape, deprecated in numpy 2.5: dmc.py hides those warnings until the pin can move.
 DM_CONTROL = "dm_control==1.0.50"
 # dm_control 1.0.50 declares mujoco>=3.17 but fails on mujoco 4.0.0 ('MjModel' object has no
 # attribute 'flex_vertedge'); 3.17.0 is the release it was built against.
@@ -46,9 +50,9 @@ def pip_install_commands(version: tuple[int, int] | None = None) -> list[list[st
 def install_hint(version: tuple[int, int] | None = None) -> str:
     """One line naming the commands that install the dmc extra here and in Colab."""
     version = tuple(sys.version_info[:2]) if version is None else version
-    local = "pip install -e .[dmc]"
-    if version >= NO_LABMAZE_WHEEL:
-        local += f" && pip install --no-deps {DM_CONTROL}"
+    # Quoted: zsh (macOS's shell) reads unquoted brackets as a pattern. This module then takes the
+    # extra's last step on each Python (dm_control without labmaze on 3.13).
+    local = 'pip install -e ".[dmc]" && python -m planet_colab.dmc_install'
     colab = "!" + " && ".join("pip install -q " + " ".join(a if a.startswith("-") else f"'{a}'" for a in args)
                               for args in pip_install_commands(version))
     return f"`{local}` (Colab: `{colab}`)"

@@ -334,6 +334,14 @@ def held_by_live_trainer(run_dir: str | os.PathLike, stale_after_s: float = STAL
     return isinstance(heartbeat, (int, float)) and time.time() - heartbeat <= stale_after_s
 
 
+def describe_holder(run_dir: str | os.PathLike) -> str:
+    """Who trains the run now, as `info` says it: a live holder with its host and pid, or nobody."""
+    record = read_lease(run_dir)
+    if record is None or not held_by_live_trainer(run_dir):
+        return "none now (no trainer holds the run)"
+    return f"{_holder(record)}, since {_clock(record.get('started_at'))} (a `train` now would be refused)"
+
+
 def wait_for_lapse(run_dir: str | os.PathLike, *, poll_s: float = 5.0, stale_after_s: float = STALE_AFTER_S,
                    say: Callable[[str], None] = print) -> str:
     """Wait out a lease left by a trainer lost with its machine (a Colab runtime after a disconnect).

@@ -267,7 +267,8 @@ class Run:
         model, planner, device, precision = build_agent_parts(self.config, device)
         payload = self._load_newest(model, None, device)
         if payload is None:
-            raise RunError(f"{self.run_dir} has no checkpoint yet; train first")
+            raise RunError(f"{self.run_dir} has no checkpoint yet; train it first (notebook 02, or "
+                           f"`python -m planet_colab train --run-dir {self.run_dir}`)")
         return AgentParts(model, planner, device, precision, payload)
 
     def restore_training(self, device: torch.device | None = None) -> TrainingState:

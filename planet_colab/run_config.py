@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from planet_colab import safeio
-from planet_colab.checkpoint import latest_checkpoint_info, load_checkpoint
+from planet_colab.checkpoint import latest_checkpoint_info, load_checkpoint, newest_checkpoint_config
 from planet_colab.config import SHAPE_FIELDS, Config, get_config
 from planet_colab.env import make_env_from_config
 from planet_colab.precision import resolve_precision, select_device
@@ -99,18 +99,36 @@ def resolve_config(run_dir: Path, preset: str | None, changes: dict[str, Any], c
     fixed = {k: (getattr(stored, k), getattr(target, k)) for k in FIXED_ON_RESUME
              if getattr(stored, k) != getattr(target, k)}
     if fixed:
-        listing = "; ".join(f"{k}: run has {a!r}, you asked for {b!r}" for k, (a, b) in fixed.items())
-        raise ConfigMismatchError(
-            f"Refusing to resume {run_dir}, these fields are fixed for the life of a run (task, model and "
-            f"data shapes, seed, preset): {listing}. Use the run's own values (its {CONFIG_NAME}) or a new "
-            "run directory")
-    if target.total_iterations < stored.total_iterations:
-        _check_not_below_checkpointed(run_dir, target.total_iterations)
+        raise fixed_fields_refusal(run_dir, fixed, "you asked for")
+    # Against the checkpoint, not config.json: a total edited down in the file is refused like --iterations.
+    _check_not_below_checkpointed(run_dir, target.total_iterations)
     if preset is not None and config is None:
         notes += _preset_note(run_dir, preset, changes, target)
     changed = {f.name: (getattr(stored, f.name), getattr(target, f.name)) for f in fields(Config)
                if getattr(stored, f.name) != getattr(target, f.name)}
     return ResolvedConfig(target, is_new=False, changed=changed, recovered=recovered, notes=notes)
+
+
+def fixed_fields_refusal(run_dir: Path, fixed: dict[str, tuple[Any, Any]], asked: str) -> ConfigMismatchError:
+    """The one refusal for a change to FIXED_ON_RESUME fields, whether asked by `--set` or made in the file."""
+    listing = "; ".join(f"{k}: run has {a!r}, {asked} {b!r}" for k, (a, b) in fixed.items())
+    return ConfigMismatchError(
+        f"Refusing to resume {run_dir}, these fields are fixed for the life of a run (task, model and "
+        f"data shapes, seed, preset): {listing}. Use the run's own values (its {CONFIG_NAME}) or a new "
+        "run directory")
+
+
+def _check_file_against_checkpoint(run_dir: Path, config: Config) -> None:
+    """Refuse a config.json whose fixed fields differ from the newest checkpoint's: edited by hand, it would
+    otherwise change what the run is (a seed edited from 0 to 1 resumed silently, matching neither seed)."""
+    found = newest_checkpoint_config(run_dir)
+    if found is None:
+        return
+    saved, name = found
+    fixed = {k: (saved[k], getattr(config, k)) for k in FIXED_ON_RESUME
+             if k in saved and saved[k] != getattr(config, k)}
+    if fixed:
+        raise fixed_fields_refusal(run_dir, fixed, f"its {CONFIG_NAME} was edited to")
 
 
 def _stored_config(run_dir: Path, read_only: bool) -> tuple[Config | None, list[str], bool]:
@@ -121,9 +139,12 @@ def _stored_config(run_dir: Path, read_only: bool) -> tuple[Config | None, list[
     problem = None
     if safeio.exists(path):
         try:
-            return Config.load(path), [], False
+            config = Config.load(path)
         except (ValueError, TypeError) as e:
             problem = one_line(e)
+        else:
+            _check_file_against_checkpoint(run_dir, config)
+            return config, [], False
     try:
         payload = load_checkpoint(run_dir, read_only=read_only) if safeio.is_dir(run_dir / "checkpoints") else None
     except RuntimeError as e:

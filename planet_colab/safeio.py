@@ -37,6 +37,7 @@ T = TypeVar("T")
 TRANSIENT_ERRNOS = frozenset({errno.ENOTCONN, errno.EIO, errno.ETIMEDOUT, errno.ESTALE, errno.EAGAIN,
                               errno.ECONNABORTED, errno.ECONNRESET})
 DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+NOT_WRITABLE_ERRNOS = frozenset({errno.EACCES, errno.EPERM})  # on a write: the folder is not writable
 # Seconds slept before each retry: four tries in about 2.5 s. Tests patch `_sleep` (or this).
 RETRY_DELAYS_S: tuple[float, ...] = (0.25, 0.75, 1.5)
 # A temporary younger than this may belong to a writer in another process (a notebook inspecting
@@ -68,6 +69,11 @@ def explain(error: OSError, path: str | os.PathLike, what: str, tries: int = 1) 
         advice = (f"{reason} (tried {tries} times). The disk or Drive mount dropped: remount Drive "
                   "(drive.mount('/content/drive', force_remount=True)) or check the disk, then run again; "
                   "nothing stored was lost")
+    elif error.errno == errno.EROFS or (error.errno in NOT_WRITABLE_ERRNOS and what not in ("read", "list")):
+        advice = (f"{reason}. The folder is not writable (remounted read-only, a failing disk, changed "
+                  "permissions): make it writable again (on Colab remount Drive: drive.mount('/content/drive', "
+                  "force_remount=True)) or copy the run to a writable place, then run again; files already "
+                  "stored are intact")
     else:
         advice = reason
     message = f"Could not {what} {os.fspath(path)}: {advice}"

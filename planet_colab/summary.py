@@ -28,7 +28,7 @@ def _progress(config: Config, ckpt: dict | None, rows: list[dict[str, Any]]) -> 
 
 def _last_results(rows: list[dict[str, Any]]) -> list[tuple[str, str]]:
     if not rows:
-        return [("results", "none yet (no iteration finished)")]
+        return [("last", "none yet (no iteration finished)"), ("evaluation", "none yet"), ("time", "none yet")]
     last = rows[-1]
     lines = [("last", f"iteration {last['iteration'] + 1}: collect return {last['collect_return']:.1f}, "
                       f"loss {last['loss']:.2f} (obs {last['obs_loss']:.2f}, reward {last['reward_loss']:.3f}, "
@@ -40,6 +40,8 @@ def _last_results(rows: list[dict[str, Any]]) -> list[tuple[str, str]]:
         lines.append(("evaluation", f"{e['eval_mean']:.1f} ± {e['eval_std']:.1f} after iteration "
                                     f"{e['iteration'] + 1} (best {best['eval_mean']:.1f} after "
                                     f"{best['iteration'] + 1})"))
+    else:
+        lines.append(("evaluation", "none yet"))
     seconds = sum(r.get("seconds", 0.0) for r in rows)
     phases = ", ".join(f"{name} {sum(r.get(f'{name}_s', 0.0) for r in rows) / len(rows):.1f}"
                        for name in ("train", "collect", "eval"))
@@ -49,11 +51,11 @@ def _last_results(rows: list[dict[str, Any]]) -> list[tuple[str, str]]:
 
 
 def _set_aside(run_dir: Path) -> list[tuple[str, str]]:
-    """A line for the damaged files moved to quarantine/, when there are any (never deleted: the user decides)."""
+    """A line for the damaged files moved to quarantine/ (never deleted: the user decides)."""
     folder = run_dir / "quarantine"
     names = sorted(safeio.listdir(folder)) if safeio.is_dir(folder) else []
     if not names:
-        return []
+        return [("quarantine", "nothing set aside")]
     shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
     return [("quarantine", f"{len(names)} damaged file(s) set aside in {folder}: {shown}")]
 
@@ -61,6 +63,7 @@ def _set_aside(run_dir: Path) -> list[tuple[str, str]]:
 def run_summary(run_dir: str | os.PathLike) -> str:
     """Aligned lines describing what `run_dir` holds; RunError when it is not a run directory."""
     from planet_colab.checkpoint import latest_checkpoint_info
+    from planet_colab.lease import describe_holder
     from planet_colab.run import Run, read_metrics
     from planet_colab.storage import EpisodeStorage
 
@@ -78,6 +81,7 @@ def run_summary(run_dir: str | os.PathLike) -> str:
         *_set_aside(run_dir),
         ("progress", _progress(config, ckpt, rows)),
         *_last_results(rows),
+        ("trainer", describe_holder(run_dir)),
     ]
     width = max(len(name) for name, _ in lines) + 2
     return "\n".join(f"{name:<{width}}{text}" for name, text in lines)

@@ -25,6 +25,7 @@ import numpy as np
 from planet_colab.config import Config
 from planet_colab.hand_notes import EMPTY_NOTES, kept_notes
 from planet_colab.safeio import retry_io, write_atomic
+from planet_colab.words import published_path
 
 __all__ = ["find_runs", "read_reference", "summarize", "plot_sweep", "format_markdown",
            "write_tensorboard", "write_report"]
@@ -56,11 +57,11 @@ def _read_rows(run_dir: Path) -> list[dict[str, Any]]:
     return read_metrics(run_dir)
 
 
-def _run_summary(run_dir: Path) -> dict[str, Any]:
+def _run_summary(run_dir: Path, root: Path) -> dict[str, Any]:
     config = Config.load(run_dir / "config.json")
     rows = _read_rows(run_dir)
     evals = [r for r in rows if "eval_mean" in r]
-    return {"run_dir": str(run_dir), "iterations_done": len(rows),
+    return {"run_dir": published_path(run_dir, root), "iterations_done": len(rows),
             "total_iterations": config.total_iterations,
             "episodes_done": rows[-1]["episodes"] if rows else 0,
             "episodes": [r["episodes"] for r in evals],
@@ -98,7 +99,7 @@ def read_reference(path: str | os.PathLike) -> dict[str, Any]:
             for c in curve):
         raise ValueError(f"reference {path} holds no evaluation curve of [episodes, mean, std] rows "
                          f"(expected {expected})")
-    return {"file": str(path),
+    return {"file": published_path(path),
             "curve": [{"episodes": int(e), "mean": float(m), "std": float(s)} for e, m, s in curve]}
 
 
@@ -107,14 +108,15 @@ def summarize(root: str | os.PathLike,
     """Every run's evaluations, each preset's across-seed curve and its reference run, as JSON-able data."""
     presets = {}
     for preset, seeds in find_runs(root).items():
-        runs = {f"seed_{seed}": _run_summary(run_dir) for seed, run_dir in seeds.items()}
+        runs = {f"seed_{seed}": _run_summary(run_dir, Path(root)) for seed, run_dir in seeds.items()}
         presets[preset] = {"seeds": list(seeds), "runs": runs, "curve": _curve(runs)}
     for preset, path in (references or {}).items():
         if preset not in presets:
             raise ValueError(f"the reference for {preset!r} has no runs to stand beside: {root} holds "
                              f"{', '.join(presets) or 'no runs'}")
         presets[preset]["reference"] = read_reference(path)
-    return {"root": str(root), "std": "across seeds, ddof 0", "presets": presets}
+    # Names, not this machine's paths: the page is published (run directories are relative to the root).
+    return {"root": Path(os.path.abspath(root)).name, "std": "across seeds, ddof 0", "presets": presets}
 
 
 def plot_sweep(summary: dict[str, Any]) -> Any:

@@ -12,10 +12,11 @@ one is left out, and the metrics rows list it under `missing_episodes`.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
@@ -33,10 +34,12 @@ from planet_colab.seeding import numpy_rng, torch_generator
 from planet_colab.storage import DamagedEpisodeError, EpisodeStorage, episode_number
 from planet_colab.stop_request import check_stop
 from planet_colab.stop_signals import stops_deferred
+from planet_colab.words import plural
 
 __all__ = ["train_planner", "train_step", "collect_experience", "evaluate", "build_agent_parts",
            "read_metrics", "TrainingStalled"]
 
+PhaseCallback = Callable[[str, int, int], None]
 LOSS_KEYS = ("loss", "obs_loss", "reward_loss", "kl_loss", "grad_norm")
 STALL_LIMIT = 3  # iterations in a row that applied no gradient step before the run stops
 
@@ -47,19 +50,20 @@ class TrainingStalled(RunError):
 
 def train_planner(run: Run | Config, run_dir: Any = None, *, device: torch.device | None = None,
                   progress: bool = True, callback: Callable[[dict[str, Any]], None] | None = None,
-                  take_over: bool = False) -> dict[str, Any]:
+                  take_over: bool = False, phase: PhaseCallback | None = None) -> dict[str, Any]:
     """Run (or resume) PlaNet's online loop until the run's `total_iterations` are done.
 
     `run` is a Run (see `Run.open`), or a Config together with `run_dir`. The run's owner lease is held
     throughout (`take_over=True` takes a live one over). Returns dict(model, planner, metrics,
-    start_iteration, run_dir). `callback(row)` gets each iteration's metrics row (the notebooks' live view).
+    start_iteration, run_dir). `callback(row)` gets each iteration's metrics row (the notebooks' live view);
+    `phase(name, done, total)` hears each phase start ("train", "collect", "evaluate") and each train step.
     """
     if not isinstance(run, Run):
         if run_dir is None:
             raise ValueError("run_dir is needed when train_planner is given a Config (or pass a Run)")
         run = Run.open(run_dir, config=run)
     with run.own(take_over=take_over):
-        return OnlineLoop(run, device=device, progress=progress).iterate(callback)
+        return OnlineLoop(run, device=device, progress=progress, phase=phase).iterate(callback)
 
 
 def training_data(run: Run, config: Config, iteration: int) -> tuple[EpisodeDataset, dict[str, list[int]]]:
@@ -91,8 +95,8 @@ def training_data(run: Run, config: Config, iteration: int) -> tuple[EpisodeData
     return dataset, {"missing": sorted(set(range(1, last + 1)) - loaded), "recollected": recollected}
 
 
-def train_iteration(state: TrainingState, dataset: EpisodeDataset, config: Config, iteration: int
-                    ) -> dict[str, Any]:
+def train_iteration(state: TrainingState, dataset: EpisodeDataset, config: Config, iteration: int,
+                    on_step: Callable[[int], None] | None = None) -> dict[str, Any]:
     """`config.train_steps` gradient steps on batches from `dataset`; mean losses over the applied ones."""
     loader = DataLoader(dataset, batch_size=config.batch_size, shuffle=False, drop_last=True,
                         collate_fn=collate_episode_batch)
@@ -104,6 +108,8 @@ def train_iteration(state: TrainingState, dataset: EpisodeDataset, config: Confi
         check_stop()
         out = train_step(state.model, state.optimizer, obs_b, act_b, rew_b, state.device, config=config,
                          generator=generator, scaler=state.scaler)
+        if on_step is not None:
+            on_step(steps + skipped + 1)
         if out.get("skipped"):
             skipped += 1
             continue
@@ -145,9 +151,14 @@ def collect_iteration(run: Run, env: Any, state: TrainingState, config: Config, 
     return {"returns": returns, "lengths": lengths}
 
 
+def evaluates(config: Config, iteration: int) -> bool:
+    """True when `iteration` ends with a noise-free evaluation (every `eval_every`, and the last one)."""
+    return (iteration + 1) % config.eval_every == 0 or iteration + 1 == config.total_iterations
+
+
 def evaluate_iteration(state: TrainingState, config: Config, iteration: int) -> dict[str, Any]:
     """Noise-free evaluation every `eval_every` iterations and after the last one ({} otherwise)."""
-    if (iteration + 1) % config.eval_every and iteration + 1 != config.total_iterations:
+    if not evaluates(config, iteration):
         return {}
     ev = evaluate(state.model, state.planner, config, num_episodes=config.eval_episodes, seed_key=iteration,
                   device=state.device)
@@ -264,12 +275,13 @@ def check_progress(metrics: list[dict[str, Any]], dataset: EpisodeDataset, confi
 class OnlineLoop:
     """One training session of a run: its restored state, its metrics so far, its checkpoint schedule."""
 
-    def __init__(self, run: Run, *, device: torch.device | None = None, progress: bool = True) -> None:
-        self.run, self.config, self.progress = run, run.config, progress
+    def __init__(self, run: Run, *, device: torch.device | None = None, progress: bool = True,
+                 phase: PhaseCallback | None = None) -> None:
+        self.run, self.config, self.progress, self.phase = run, run.config, progress, phase
         print(project_episode_ram(self.config)[1])  # warns when the episodes will not fit in RAM
         seeded = run.collect_seed_episodes(progress)
         if seeded:
-            print(f"Collected {len(seeded)} random seed episodes into {run.storage.episode_dir}")
+            print(f"Collected {plural(len(seeded), 'random seed episode')} into {run.storage.episode_dir}")
         self.state = run.restore_training(device)
         self.metrics = list(self.state.metrics)
         run.write_metrics(self.metrics)
@@ -277,11 +289,15 @@ class OnlineLoop:
         self._reported: set[int] = set()
         self.bar: Any = None
         start, where = self.state.start_iteration, f"{self.state.device}, {self.state.precision}"
-        if start == 0:
+        stored = run.storage.num_episodes
+        if start == 0 and stored > len(seeded):
+            print(f"Starting {run.run_dir} from iteration 1 (no checkpoint yet), reusing its "
+                  f"{plural(stored, 'stored episode')} ({self.config.preset} preset, {where})")
+        elif start == 0:
             print(f"Starting a new run in {run.run_dir} ({self.config.preset} preset, {where})")
         else:
             print(f"Resumed from checkpoint after iteration {start} of {self.config.total_iterations} "
-                  f"({run.storage.num_episodes} episodes stored, {where})")
+                  f"({self.config.preset} preset, {plural(stored, 'episode')} stored, {where})")
 
     def iterate(self, callback: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
         """Iterations start_iteration .. total_iterations-1; Stop (KeyboardInterrupt) saves what is finished."""
@@ -314,10 +330,14 @@ class OnlineLoop:
         dataset, episodes = training_data(self.run, config, it)
         self.report(episodes, it)
         t_io, t1 = time.perf_counter() - t0, time.perf_counter()
-        losses = train_iteration(self.state, dataset, config, it)
+        with self.train_progress(it) as on_step:
+            losses = train_iteration(self.state, dataset, config, it, on_step)
         t_train, t2 = time.perf_counter() - t1, time.perf_counter()
+        self._phase("collect", 0, config.collect_episodes)
         collected = collect_iteration(self.run, env, self.state, config, it, self.progress)
         t_collect, t3 = time.perf_counter() - t2, time.perf_counter()
+        if evaluates(config, it):
+            self._phase("evaluate", 0, config.eval_episodes)
         evaluation = evaluate_iteration(self.state, config, it)
         stored_steps = sum(len(ep["reward"]) for ep in dataset.episodes) + sum(collected["lengths"])
         episodes_so_far = config.seed_episodes + (it + 1) * config.collect_episodes
@@ -336,6 +356,36 @@ class OnlineLoop:
         row["checkpoint_s"] = time.perf_counter() - t4
         self.run.write_metrics(self.metrics)
         return row, dataset
+
+    def _phase(self, name: str, done: int, total: int) -> None:
+        if self.phase is not None:
+            self.phase(name, done, total)
+
+    @contextlib.contextmanager
+    def train_progress(self, it: int) -> Iterator[Callable[[int], None]]:
+        """The train phase, shown: a bar of its gradient steps, or (plain lines) one line in a session's first
+        iteration, so the minutes before its first finished line are never silent."""
+        total, config = self.config.train_steps, self.config
+        self._phase("train", 0, total)
+        bar = None
+        if self.progress:
+            bar = tqdm(total=total, desc=f"iteration {it + 1} train", unit="step", leave=False, dynamic_ncols=True)
+        elif it == self.state.start_iteration:
+            evaluation = f", evaluate {plural(config.eval_episodes, 'episode')}" if evaluates(config, it) else ""
+            self.say(f"Iteration {it + 1} of {config.total_iterations}: train {plural(total, 'gradient step')}, "
+                     f"collect {plural(config.collect_episodes, 'episode')}{evaluation} "
+                     "(each finished iteration prints one line)")
+
+        def on_step(done: int) -> None:
+            if bar is not None:
+                bar.update(1)
+            self._phase("train", done, total)
+
+        try:
+            yield on_step
+        finally:
+            if bar is not None:
+                bar.close()
 
     def report(self, episodes: dict[str, list[int]], it: int) -> None:
         """Say once per episode number that it went missing, and when a seed episode was collected again."""

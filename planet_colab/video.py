@@ -24,6 +24,8 @@ from planet_colab.safeio import mkdir, write_atomic
 __all__ = ["check_video_path", "save_video", "save_gif", "gif_html", "video_html"]
 
 MP4_INSTALL = "pip install imageio-ffmpeg"
+# A 64×64 episode is a stamp on today's screens: files are written 4× larger (256×256), pixels kept crisp.
+FILE_SCALE = 4
 
 
 def check_video_path(path: str | os.PathLike, what: str = "video") -> Path:
@@ -61,7 +63,7 @@ def _gif_bytes(frames: Any, fps: float, scale: int) -> bytes:
     return buf.getvalue()
 
 
-def save_gif(frames: Any, path: str | os.PathLike, fps: float = 15, scale: int = 1) -> Path:
+def save_gif(frames: Any, path: str | os.PathLike, fps: float = 15, scale: int = FILE_SCALE) -> Path:
     """Write frames (T, H, W, 3) as a looping GIF (optionally upscaled by `scale`); return the path."""
     data = _gif_bytes(frames, fps, scale)
     path = Path(path)
@@ -70,7 +72,7 @@ def save_gif(frames: Any, path: str | os.PathLike, fps: float = 15, scale: int =
     return path
 
 
-def save_video(frames: Any, path: str | os.PathLike, fps: float = 15, scale: int = 1) -> Path:
+def save_video(frames: Any, path: str | os.PathLike, fps: float = 15, scale: int = FILE_SCALE) -> Path:
     """Write frames (T, H, W, 3) uint8 as the GIF or MP4 that `path`'s extension names; return the path."""
     path = check_video_path(path)
     if path.suffix.lower() == ".gif":

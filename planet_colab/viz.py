@@ -29,6 +29,8 @@ __all__ = [
 # Phases of one iteration as timed by train_planner (seconds), drawn as stacked bars.
 TIME_KEYS = ("train_s", "collect_s", "eval_s", "io_s", "checkpoint_s")
 LOSS_CURVES = ("obs_loss", "reward_loss", "kl_loss")
+# Before about this many iterations a world model predicts blur: the open-loop figure says so, lest it look broken.
+EARLY_ITERATIONS = 10
 
 
 # ---- figures in notebooks (figure_png and save_figure live in frames, shared with sweep_report) ---
@@ -87,7 +89,7 @@ def _draw_curves(fig: Figure, rows: Sequence[Mapping[str, Any]], title: str | No
             ax_loss.plot(x, y, marker=".", label=key.removesuffix("_loss"))
     ax_loss.set_title("world-model losses (per iteration mean)")
     if ax_loss.lines:
-        ax_loss.legend(fontsize="small")
+        _legend_beside(ax_loss)
         # The observation loss is hundreds of times the KL (held at the free nats): a log axis shows both.
         if all((line.get_ydata() > 0).all() for line in ax_loss.lines):
             ax_loss.set_yscale("log")
@@ -103,7 +105,7 @@ def _draw_curves(fig: Figure, rows: Sequence[Mapping[str, Any]], title: str | No
                         label="evaluation mean ± std (no noise)")
     ax_ret.set_title("episode return")
     if ax_ret.lines:
-        ax_ret.legend(fontsize="small")
+        _legend_beside(ax_ret)
 
     iters = np.array([r["iteration"] + 1 for r in rows], dtype=float)
     bottom = np.zeros(len(rows))
@@ -126,6 +128,11 @@ def _draw_curves(fig: Figure, rows: Sequence[Mapping[str, Any]], title: str | No
     for ax in (ax_loss, ax_ret, ax_time, ax_grad):
         ax.set_xlabel("iteration")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+
+
+def _legend_beside(ax: Any) -> None:
+    """A legend to the right of its axes, where no data can be under it (constrained layout makes room)."""
+    ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
 
 
 def plot_learning_curves(rows: Sequence[Mapping[str, Any]], title: str | None = None) -> Figure:
@@ -188,6 +195,12 @@ class LiveDashboard:
             from IPython.display import Image
 
             self._handle.update(Image(data=figure_png(self.fig, self.dpi)))
+
+    def phase(self, name: str, done: int, total: int) -> None:
+        """Show the running iteration's phase on the bar (train_planner's `phase`): "train 37/100" and so on."""
+        if self._bar is not None:
+            self._bar.set_description(f"iterations ({name} {done}/{total})" if name == "train"
+                                      else f"iterations ({name})", refresh=True)
 
     def close(self) -> None:
         """Close the progress bar (the figure stays displayed)."""
@@ -253,8 +266,10 @@ def plot_reconstructions(real: Any, recon: Any, num: int = 8, title: str | None 
     return fig
 
 
-def plot_open_loop(result: Mapping[str, Any], title: str | None = None) -> Figure:
-    """Imagination vs reality: real frames, model frames (context | imagined), error, and rewards if given."""
+def plot_open_loop(result: Mapping[str, Any], title: str | None = None, *,
+                   iterations_trained: int | None = None) -> Figure:
+    """Imagination vs reality: real frames, model frames (context | imagined), error, and rewards if given;
+    `iterations_trained` below EARLY_ITERATIONS adds why the model's frames look like noise."""
     real, pred = as_frames(result["real"], "real"), as_frames(result["pred"], "pred")
     if real.shape != pred.shape:
         raise ValueError(f"real and pred must have the same shape, got {real.shape} and {pred.shape}")
@@ -286,7 +301,11 @@ def plot_open_loop(result: Mapping[str, Any], title: str | None = None) -> Figur
         ax.plot(steps, result["pred_reward"], marker="x", label="imagined reward")
         ax.set_xlabel("imagined step")
         ax.set_xticks(steps)
-        ax.legend(fontsize="small")
-    fig.suptitle(title or f"imagination vs reality: {context} frames filtered (green), "
-                          f"then {n - context} imagined (red)", fontsize=10)
+        _legend_beside(ax)
+    heading = title or (f"imagination vs reality: {context} frames filtered (green), "
+                        f"then {n - context} imagined (red)")
+    if iterations_trained is not None and iterations_trained < EARLY_ITERATIONS:
+        heading += (f"\nthe model has trained only {iterations_trained} iteration(s): blurred frames and "
+                    "wrong rewards are what an early world model predicts, not a fault")
+    fig.suptitle(heading, fontsize=10)
     return fig

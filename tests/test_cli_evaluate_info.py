@@ -1,6 +1,7 @@
 """`evaluate` and `info` as a user meets them: readable output, video formats, one-line errors."""
 
 import pytest
+from skip_reasons import VIDEO_EXTRA
 
 from planet_colab import video
 from planet_colab.__main__ import main as cli
@@ -21,7 +22,71 @@ def test_info_is_a_summary_of_the_run(trained_run, capsys):
     assert "4 stored (2 random seed + 2 collected)" in out
     assert "evaluation" in out and "after iteration 2" in out
     assert "s per iteration (train" in out
-    assert "quarantine" not in out  # nothing set aside: no line about it
+    assert "nothing set aside" in out
+    assert "trainer" in out and "none now (no trainer holds the run)" in out
+
+
+def test_info_has_one_layout_for_a_run_with_or_without_iterations(trained_run, tmp_path, capsys):
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    (fresh / "config.json").write_text((trained_run / "config.json").read_text())
+    labels = []
+    for run in (trained_run, fresh):
+        assert cli(["info", "--run-dir", str(run)]) == 0
+        labels.append([line.split()[0] for line in capsys.readouterr().out.splitlines()])
+    assert labels[0] == labels[1] == ["run", "task", "episodes", "quarantine", "progress", "last", "evaluation",
+                                      "time", "trainer"]
+
+
+def test_info_says_when_a_trainer_holds_the_run_now(trained_run, tmp_path, capsys):
+    import shutil
+
+    from planet_colab.run import Run
+
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run)
+    with Run.open(run, new_ok=False).own():
+        assert cli(["info", "--run-dir", str(run)]) == 0
+    out = capsys.readouterr().out
+    assert "a `train` now would be refused" in out and "this machine" in out
+
+
+def test_info_and_evaluate_find_a_presets_run_without_run_dir(trained_run, monkeypatch, capsys):
+    monkeypatch.setenv("PLANET_COLAB_RUN_DIR", str(trained_run))  # where --preset smoke's run lives here
+    assert cli(["info", "--preset", "smoke"]) == 0
+    assert f"run         {trained_run}" in capsys.readouterr().out
+    assert cli(["evaluate", "--preset", "smoke", "--episodes", "1"]) == 0
+    assert "After iteration 2:" in capsys.readouterr().out
+
+
+def test_info_and_evaluate_without_a_run_say_how_to_name_one(capsys):
+    for command in ("info", "evaluate"):
+        assert _exit_code([command]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and "--preset NAME" in err and "--run-dir DIR" in err
+
+
+def test_info_with_a_preset_that_is_not_the_runs_is_refused(trained_run, capsys):
+    assert _exit_code(["info", "--preset", "pendulum", "--run-dir", str(trained_run)]) == 2
+    assert "does not match" in capsys.readouterr().err
+
+
+def test_evaluate_video_into_a_missing_folder_is_refused_before_playing(trained_run, tmp_path, capsys,
+                                                                       monkeypatch):
+    monkeypatch.setattr("planet_colab.run.build_agent_parts", lambda *a, **k: pytest.fail("played"))
+    target = tmp_path / "no_such_folder" / "ep.gif"
+    assert _exit_code(["evaluate", "--run-dir", str(trained_run), "--video", str(target)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "does not exist" in err
+    assert not target.parent.exists()
+
+
+def test_evaluate_video_is_scaled_up_for_viewing(trained_run, tmp_path, capsys):
+    from PIL import Image
+
+    out = tmp_path / "ep.gif"
+    assert cli(["evaluate", "--run-dir", str(trained_run), "--episodes", "1", "--video", str(out)]) == 0
+    assert Image.open(out).size == (256, 256)
 
 
 def test_info_names_the_damaged_files_set_aside(trained_run, tmp_path, capsys):
@@ -51,7 +116,7 @@ def test_evaluate_episodes_must_be_positive_and_the_error_names_the_option(train
 
 
 def test_evaluate_writes_an_mp4_when_asked_for_one(trained_run, tmp_path, capsys):
-    pytest.importorskip("imageio_ffmpeg")
+    pytest.importorskip("imageio_ffmpeg", reason=VIDEO_EXTRA)
     out = tmp_path / "ep.mp4"
     assert cli(["evaluate", "--run-dir", str(trained_run), "--episodes", "1", "--video", str(out)]) == 0
     assert out.read_bytes()[4:8] == b"ftyp"  # an MP4 container, not a GIF under that name

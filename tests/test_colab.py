@@ -167,6 +167,17 @@ def test_task_picked_in_01_is_what_02_and_03_open(no_env, monkeypatch, capsys):
     assert "picked in notebook 01" in capsys.readouterr().out
 
 
+def test_notebook_03_without_a_run_says_to_run_01_and_02(no_env, monkeypatch):
+    from planet_colab.run_config import RunError
+
+    monkeypatch.delitem(sys.modules, "google.colab", raising=False)
+    with pytest.raises(RunError) as info:
+        colab.open_notebook_run("smoke", cost=False, new_ok=False)
+    message = str(info.value)
+    assert "run notebook 01" in message and "then 02" in message and "python -m" not in message
+    assert not colab.default_run_dir("smoke").exists()
+
+
 def test_open_notebook_run_prefers_the_runs_own_config_and_says_the_cost(no_env, monkeypatch, capsys):
     from planet_colab.config import get_config
 

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 from run_checks import subprocess_env
+from skip_reasons import DMC_EXTRA
 
 from planet_colab.config import PRESETS, get_config
 from planet_colab.env import make_env
@@ -23,7 +24,7 @@ try:
     HAVE_DMC = True
 except ImportError:
     HAVE_DMC = False
-needs_dmc = pytest.mark.skipif(not HAVE_DMC, reason="dm_control not installed (pip install -e .[dmc])")
+needs_dmc = pytest.mark.skipif(not HAVE_DMC, reason=DMC_EXTRA)
 
 # A DMC task at smoke sizes: 40 env steps / action repeat 4 = 10 agent steps per episode.
 DMC_SMOKE = ["env_name=dmc:cartpole-swingup", "action_repeat=4", "max_episode_steps=40"]
@@ -62,7 +63,7 @@ def test_dmc_reset_with_a_seed_repeats_the_episode():
 
 @needs_dmc
 def test_half_cheetah_renders_64x64_uint8_frames_headless():
-    pytest.importorskip("mujoco")
+    pytest.importorskip("mujoco", reason=DMC_EXTRA)
     from planet_colab.rendering import SHADOW_MAP_SIZE
 
     env = make_env("HalfCheetah-v5", action_repeat=2, seed=0, max_episode_steps=10)
@@ -79,7 +80,7 @@ def test_half_cheetah_renders_64x64_uint8_frames_headless():
 @pytest.mark.parametrize("env_name", ["HalfCheetah-v5", "dmc:cartpole-swingup"])
 def test_an_env_draws_its_own_frames_after_another_one_was_closed(env_name):
     # The training loop keeps its env while each evaluation makes and closes its own, in one process.
-    pytest.importorskip("mujoco")
+    pytest.importorskip("mujoco", reason=DMC_EXTRA)
     loop = make_env(env_name, action_repeat=1, seed=0, max_episode_steps=10)
     first, _ = loop.reset(seed=3)
     other = make_env(env_name, action_repeat=1, seed=0, max_episode_steps=10)
@@ -94,7 +95,7 @@ def test_an_env_draws_its_own_frames_after_another_one_was_closed(env_name):
 @needs_dmc
 def test_settotalmass_deprecation_is_not_repeated_at_every_env_but_other_mujoco_warnings_are_logged(
         tmp_path, monkeypatch, capfd, caplog):
-    pytest.importorskip("mujoco")
+    pytest.importorskip("mujoco", reason=DMC_EXTRA)
     import mujoco
 
     monkeypatch.chdir(tmp_path)  # where MuJoCo's own handler appends MUJOCO_LOG.TXT
@@ -124,7 +125,7 @@ def test_missing_dm_control_names_the_extra(monkeypatch):
     with pytest.raises(ValueError) as err:
         make_env("dmc:cartpole-swingup", action_repeat=8)
     message = str(err.value)
-    assert "\n" not in message and "pip install -e .[dmc]" in message
+    assert "\n" not in message and 'pip install -e ".[dmc]"' in message
 
 
 @needs_dmc
@@ -143,7 +144,7 @@ def test_unknown_task_on_the_command_line_is_one_line(tmp_path):
     assert out.returncode != 0
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in out.stderr, out.stderr
-    assert "dmc:cartpole-swingup" in lines[0] or "pip install -e .[dmc]" in lines[0]
+    assert "dmc:cartpole-swingup" in lines[0] or 'pip install -e ".[dmc]"' in lines[0]
 
 
 # Make every attempt to load a GL library fail, as on a machine without libEGL / libOSMesa: PyOpenGL
@@ -216,7 +217,7 @@ def test_dmc_run_killed_and_resumed_matches_an_uninterrupted_one(tmp_path):
 @pytest.mark.parametrize("task", [DMC_SMOKE, ["env_name=HalfCheetah-v5", "action_repeat=1", "max_episode_steps=40"]])
 def test_env_bench_reports_the_environment_share_of_an_episode(task):
     if task[0].endswith("HalfCheetah-v5"):
-        pytest.importorskip("mujoco")
+        pytest.importorskip("mujoco", reason=DMC_EXTRA)
     cmd = [sys.executable, "-m", "planet_colab.bench", "env", "--preset", "smoke", "--steps", "12", "--plans", "1",
            "--set", *task]
     out = subprocess.run(cmd, cwd=ROOT, env=subprocess_env(), capture_output=True, text=True, timeout=300)
@@ -233,8 +234,8 @@ def test_env_bench_reports_the_environment_share_of_an_episode(task):
 
 @pytest.mark.parametrize("version", [(3, 10), (3, 12), (3, 13)])
 def test_pyproject_dmc_extra_installs_what_dmc_install_lists(version):
-    tomllib = pytest.importorskip("tomllib")
-    requirements = pytest.importorskip("packaging.requirements")
+    tomllib = pytest.importorskip("tomllib", reason="reads pyproject.toml with tomllib (Python 3.11+)")
+    requirements = pytest.importorskip("packaging.requirements", reason="needs packaging (pip install packaging)")
     from planet_colab.dmc_install import DM_CONTROL, pip_install_commands
 
     declared = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]["dmc"]
@@ -270,3 +271,19 @@ def test_gl_backend_is_chosen_once_and_never_overrides_the_user(monkeypatch, tmp
     monkeypatch.delenv("MUJOCO_GL")
     monkeypatch.setattr(rendering.ctypes.util, "find_library", lambda name: None)
     assert rendering.choose_gl_backend() == "egl"  # mesa's EGL renders on the CPU
+
+
+def test_dm_controls_own_deprecation_warnings_are_hidden_and_no_others():
+    import warnings
+
+    from planet_colab import dmc
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        dmc._quiet_dm_control_deprecations()
+        # numpy 2.5's warning as dm_control 1.0.50 raises it, then one from anywhere else.
+        warnings.warn_explicit("Setting the shape on a NumPy array has been deprecated", DeprecationWarning,
+                               "engine.py", 1, module="dm_control.mujoco.engine")
+        warnings.warn_explicit("something else is deprecated", DeprecationWarning, "env.py", 1,
+                               module="planet_colab.env")
+    assert [str(w.message) for w in caught] == ["something else is deprecated"]

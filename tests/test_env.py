@@ -148,7 +148,7 @@ def test_a_missing_package_gets_its_own_advice_and_only_mujoco_gets_the_dmc_extr
     with pytest.raises(ValueError) as err:
         make_env("NeedsMujocoTest-v0")
     message = str(err.value)
-    assert "\n" not in message and "needs MuJoCo" in message and "pip install -e .[dmc]" in message
+    assert "\n" not in message and "needs MuJoCo" in message and 'pip install -e ".[dmc]"' in message
 
 
 def test_make_env_from_config_uses_its_fields():

@@ -30,6 +30,8 @@ COLAB_LINK = re.compile(r"(https://colab\.research\.google\.com/github/)([^/\s]+
 PIP_URL = re.compile(r'(git\+https://github\.com/)([^/\s"]+/[^/\s"]+?)(\.git)?(")')
 CLONE = re.compile(r"(git clone https://github\.com/)([^/\s]+/[^/\s]+?)(\.git)?(\s)")
 PICKER = re.compile(r'^(PRESET = "\w+"  #@param )(\[.*\])$', re.M)
+# The install cell's stop while pyproject.toml says nothing is published at Repository yet.
+UNPUBLISHED = re.compile(r'^    raise SystemExit\(.*\)  # repository_published = false\n', re.M)
 
 
 def repository() -> str:
@@ -38,6 +40,29 @@ def repository() -> str:
     found = re.search(r'^Repository\s*=\s*"https://github\.com/([^/"\s]+/[^/"\s]+?)(?:\.git)?/?"', text, re.M)
     assert found, 'pyproject.toml needs [project.urls] Repository = "https://github.com/OWNER/NAME"'
     return found.group(1)
+
+
+def repository_published() -> bool:
+    """pyproject.toml's [tool.planet_colab] repository_published: whether anything is at Repository yet."""
+    text = (ROOT / "pyproject.toml").read_text()
+    found = re.search(r"^repository_published\s*=\s*(true|false)\s*$", text, re.M)
+    assert found, "pyproject.toml needs [tool.planet_colab] repository_published = true or false"
+    return found.group(1) == "true"
+
+
+def unpublished_stop(repo: str) -> str:
+    """The install cell's first Colab line while nothing is published at `repo`: one line saying what to do."""
+    message = (f"planet_colab is not published at github.com/{repo} yet (pyproject.toml's Repository is a "
+               "placeholder): publish it there, or fork it, set Repository and repository_published = true in "
+               "pyproject.toml, run python tests/test_notebooks_clean.py and open the notebooks from the fork")
+    return f"    raise SystemExit({message!r})  # repository_published = false\n"
+
+
+def _with_install_stop(text: str, repo: str, published: bool) -> str:
+    text = UNPUBLISHED.sub("", text)
+    if published:
+        return text
+    return text.replace(f"{COLAB_GUARD}\n", f"{COLAB_GUARD}\n{unpublished_stop(repo)}", 1)
 
 
 def _with_repository(text: str, repo: str) -> str:
@@ -56,6 +81,7 @@ def canonicalise_notebook(path: Path, repo: str) -> bool:
     """Strip outputs and widget state, write the repository and task list; True if the file changed."""
     nb = nbformat.read(path, as_version=4)
     before = nbformat.writes(nb)
+    install = next(c for c in nb.cells if c.cell_type == "code")
     for cell in nb.cells:
         if cell.cell_type == "code":
             cell.outputs = []
@@ -64,6 +90,7 @@ def canonicalise_notebook(path: Path, repo: str) -> bool:
         cell.source = _with_repository(cell.source, repo)
         cell.metadata.pop("execution", None)
         cell.metadata.pop("outputId", None)  # Colab's per-cell output ids
+    install.source = _with_install_stop(install.source, repo, repository_published())
     nb.metadata.pop("widgets", None)
     after = nbformat.writes(nb)
     if after != before:
@@ -107,6 +134,8 @@ def test_notebook_opens_in_colab_and_installs_only_there(path):
     assert COLAB_GUARD in install
     guarded = install.split(COLAB_GUARD, 1)[1]
     assert f'pip install -q "planet_colab @ git+https://github.com/{repo}"' in guarded, fix
+    # Nothing published at Repository yet: Colab stops in one line before pip fails on the address.
+    assert guarded.startswith(f"\n{unpublished_stop(repo)}") != repository_published(), fix
     # A notebook that opens the run mounts Drive, where the run lives; the data tour (00) touches neither.
     opens_run = any("open_notebook_run(" in c.source for c in nb.cells if c.cell_type == "code")
     assert ("mount_drive()" in guarded) == opens_run, path.name
@@ -119,6 +148,24 @@ def test_notebook_opens_in_colab_and_installs_only_there(path):
         assert not re.search(r"\btorch\b|--upgrade|\s-U\b|--force-reinstall|==", line), line
         for heavy in ("gymnasium", "pygame"):
             assert not re.search(rf"\b{heavy}\b(?!>=)", line), f"{heavy} without a lower bound: {line}"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_unpublished_install_cell_stops_in_colab_in_one_line_before_pip(path, monkeypatch):
+    if repository_published():
+        pytest.skip("pyproject.toml says the repository is published: the install cell installs from it")
+    from types import ModuleType
+
+    from IPython.core.inputtransformer2 import TransformerManager
+
+    install = next(c.source for c in nbformat.read(path, as_version=4).cells if c.cell_type == "code")
+    monkeypatch.setitem(sys.modules, "google.colab", ModuleType("google.colab"))
+    shell = type("Shell", (), {"system": lambda self, command: pytest.fail(f"ran {command}")})()
+    with pytest.raises(SystemExit) as stop:
+        exec(TransformerManager().transform_cell(install), {"get_ipython": lambda: shell})
+    message = str(stop.value)
+    assert len(message.splitlines()) == 1 and f"not published at github.com/{repository()}" in message
+    assert "python tests/test_notebooks_clean.py" in message
 
 
 def test_readme_badges_and_fork_note_name_the_repository():

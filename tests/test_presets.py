@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from skip_reasons import DMC_EXTRA, TEST_EXTRA
 
 from planet_colab.__main__ import main as cli
 from planet_colab.config import get_config, parse_override
@@ -31,7 +32,7 @@ def test_preset_trains_and_resumes_from_the_command_line(preset, tmp_path, capsy
     config = get_config(preset)
     env_name, action_dim = TASKS[preset]
     assert config.env_name == env_name
-    pytest.importorskip("dm_control" if config.env_name.startswith("dmc:") else "mujoco")
+    pytest.importorskip("dm_control" if config.env_name.startswith("dmc:") else "mujoco", reason=DMC_EXTRA)
     run_dir = tmp_path / preset
     argv = ["train", "--preset", preset, "--run-dir", str(run_dir), "--no-progress", "--set", *TINY,
             f"max_episode_steps={EPISODE_LEN * config.action_repeat}"]
@@ -42,7 +43,7 @@ def test_preset_trains_and_resumes_from_the_command_line(preset, tmp_path, capsy
     assert f"Starting a new run in {run_dir} ({preset} preset" in capsys.readouterr().out
     assert cli([*argv, "--iterations", "3"]) == 0, capsys.readouterr().err
     out = capsys.readouterr().out
-    assert "Resumed from checkpoint after iteration 2 of 3 (3 episodes stored" in out, out
+    assert f"Resumed from checkpoint after iteration 2 of 3 ({preset} preset, 3 episodes stored" in out, out
     assert cli(["info", "--run-dir", str(run_dir)]) == 0
     assert f"{config.env_name}, {preset} preset, action repeat {config.action_repeat}" in capsys.readouterr().out
 
@@ -71,8 +72,8 @@ NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 @pytest.mark.parametrize("preset", ["cartpole_swingup", "half_cheetah"])
 def test_preset_runs_through_the_notebooks(preset, tmp_path, monkeypatch):
     config = get_config(preset)
-    pytest.importorskip("dm_control" if config.env_name.startswith("dmc:") else "mujoco")
-    nbclient, nbformat = pytest.importorskip("nbclient"), pytest.importorskip("nbformat")
+    pytest.importorskip("dm_control" if config.env_name.startswith("dmc:") else "mujoco", reason=DMC_EXTRA)
+    nbclient, nbformat = pytest.importorskip("nbclient", reason=TEST_EXTRA), pytest.importorskip("nbformat", reason=TEST_EXTRA)
     # The notebooks keep a run's config.json: a tiny one written first stands in for the preset's hours.
     run_dir = tmp_path / preset
     run_dir.mkdir()

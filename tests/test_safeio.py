@@ -119,6 +119,18 @@ def test_other_errors_do_not_blame_a_full_disk(tmp_path, fail, code, text):
     assert "full" not in message.lower()
 
 
+@pytest.mark.parametrize("code, text", [(errno.EROFS, "Read-only file system"), (errno.EACCES, "Permission denied")])
+def test_a_folder_turned_read_only_says_what_to_do(tmp_path, fail, code, text):
+    store = EpisodeStorage(tmp_path / "episodes")
+    calls = fail("replace", 100, code, text)
+    with pytest.raises(OSError) as info:
+        store.add_episode(*episode())
+    message = str(info.value)
+    assert calls["replace"] == 1  # not retried: waiting makes no folder writable
+    assert len(message.splitlines()) == 1 and str(store.path_for(1)) in message and text in message
+    assert "make it writable again" in message and "run again" in message and "full" not in message
+
+
 def test_clean_temporaries_removes_only_stale_leftovers(tmp_path):
     names = [".ckpt_000001.pt.tmp-12-deadbeef", ".tmp_episode_000002_cafebabe.partial", ".config.json.tmp",
              ".metrics.jsonl.tmp-7-0123abcd"]

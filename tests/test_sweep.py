@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from run_checks import assert_same_run, final_weights, subprocess_env
+from skip_reasons import SWEEP_EXTRA
 
 from planet_colab import config as config_module
 from planet_colab.__main__ import main
@@ -73,7 +74,7 @@ def _closed_port() -> int:
 ])
 def test_bad_input_is_one_line_and_touches_nothing(existing_root, capsys, args, message):
     if "--address" in args or "--gpus-per-run" in args:
-        pytest.importorskip("ray")
+        pytest.importorskip("ray", reason=SWEEP_EXTRA)
     if "--gpus-per-run" in args:
         import torch
 
@@ -153,7 +154,7 @@ KILLED = (("smoke", 1), ("smoke_b", 0))
 @pytest.fixture(scope="module")
 def swept(tmp_path_factory) -> tuple[Path, str, Path]:
     """`sweep --presets smoke smoke_b --seeds 0 1` through local Ray, two workers killed: (root, output, marks)."""
-    pytest.importorskip("ray")
+    pytest.importorskip("ray", reason=SWEEP_EXTRA)
     tmp = tmp_path_factory.mktemp("sweep")
     root, marks = tmp / "root", tmp / "marks"
     marks.mkdir()
@@ -300,7 +301,7 @@ def test_a_run_held_by_a_live_trainer_here_fails_at_once_saying_who(tmp_path):
 
 
 def test_local_cpus_caps_the_ray_started_here(tmp_path, monkeypatch):
-    ray = pytest.importorskip("ray")
+    ray = pytest.importorskip("ray", reason=SWEEP_EXTRA)
     from planet_colab import sweep
 
     seen, real_connect = {}, sweep.connect
@@ -320,7 +321,7 @@ def test_local_cpus_caps_the_ray_started_here(tmp_path, monkeypatch):
 
 
 def test_runs_queued_behind_others_are_reported_as_not_started(tmp_path, monkeypatch):
-    pytest.importorskip("ray")
+    pytest.importorskip("ray", reason=SWEEP_EXTRA)
     from planet_colab import sweep
     from planet_colab.sweep_report import format_markdown, summarize
 
@@ -355,7 +356,7 @@ def test_runs_queued_behind_others_are_reported_as_not_started(tmp_path, monkeyp
 
 
 def test_a_sweep_deletes_stop_files_left_by_killed_sweeps_but_not_one_of_a_sweep_stopping_now(tmp_path, monkeypatch):
-    pytest.importorskip("ray")
+    pytest.importorskip("ray", reason=SWEEP_EXTRA)
     from planet_colab import sweep
 
     left, stopping = tmp_path / ".stop_sweep_0123456789ab", tmp_path / ".stop_sweep_ba9876543210"
@@ -392,7 +393,7 @@ def test_ctrl_c_again_while_the_runs_save_ends_them_at_once_and_says_what_that_l
 def test_sigterm_to_the_sweep_stops_the_runs_going_and_saves_each_like_ctrl_c(tmp_path):
     """Two runs at once and one queued. ray.init installs a SIGTERM handler that aborts the driver (exit
     134): the sweep puts the CLI's back. Ray's own cancel left both runs going (stop_request.py)."""
-    pytest.importorskip("ray")
+    pytest.importorskip("ray", reason=SWEEP_EXTRA)
     root = tmp_path / "root"
     cmd = [sys.executable, "-m", "planet_colab", "sweep", "--root", str(root), "--presets", "smoke",
            "--seeds", "0", "1", "2", "--iterations", "40", "--local-cpus", "2"]

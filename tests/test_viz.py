@@ -106,3 +106,18 @@ def test_reconstructions_and_open_loop_figures_render(tiny_run, tmp_path):
     result = open_loop_predict(model, episode["obs"], episode["action"], episode["reward"], config=config,
                                context=4, start=2, generator=torch.Generator().manual_seed(0))
     assert_png(viz.plot_open_loop(result), tmp_path / "open_loop.png")
+
+
+def test_an_early_models_open_loop_says_why_it_looks_like_noise_and_legends_sit_off_the_data(tiny_run):
+    config, _, episode, model = tiny_run
+    result = open_loop_predict(model, episode["obs"], episode["action"], episode["reward"], config=config,
+                               context=4, generator=torch.Generator().manual_seed(0))
+    early = viz.plot_open_loop(result, iterations_trained=2)
+    assert "trained only 2 iteration(s)" in early._suptitle.get_text()
+    assert "trained only" not in viz.plot_open_loop(result, iterations_trained=50)._suptitle.get_text()
+    early.canvas.draw()
+    assert any(ax.get_legend() is not None for ax in early.axes)
+    for ax in early.axes:
+        legend = ax.get_legend()
+        if legend is not None:  # entirely to the right of the plotted area
+            assert legend.get_window_extent().x0 >= ax.get_window_extent().x1

@@ -152,8 +152,9 @@ def _status_lines(summary: dict[str, Any], config: Config, run_dir: Path) -> lis
     total_episodes = config.seed_episodes + config.total_iterations * config.collect_episodes
     return [f"**In progress:** published after iteration {done} of {config.total_iterations} "
             f"({summary['episodes_stored']} of {total_episodes} episodes); the figures below are what the run had "
-            f"reached. It resumes with `python -m planet_colab train --run-dir {run_dir}`, and "
-            f"`python -m planet_colab.bench learn --no-train --run-dir {run_dir}` publishes it again.", ""]
+            "reached. It resumes with `python -m planet_colab train --run-dir DIR`, and "
+            "`python -m planet_colab.bench learn --no-train --run-dir DIR` publishes it again (DIR: the run "
+            f"directory, `{run_dir.name}`).", ""]
 
 
 def markdown(summary: dict[str, Any], config: Config, run_dir: Path, png: Path, notes: str = EMPTY_NOTES) -> str:
@@ -187,7 +188,8 @@ def markdown(summary: dict[str, Any], config: Config, run_dir: Path, png: Path, 
     lines += ["", f"Wall-clock: {summary['wall_clock_s'] / 3600:.2f} h in iterations "
               f"({summary['wall_clock_s']:.0f} s). Seconds per iteration, mean: "
               + ", ".join(f"{k[:-2]} {v:.1f}" for k, v in split.items()) + ".", "",
-              f"Machine where this page was made: {machine()}{threads}.", "", f"Run directory: `{run_dir}`.", "",
+              f"Machine where this page was made: {machine()}{threads}.", "",
+              f"Run directory: `{run_dir.name}` (its name; a published page names no machine's paths).", "",
               "Config:", "", "```json", json.dumps(config.to_dict(), indent=1, sort_keys=True), "```", ""]
     return "\n".join(lines)
 

@@ -1,0 +1,62 @@
+"""What `train` says while it works: the preset it picked, the cost, the train phase, a reused run."""
+
+from __future__ import annotations
+
+import shutil
+
+from planet_colab.__main__ import main as cli
+
+SMALL = ["--iterations", "1", "--no-progress", "--set", "eval_every=100"]
+
+
+def test_a_new_run_names_its_default_preset_and_cost_and_the_train_phase_is_never_silent(tmp_path, monkeypatch,
+                                                                                         capsys):
+    monkeypatch.setenv("PLANET_COLAB_RUN_DIR", str(tmp_path / "run"))
+    # The pendulum default at smoke sizes: what matters is what is said, not minutes of training.
+    smoke_sizes = ["max_episode_steps=30", "cnn_depth=4", "deter_dim=16", "stoch_dim=4", "hidden_dim=16",
+                   "batch_size=4", "seq_len=6", "train_steps=3", "horizon=3", "candidates=16", "optim_iters=2",
+                   "top_k=4", "seed_episodes=2", "eval_episodes=1", "precision=fp32"]
+    assert cli(["train", *SMALL, *smoke_sizes]) == 0, capsys.readouterr().err
+    out = capsys.readouterr().out
+    assert "No --preset given: a new pendulum run in" in out and "smoke" in out
+    assert "pendulum: 1 iteration, estimated" in out
+    lines = out.splitlines()
+    started = next(i for i, line in enumerate(lines) if line.startswith("Starting a new run"))
+    assert lines[started + 1].startswith("Iteration 1 of 1: train 3 gradient steps, collect 1 episode")
+
+
+def test_a_resumed_run_says_neither_cost_nor_new_and_names_its_preset(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert cli(["train", "--preset", "smoke", "--run-dir", str(run), *SMALL]) == 0
+    capsys.readouterr()
+    assert cli(["train", "--run-dir", str(run), "--iterations", "2", "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "estimated" not in out and "No --preset" not in out
+    assert "Resumed from checkpoint after iteration 1 of 2 (smoke preset" in out
+
+
+def test_a_run_with_stored_episodes_but_no_checkpoint_says_it_reuses_them(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert cli(["train", "--preset", "smoke", "--run-dir", str(run), *SMALL]) == 0
+    shutil.rmtree(run / "checkpoints")
+    capsys.readouterr()
+    assert cli(["train", "--run-dir", str(run), *SMALL]) == 0
+    out = capsys.readouterr().out
+    assert "Starting a new run" not in out
+    assert "from iteration 1 (no checkpoint yet), reusing its 3 stored episodes" in out
+
+
+def test_the_train_phase_reports_each_step_to_a_phase_callback(tmp_path):
+    from planet_colab.config import get_config
+    from planet_colab.run import Run
+    from planet_colab.train import train_planner
+    from planet_colab.viz import LiveDashboard
+
+    heard = []
+    run = Run.open(tmp_path / "run", "smoke", changes={"total_iterations": 2, "eval_every": 2})
+    dashboard = LiveDashboard(2, show=False)
+    train_planner(run, progress=False, phase=lambda *event: (heard.append(event), dashboard.phase(*event)))
+    steps = get_config("smoke").train_steps
+    first = heard[:steps + 2]
+    assert first == [("train", k, steps) for k in range(steps + 1)] + [("collect", 0, 1)]
+    assert ("evaluate", 0, get_config("smoke").eval_episodes) in heard
