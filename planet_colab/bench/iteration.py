@@ -21,7 +21,7 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -73,43 +73,68 @@ ACT_TOP = ("filter: encoder", "filter: obs_step", "planner (CEM)", "env: physics
            "env: rendering", "store episode (npz)")
 
 
-def _print_phase(name: str, seconds: float, parts: dict[str, float], order: tuple[str, ...]) -> dict[str, float]:
-    """Print a phase's total and its parts (with the unattributed rest); return the parts rounded."""
-    print(f"{name}: {seconds:.2f} s")
-    out = {}
-    for label in order:
-        if label in parts:
-            out[label] = round(parts[label], 3)
-            print(f"    {label:34s} {parts[label]:8.2f} s  {100 * parts[label] / seconds:5.1f}%")
-    rest = seconds - sum(parts.get(label, 0.0) for label in order)
-    out["other (python, glue)"] = round(rest, 3)
-    print(f"    {'other (python, glue)':34s} {rest:8.2f} s  {100 * rest / seconds:5.1f}%")
-    return out
+Phase = tuple[float, float, dict[str, tuple[float, float]]]  # wall s, CPU s, parts {label: (wall, CPU)}
 
 
-def _fixed_batch_steps(state: Any, batch: tuple, config: Any, steps: int, synthetic: bool) -> float:
-    """Median seconds of `train_step` on one batch (or random pixels of its shape), as `bench train` times
-    it, on copies of the live weights and Adam state so the real run is untouched."""
-    from planet_colab.losses import train_step
+def _run_phase(hooks: Callable[[Timers], None], fn: Callable[[], Any]) -> tuple[Any, Phase]:
+    """`fn()` with the parts `hooks` wraps timed; returns its result and the phase's times."""
+    with Timers() as timers:
+        hooks(timers)
+        t0, c0 = time.perf_counter(), time.process_time()
+        result = fn()
+        wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+        return result, (wall, cpu, timers.snapshot())
 
-    model, optimizer = copy.deepcopy(state.model), copy.deepcopy(state.optimizer)
-    # deepcopy of the optimizer keeps references to the old parameters: rebuild it on the copy's.
+
+def _print_phase(name: str, phase: Phase, order: tuple[str, ...]) -> dict[str, Any]:
+    """Print a phase's total and its parts (with the unattributed rest), wall and CPU; return them rounded."""
+    wall, cpu, parts = phase
+    print(f"{name}: {wall:.2f} s wall, {cpu:.2f} s CPU")
+    rest_wall = wall - sum(parts.get(label, (0.0, 0.0))[0] for label in order)
+    rest_cpu = cpu - sum(parts.get(label, (0.0, 0.0))[1] for label in order)
+    rows = [(label, *parts[label]) for label in order if label in parts]
+    rows.append(("other (python, glue)", rest_wall, rest_cpu))
+    for label, w, c in rows:
+        print(f"    {label:34s} {w:8.2f} s {c:8.2f} s CPU  {100 * c / max(cpu, 1e-9):5.1f}% of CPU")
+    return {"wall_s": round(wall, 3), "cpu_s": round(cpu, 3),
+            "parts_cpu_s": {label: round(c, 3) for label, _, c in rows},
+            "parts_wall_s": {label: round(w, 3) for label, w, _ in rows}}
+
+
+def _train_copy(state: Any) -> tuple[Any, Any]:
+    """Copies of the live model and Adam state, so comparisons leave the real run untouched."""
+    model = copy.deepcopy(state.model)
     optimizer = type(state.optimizer)(model.parameters(), **state.optimizer.defaults)
     optimizer.load_state_dict(state.optimizer.state_dict())
-    obs, act, rew = batch[:3]
+    return model, optimizer
+
+
+def _compare_batches(state: Any, batches: list[tuple], config: Any, steps: int) -> dict[str, dict[str, float]]:
+    """Median wall and CPU seconds of `train_step` alone, as `bench train` times it, on: the same real
+    batch over and over, a fresh real batch each step, and random pixels (bench train's data)."""
+    from planet_colab.losses import train_step
+
     gen = torch.Generator().manual_seed(0)
-    if synthetic:
-        obs = torch.randint(0, 256, obs.shape, generator=gen).float().div_(255)
-    times = []
-    for _ in range(steps + 1):
-        t0 = time.perf_counter()
-        train_step(model, optimizer, obs, act, rew, state.device, config=config, generator=gen)
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times[1:])
+    first = batches[0]
+    noise = torch.randint(0, 256, first[0].shape, generator=gen).float().div_(255)
+    variants = {"same real batch": lambda i: first, "fresh real batch": lambda i: batches[i % len(batches)],
+                "random pixels": lambda i: (noise, *first[1:])}
+    times: dict[str, list[tuple[float, float]]] = {name: [] for name in variants}
+    for _ in range(2):  # two interleaved rounds, so a change of load hits every variant alike
+        for name, batch_of in variants.items():
+            model, optimizer = _train_copy(state)
+            for i in range(steps + 1):
+                obs, act, rew = batch_of(i)[:3]
+                t0, c0 = time.perf_counter(), time.process_time()
+                train_step(model, optimizer, obs, act, rew, state.device, config=config, generator=gen)
+                if i:  # the first step of a copy warms its Adam buffers
+                    times[name].append((time.perf_counter() - t0, time.process_time() - c0))
+    return {name: {"wall_s": statistics.median(w for w, _ in t), "cpu_s": statistics.median(c for _, c in t)}
+            for name, t in times.items()}
 
 
 def _component_costs(state: Any, batch: tuple, config: Any, repeats: int = 2) -> dict[str, float]:
-    """Forward + backward seconds of encoder, RSSM filter and decoder alone on the batch's shapes."""
+    """Forward + backward CPU seconds of encoder, RSSM filter and decoder alone on the batch's shapes."""
     from planet_colab.models import RSSMState, preprocess_obs
     from planet_colab.precision import autocast_context
 
@@ -136,12 +161,12 @@ def _component_costs(state: Any, batch: tuple, config: Any, repeats: int = 2) ->
     for name, fn in (("encoder", enc), ("RSSM filter", filt), ("decoder", dec)):
         times = []
         for _ in range(repeats + 1):
-            t0 = time.perf_counter()
+            c0 = time.process_time()
             with autocast_context(state.precision, state.device):
                 loss = fn()
             loss.backward()
             model.zero_grad(set_to_none=True)
-            times.append(time.perf_counter() - t0)
+            times.append(time.process_time() - c0)
         out[name] = statistics.median(times[1:])
     return out
 
@@ -163,9 +188,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--threads", type=int, help="torch threads (default: planet_colab.threads.default_threads)")
     p.add_argument("--no-eval", action="store_true",
                    help="estimate the evaluation's share from the collected episode instead of playing one")
-    p.add_argument("--compare-steps", type=int, default=5,
-                   help="steps of the bench-train-style comparison (0: skip it)")
+    p.add_argument("--compare-steps", type=int, default=4,
+                   help="steps per variant and round of the bench-train-style comparison (0: skip it)")
     args = p.parse_args(argv)
+    if args.compare_steps < 0:
+        p.error("--compare-steps must be >= 0")
 
     from planet_colab.agent import evaluate
     from planet_colab.config import changes_from_args, get_config
@@ -186,14 +213,13 @@ def main(argv: list[str] | None = None) -> None:
     flags = sorted(cpu_flags() & set(SUMMARY_FLAGS))
     load0 = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="bench_iteration_") as tmp:
-        seed_s = 0.0
         if args.run_dir is not None:
             _copy_run(args.run_dir, Path(tmp))
         run = Run.open(tmp, config=config)
         with run.own():
             t0 = time.perf_counter()
             run.collect_seed_episodes(progress=False)
-            seed_s = time.perf_counter() - t0
+            seed_s = time.perf_counter() - t0  # 0 for a copied run's episodes
             state = run.restore_training()
             it = state.start_iteration
             last = config.seed_episodes + it * config.collect_episodes
@@ -203,87 +229,73 @@ def main(argv: list[str] | None = None) -> None:
             print(f"{config.preset} ({config.env_name}, repeat {config.action_repeat}), iteration {it + 1} "
                   f"on {last} episodes, {'checkpoint of ' + str(args.run_dir) if state.checkpoint else 'fresh weights'}"
                   f"; B={config.batch_size} L={config.seq_len} × {config.train_steps} steps, CEM "
-                  f"{config.candidates}×{config.optim_iters} top {config.top_k} H{config.horizon}; "
-                  f"{state.device} {state.precision}, {threads} torch thread(s), CPU flags {' '.join(flags)}, "
-                  f"load {load0:.2f}")
-            if seed_s > 1:
-                print(f"seed episodes: {config.seed_episodes} collected in {seed_s:.1f} s")
-
+                  f"{config.candidates}×{config.optim_iters} top {config.top_k} H{config.horizon}"
+                  f"{' warm-started' if config.plan_warm_start else ''}; {state.device} {state.precision}, "
+                  f"{threads} torch thread(s), CPU flags {' '.join(flags)}, load {load0:.2f}")
             env = make_env_from_config(config)
             try:
                 dataset, _ = training_data(run, config, it)
-                with Timers() as timers:
-                    _train_hooks(timers, state.model, state.optimizer)
-                    t0 = time.perf_counter()
-                    losses = train_iteration(state, dataset, config, it)
-                    train_s = time.perf_counter() - t0
-                train_parts = timers.snapshot()
-                with Timers() as timers:
-                    _act_hooks(timers, state.model, env, run.storage)
-                    t0 = time.perf_counter()
-                    collected = collect_iteration(run, env, state, config, it, progress=False)
-                    collect_s = time.perf_counter() - t0
-                    collect_parts = timers.snapshot()
-                    timers.reset()
-                    if args.no_eval:
-                        eval_episode_s, eval_parts, eval_return = collect_s, collect_parts, None
-                    else:
-                        t0 = time.perf_counter()
-                        ev = evaluate(state.model, state.planner, config, num_episodes=1, seed_key="bench",
-                                      env=env, device=state.device)
-                        eval_episode_s, eval_parts = time.perf_counter() - t0, timers.snapshot()
-                        eval_return = ev["mean"]
+                losses, train = _run_phase(lambda t: _train_hooks(t, state.model, state.optimizer),
+                                           lambda: train_iteration(state, dataset, config, it))
+                act_hooks = lambda t: _act_hooks(t, state.model, env, run.storage)  # noqa: E731
+                collected, collect = _run_phase(act_hooks, lambda: collect_iteration(
+                    run, env, state, config, it, progress=False))
+                eval_return = None
+                if args.no_eval:
+                    evaluation = collect
+                else:
+                    ev, evaluation = _run_phase(act_hooks, lambda: evaluate(
+                        state.model, state.planner, config, num_episodes=1, seed_key="bench", env=env,
+                        device=state.device))
+                    eval_return = ev["mean"]
             finally:
                 env.close()
-            batch = next(iter(torch.utils.data.DataLoader(dataset, batch_size=config.batch_size,
-                                                          collate_fn=collate_episode_batch)))
-            steps = losses["train_steps"] + losses["skipped_steps"]
-            compare = {}
-            if args.compare_steps > 0:
-                compare = {"fixed_real_batch_s_per_step": _fixed_batch_steps(state, batch, config,
-                                                                             args.compare_steps, False),
-                           "fixed_synthetic_batch_s_per_step": _fixed_batch_steps(state, batch, config,
-                                                                                  args.compare_steps, True)}
-                components = _component_costs(state, batch, config)
-            length = collected["lengths"][0]
+            loader = torch.utils.data.DataLoader(dataset, batch_size=config.batch_size,
+                                                 collate_fn=collate_episode_batch)
+            batches = [b for _, b in zip(range(max(args.compare_steps, 1)), loader)]
+            compare = _compare_batches(state, batches, config, args.compare_steps) if args.compare_steps else {}
+            components = _component_costs(state, batches[0], config) if args.compare_steps else {}
 
-    eval_share = eval_episode_s * config.eval_episodes / config.eval_every
-    collect_total = collect_s * config.collect_episodes / len(collected["lengths"])
-    per_iteration = train_s + collect_total + eval_share
+    steps = losses["train_steps"] + losses["skipped_steps"]
+    length = collected["lengths"][0]
+    # Per iteration, in wall seconds (what a user waits) and CPU seconds (the work, whatever the load).
+    per_iteration = {}
+    for k, name in ((0, "wall"), (1, "cpu")):
+        eval_share = evaluation[k] * config.eval_episodes / config.eval_every
+        collect_all = collect[k] * config.collect_episodes / len(collected["lengths"])
+        per_iteration[name] = {"train_s": train[k], "collect_s": collect_all, "eval_share_s": eval_share,
+                               "total_s": train[k] + collect_all + eval_share}
     iterations = math.ceil((EPISODES_TARGET - config.seed_episodes) / config.collect_episodes)
-    hours = (seed_s + iterations * per_iteration) / 3600  # seed_s is 0 for a copied run's episodes
+    hours = {name: (seed_s + iterations * v["total_s"]) / 3600 for name, v in per_iteration.items()}
     print()
-    train_out = _print_phase(f"train phase ({steps} steps, {train_s / max(steps, 1):.3f} s/step)", train_s,
-                             train_parts, TRAIN_TOP)
-    collect_out = _print_phase(f"collect phase (1 episode, {length} agent steps, "
-                               f"{1e3 * collect_s / length:.0f} ms/step, return {collected['returns'][0]:.1f})",
-                               collect_s, collect_parts, ACT_TOP)
-    eval_out = _print_phase(f"evaluation episode ({'estimated from collect' if args.no_eval else 'played'}; "
-                            f"× {config.eval_episodes}/{config.eval_every} per iteration = {eval_share:.1f} s)",
-                            eval_episode_s, eval_parts, ACT_TOP)
+    out = {"train": _print_phase(f"train phase ({steps} steps, {train[1] / max(steps, 1):.3f} s CPU per step)",
+                                 train, TRAIN_TOP),
+           "collect": _print_phase(f"collect phase (1 episode, {length} agent steps, {1e3 * collect[1] / length:.0f} "
+                                   f"ms CPU per step, return {collected['returns'][0]:.1f})", collect, ACT_TOP),
+           "eval_episode": _print_phase(
+               f"evaluation episode ({'estimated from collect' if args.no_eval else 'played'}; counts "
+               f"{config.eval_episodes}/{config.eval_every} times per iteration)", evaluation, ACT_TOP)}
     if compare:
-        real = train_s / max(steps, 1)
-        print(f"bench-train-style steps on copies of these weights (no batch assembly): real batch "
-              f"{compare['fixed_real_batch_s_per_step']:.3f} s/step, random pixels "
-              f"{compare['fixed_synthetic_batch_s_per_step']:.3f} s/step; the train phase paid {real:.3f} s/step "
-              f"({real / compare['fixed_real_batch_s_per_step']:.2f}× the fixed-batch step)")
-        print("fwd+bwd alone: " + ", ".join(f"{k} {v:.3f} s" for k, v in components.items()))
+        print(f"train_step alone on copies of these weights (median of {2 * args.compare_steps} steps, CPU | wall): "
+              + ", ".join(f"{k} {v['cpu_s']:.3f} | {v['wall_s']:.3f} s" for k, v in compare.items())
+              + f"; the train phase: {train[1] / max(steps, 1):.3f} | {train[0] / max(steps, 1):.3f} s per step")
+        print("forward + backward alone (CPU): " + ", ".join(f"{k} {v:.3f} s" for k, v in components.items()))
     load1 = os.getloadavg()[0]
-    print(f"per iteration: train {train_s:.1f} s + collect {collect_total:.1f} s + eval share {eval_share:.1f} s "
-          f"= {per_iteration:.1f} s; {iterations} iterations to {EPISODES_TARGET} episodes ≈ {hours:.1f} h "
-          f"(load {load0:.2f} → {load1:.2f}, {threads} thread(s))")
+    for name, v in per_iteration.items():
+        print(f"per iteration ({name}): train {v['train_s']:.1f} s + collect {v['collect_s']:.1f} s + eval share "
+              f"{v['eval_share_s']:.1f} s = {v['total_s']:.1f} s; {iterations} iterations to {EPISODES_TARGET} "
+              f"episodes ≈ {hours[name]:.2f} h")
+    print(f"load {load0:.2f} → {load1:.2f} (wall time includes waiting for a core), {threads} torch thread(s)")
     print(json.dumps({
         "bench": "iteration", "preset": config.preset, "iteration": it, "from_checkpoint": bool(state.checkpoint),
         "threads": threads, "cpu_flags": flags, "precision": state.precision, "device": str(state.device),
-        "load1_before": round(load0, 2), "load1_after": round(load1, 2),
-        "train_s": round(train_s, 2), "train_steps": steps, "collect_s": round(collect_s, 2),
-        "collect_agent_steps": length, "eval_episode_s": round(eval_episode_s, 2),
-        "eval_share_s": round(eval_share, 2), "seed_episodes_s": round(seed_s, 2),
-        "seconds_per_iteration": round(per_iteration, 2), "hours_to_100_episodes": round(hours, 2),
-        "train_parts_s": train_out, "collect_parts_s": collect_out, "eval_parts_s": eval_out,
-        **{k: round(v, 4) for k, v in compare.items()},
-        **({"fwd_bwd_alone_s": {k: round(v, 4) for k, v in components.items()}} if compare else {}),
-        "eval_return": eval_return, "config": {k: getattr(config, k) for k in (
+        "load1_before": round(load0, 2), "load1_after": round(load1, 2), "train_steps": steps,
+        "collect_agent_steps": length, "seed_episodes_s": round(seed_s, 2),
+        "per_iteration": {n: {k: round(x, 2) for k, x in v.items()} for n, v in per_iteration.items()},
+        "hours_to_100_episodes": {n: round(h, 2) for n, h in hours.items()}, "phases": out,
+        "train_step_alone": {k: {n: round(x, 4) for n, x in v.items()} for k, v in compare.items()},
+        "fwd_bwd_alone_cpu_s": {k: round(v, 4) for k, v in components.items()}, "eval_return": eval_return,
+        "config": {k: getattr(config, k) for k in (
             "batch_size", "seq_len", "train_steps", "candidates", "optim_iters", "top_k", "horizon",
-            "action_repeat", "eval_every", "eval_episodes")},
+            "plan_warm_start", "plan_warm_std", "action_repeat", "eval_every", "eval_episodes")},
     }))

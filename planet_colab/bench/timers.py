@@ -3,6 +3,8 @@
 `Timers.wrap(owner, "attr", "label")` replaces `owner.attr` by a timed call until the Timers' `with`
 block ends (then the original is put back). A label's time includes whatever its function calls,
 so labels nested inside another label (the encoder inside a train step) are shares of it, not extra.
+Each label keeps wall seconds and process CPU seconds: on a CPU shared with other busy processes the
+wall time includes waiting for a core, the CPU time is the work itself.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ class Timers(contextlib.ExitStack):
     def __init__(self) -> None:
         super().__init__()
         self.seconds: dict[str, float] = defaultdict(float)
+        self.cpu_seconds: dict[str, float] = defaultdict(float)
         self.calls: dict[str, int] = defaultdict(int)
 
     def wrap(self, owner: Any, attr: str, label: str) -> None:
@@ -35,11 +38,12 @@ class Timers(contextlib.ExitStack):
         """`fn` with its calls timed under `label`."""
         @functools.wraps(fn)
         def call(*args: Any, **kwargs: Any) -> Any:
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             try:
                 return fn(*args, **kwargs)
             finally:
                 self.seconds[label] += time.perf_counter() - t0
+                self.cpu_seconds[label] += time.process_time() - c0
                 self.calls[label] += 1
         return call
 
@@ -53,8 +57,9 @@ class Timers(contextlib.ExitStack):
     def reset(self) -> None:
         """Forget what was timed so far (the wrappers stay)."""
         self.seconds.clear()
+        self.cpu_seconds.clear()
         self.calls.clear()
 
-    def snapshot(self) -> dict[str, float]:
-        """Seconds per label so far."""
-        return dict(self.seconds)
+    def snapshot(self) -> dict[str, tuple[float, float]]:
+        """(wall seconds, CPU seconds) per label so far."""
+        return {k: (v, self.cpu_seconds[k]) for k, v in self.seconds.items()}
