@@ -51,3 +51,18 @@ def test_timers_put_back_what_they_wrapped():
         timers.wrap(thing, "work", "work")
         assert thing.work() == 3 and timers.calls["work"] == 1
     assert "work" not in thing.__dict__ and thing.work() == 3
+
+
+def test_bench_warm_scores_each_variant_against_the_papers_cem_from_the_same_beliefs(tmp_path, capsys):
+    from planet_colab.bench.warm import main as warm
+    from planet_colab.run import Run
+    from planet_colab.train import train_planner
+
+    run = Run.open(tmp_path / "run", "smoke", changes={"total_iterations": 1})
+    train_planner(run, progress=False)
+    warm(["--run-dir", str(tmp_path / "run"), "--variants", "16x2", "16x1w", "--steps", "4", "--samples", "2"])
+    out = last_json(capsys)
+    assert set(out["variants"]) == {"1000x10", "16x2", "16x1w"} and out["steps"] == 4
+    assert out["variants"]["1000x10"]["minus_paper_mean"] == 0.0
+    with pytest.raises(ValueError, match="CANDIDATESxREFITS"):
+        warm(["--run-dir", str(tmp_path / "run"), "--variants", "lots"])
