@@ -63,7 +63,7 @@ def _act_hooks(timers: Timers, model: Any, env: Any, storage: Any) -> None:
 
     timers.wrap(model, "encode", "filter: encoder")
     timers.wrap(model, "obs_step", "filter: obs_step")
-    timers.wrap(CEMPlanner, "__call__", "planner (CEM)")
+    timers.wrap(CEMPlanner, "plan", "planner (CEM)")  # __call__ and the warm start both go through plan
     timers.wrap(env.env, "step", "env: physics (× action repeat)")
     timers.wrap(env, "render_pixels", "env: rendering")
     timers.wrap(storage, "add_episode", "store episode (npz)")
