@@ -105,7 +105,7 @@ def _cem(model: Any, state: Any, generator: torch.Generator | None, action_dim: 
     mean = torch.zeros(H, n, 1, A, device=device)
     std = torch.ones(H, n, 1, A, device=device)
     if first is not None:  # a warm start (see warm_start); N(0, 1) is the paper's
-        mean, std = (t.to(device, torch.float32).view(H, n, 1, A) for t in first)
+        mean, std = (t.to(device, torch.float32).reshape(H, n, 1, A) for t in first)
     offsets = (torch.arange(n, device=device) * J).unsqueeze(1)  # (n, 1)
     for _ in range(optim_iters):
         noise = torch.randn(H, n, J, A, generator=generator, device=device)
