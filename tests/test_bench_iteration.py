@@ -35,9 +35,12 @@ def test_a_copied_run_is_read_not_written(tmp_path, capsys):
     run = Run.open(tmp_path / "run", "smoke", changes={"total_iterations": 2})
     train_planner(run, progress=False)
     before = sorted((p.relative_to(tmp_path), p.stat().st_mtime_ns) for p in tmp_path.rglob("*"))
-    main(["--run-dir", str(tmp_path / "run"), "--threads", "1", "--no-eval", "--compare-steps", "0"])
-    out = last_json(capsys)
+    main(["--run-dir", str(tmp_path / "run"), "--threads", "1", "--no-eval", "--compare-steps", "0",
+          "--set", "eval_every=1"])
+    text = capsys.readouterr().out
+    out = json.loads(text.strip().splitlines()[-1])
     assert out["from_checkpoint"] and out["iteration"] == 2  # the iteration after the newest checkpoint
+    assert out["config"]["eval_every"] == 1 and "Recovered" not in text  # --set applies to the copy
     assert sorted((p.relative_to(tmp_path), p.stat().st_mtime_ns) for p in tmp_path.rglob("*")) == before
 
 

@@ -215,6 +215,7 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory(prefix="bench_iteration_") as tmp:
         if args.run_dir is not None:
             _copy_run(args.run_dir, Path(tmp))
+            config.save(Path(tmp) / "config.json")  # the copy's config, with --set applied
         run = Run.open(tmp, config=config)
         with run.own():
             t0 = time.perf_counter()
