@@ -8,7 +8,7 @@ says otherwise; the renderer gets as many rasteriser threads as torch has (llvmp
 per CPU of the machine, e.g. 16 per run for a sweep of 1-thread runs on a 16-CPU machine).
 Measured on the 2-core AMX box under load ~3.9 (cartpole_swingup, 375 agent steps of
 8 physics steps and one 64×64 frame): 5.6-5.9 ms CPU per agent step whatever LP_NUM_THREADS (0, 1,
-unset = 2); wall 5.7-6.8 ms with 2 rasteriser threads against 8.2-8.8 ms on the calling thread alone,
+unset: one per CPU); wall 5.7-6.8 ms with mesa's default against 8.2-8.8 ms on the calling thread alone,
 a share of the cores taken from the other processes rather than less work.
 """
 
