@@ -30,7 +30,8 @@ def parse_variant(text: str) -> tuple[int, int, bool]:
     try:
         candidates, iters = (int(x) for x in body.lower().split("x"))
     except ValueError:
-        raise ValueError(f"a variant is CANDIDATESxREFITS with an optional w (warm), e.g. 500x2w; got {text!r}") from None
+        raise ValueError(f"a variant is CANDIDATESxREFITS with an optional w (warm), e.g. 500x2w; "
+                         f"got {text!r}") from None
     if candidates < 10 or iters < 1:
         raise ValueError(f"variant {text!r}: at least 10 candidates and 1 refit")
     return candidates, iters, warm
@@ -55,7 +56,8 @@ def walk(model: Any, beliefs: Any, config: Any, variant: tuple[int, int, bool], 
             start = warm_start(plan, config.plan_warm_std)
         rows = RSSMState(belief.deter.repeat(samples, 1), belief.stoch.repeat(samples, 1))
         with torch.inference_mode():
-            score = imagined_returns(model, rows, plan.repeat(1, samples, 1), torch_generator(config.seed, "warm_score", t))
+            score = imagined_returns(model, rows, plan.repeat(1, samples, 1),
+                                     torch_generator(config.seed, "warm_score", t))
         returns.append(float(score.mean()))
     return {"returns": returns, "cpu_s_per_plan": cpu / len(returns)}
 
@@ -68,7 +70,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--steps", type=int, default=30, help="consecutive beliefs planned from")
     p.add_argument("--samples", type=int, default=32, help="latent draws per plan's score")
     p.add_argument("--episode", type=int, help="episode number (default: the newest stored)")
-    p.add_argument("--warm-std", type=float, help="std of a warm start's shifted steps (default: the run's plan_warm_std)")
+    p.add_argument("--warm-std", type=float,
+                   help="std of a warm start's shifted steps (default: the run's plan_warm_std)")
     p.add_argument("--threads", type=int, default=1)
     args = p.parse_args(argv)
     if args.steps < 1 or args.samples < 1:
@@ -101,8 +104,10 @@ def main(argv: list[str] | None = None) -> None:
     for name, r in results.items():
         ret = torch.tensor(r["returns"])
         gap = ret - paper
-        summary[name] = {"predicted_return": round(float(ret.mean()), 3), "minus_paper_mean": round(float(gap.mean()), 3),
-                         "minus_paper_worst": round(float(gap.min()), 3), "cpu_s_per_plan": round(r["cpu_s_per_plan"], 3)}
+        summary[name] = {"predicted_return": round(float(ret.mean()), 3),
+                         "minus_paper_mean": round(float(gap.mean()), 3),
+                         "minus_paper_worst": round(float(gap.min()), 3),
+                         "cpu_s_per_plan": round(r["cpu_s_per_plan"], 3)}
         print(f"{name:8s} predicted return {ret.mean():8.3f}  − paper's: mean {gap.mean():+7.3f}, worst "
               f"{gap.min():+7.3f}  {r['cpu_s_per_plan']:.3f} s CPU per plan")
     print(json.dumps({"bench": "warm", "run_dir": str(run.run_dir), "episode": path.name,
