@@ -46,6 +46,10 @@ def _positive_int(text: str) -> int:
     return value
 
 
+THREADS_HELP = ("torch threads (default: OMP_NUM_THREADS, else one per physical core this process may use; "
+                "a resumed run repeats bit for bit at the same count)")
+
+
 def _parser() -> argparse.ArgumentParser:
     p = OneLineParser(prog="python -m planet_colab", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True, metavar="{train,evaluate,info,sweep,sweep-report}")
@@ -61,11 +65,13 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--no-progress", action="store_true", help="plain lines instead of progress bars")
     t.add_argument("--take-over", action="store_true",
                    help="take the run over from another trainer that still holds its owner lease")
+    t.add_argument("--threads", type=_positive_int, help=THREADS_HELP)
     e = sub.add_parser("evaluate", help="noise-free evaluation of a run's newest checkpoint")
     _add_run_choice(e, "the run to evaluate (its newest checkpoint)")
     e.add_argument("--episodes", type=_positive_int, default=10, help="episodes to play (default 10)")
     e.add_argument("--video", type=Path,
                    help="write the first episode here: a .gif, or a .mp4 when imageio-ffmpeg is installed")
+    e.add_argument("--threads", type=_positive_int, help=THREADS_HELP)
     i = sub.add_parser("info", help="what a run directory holds")
     _add_run_choice(i, "the run directory to describe")
     _add_sweep_parsers(sub)
@@ -93,8 +99,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     from planet_colab.config import changes_from_args
     from planet_colab.cost import describe_cost
     from planet_colab.run import Run
+    from planet_colab.threads import apply_threads
     from planet_colab.train import train_planner
 
+    apply_threads(args.threads)  # before any environment is made: the renderer reads its thread count then
     run_dir = args.run_dir or default_run_dir(args.preset or "pendulum")
     try:
         changes = changes_from_args(args.overrides, args.iterations)
@@ -120,8 +128,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     """Evaluate the newest checkpoint without exploration noise on distinct seeds."""
     from planet_colab.agent import evaluate
     from planet_colab.run import Run
+    from planet_colab.threads import apply_threads
     from planet_colab.video import FILE_SCALE, check_video_path, save_video
 
+    apply_threads(args.threads)
     run = Run.open(_chosen_run_dir(args), args.preset, new_ok=False)
     if args.video is not None:
         check_video_path(args.video, what="--video")  # before minutes of play, not after

@@ -16,7 +16,7 @@ from planet_colab.checks import positive_int
 from planet_colab.config import Config
 from planet_colab.env import make_env_from_config, record_step
 from planet_colab.models import WorldModel, preprocess_obs
-from planet_colab.planner import ACTION_HIGH, ACTION_LOW, CEMPlanner
+from planet_colab.planner import ACTION_HIGH, ACTION_LOW, CEMPlanner, warm_start
 from planet_colab.precision import autocast_context, resolve_precision, select_device
 from planet_colab.seeding import derive_seed, torch_generator
 from planet_colab.stop_request import check_stop
@@ -40,9 +40,11 @@ class Agent:
         self.reset()
 
     def reset(self) -> None:
-        """Start of an episode: zero belief, zero previous action (the model's training convention)."""
+        """Start of an episode: zero belief, zero previous action (the model's training convention), and
+        no previous plan, so that an episode's actions never depend on the one before (resume replays it)."""
         self.state = self.model.initial_state(1, device=self.device)
         self.prev_action = torch.zeros(1, self.action_dim, device=self.device)
+        self.start: tuple[torch.Tensor, torch.Tensor] | None = None  # the warm start, when configured
 
     def act(self, obs_uint8: np.ndarray, explore: bool, generator: torch.Generator | None = None) -> np.ndarray:
         """Filter `obs_uint8` (64, 64, 3), plan, add N(0, expl_noise) if `explore`; return the action (A,) float32."""
@@ -55,7 +57,12 @@ class Agent:
                 embed = self.model.encode(preprocess_obs(pixels, self.config.bit_depth, generator))
                 state = self.model.obs_step(self.state, self.prev_action, embed, generator)[0]
             state = state._replace(deter=state.deter.float(), stoch=state.stoch.float())
-            action = self.planner(self.model, state, generator)  # (1, A)
+            if self.config.plan_warm_start:
+                plan = self.planner.plan(self.model, state, generator, start=self.start)  # (H, 1, A)
+                self.start = warm_start(plan, self.config.plan_warm_std)
+                action = plan[0]
+            else:
+                action = self.planner(self.model, state, generator)  # (1, A)
             if explore and self.config.expl_noise > 0:
                 gdev = generator.device if generator is not None else self.device
                 noise = torch.randn(action.shape, generator=generator, device=gdev).to(self.device)

@@ -148,17 +148,20 @@ def notebook_tasks() -> list[str]:
 
 
 def open_notebook_run(picked: str | None = None, *, changes: dict[str, Any] | None = None, cost: bool = True,
-                      new_ok: bool = True) -> Any:
+                      new_ok: bool = True, threads: int | None = None) -> Any:
     """The notebooks' Run (planet_colab.run) for the task (see notebook_preset); says what it will cost.
 
     `changes` (e.g. {"total_iterations": 200}) are checked like the command line's and saved to the
     run's config.json by the first writer; `new_ok=False` refuses a run that does not exist yet.
+    `threads`: torch threads for this runtime (None: planet_colab.threads.default_threads, one per core).
     """
     from planet_colab.config import get_config
     from planet_colab.cost import describe_cost
     from planet_colab.run import Run
     from planet_colab.run_config import RunError
+    from planet_colab.threads import apply_threads
 
+    count = apply_threads(threads)  # before the task's environment is made (the renderer's threads)
     preset = notebook_preset(picked)
     ensure_task_dependencies(get_config(preset))  # before Run.open makes the task's environment
     run_dir = default_run_dir(preset)
@@ -166,7 +169,7 @@ def open_notebook_run(picked: str | None = None, *, changes: dict[str, Any] | No
         raise RunError(f"no {preset} run in {run_dir} yet: run notebook 01 (it starts the run), then 02 "
                        "(it trains it), then this one")
     run = Run.open(run_dir, preset, changes=changes, new_ok=new_ok)
-    print(f"run directory {run.run_dir}")
+    print(f"run directory {run.run_dir}, {count} torch thread(s)")
     if cost:
         print(describe_cost(run.config))
     return run

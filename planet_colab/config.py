@@ -62,6 +62,10 @@ class Config:
     optim_iters: int = 10
     top_k: int = 100
     expl_noise: float = 0.3
+    # Off (the paper's): every step's search starts from N(0, 1). On: from the previous step's plan
+    # shifted by one step, with std plan_warm_std (planner.warm_start), reset at each episode start.
+    plan_warm_start: bool = False
+    plan_warm_std: float = 0.5
 
     # The online loop (train.py)
     seed_episodes: int = 5
@@ -123,6 +127,10 @@ class Config:
         need(number(self.kl_balance) and 0 < self.kl_balance < 1,
              f"kl_balance must be in (0, 1) (0.5 = plain KL), got {self.kl_balance!r}")
         need(number(self.expl_noise) and self.expl_noise >= 0, f"expl_noise must be >= 0, got {self.expl_noise!r}")
+        need(isinstance(self.plan_warm_start, bool),
+             f"plan_warm_start must be true or false, got {self.plan_warm_start!r}")
+        need(number(self.plan_warm_std) and self.plan_warm_std > 0,
+             f"plan_warm_std must be > 0, got {self.plan_warm_std!r}")
         if isinstance(self.top_k, int) and isinstance(self.candidates, int):
             need(self.top_k <= self.candidates,
                  f"top_k ({self.top_k}) must not exceed candidates ({self.candidates})")
@@ -243,7 +251,11 @@ def parse_override(text: str) -> tuple[str, Any]:
         if kind in ("float", float):
             return key, float(raw)
         if kind in ("bool", bool):
-            return key, raw.lower() in ("1", "true", "yes", "on")
+            words = {"1": True, "true": True, "yes": True, "on": True,
+                     "0": False, "false": False, "no": False, "off": False}
+            return key, words[raw.strip().lower()]
+    except KeyError:
+        raise ValueError(f"{key} expects true or false, got {raw!r}") from None
     except ValueError:
         raise ValueError(f"{key} expects {kind}, got {raw!r}") from None
     return key, raw

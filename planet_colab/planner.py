@@ -4,6 +4,9 @@ From each belief the planner samples `candidates` action sequences of length `ho
 Gaussian, imagines them with the model's prior (`img_step`), scores each by the sum of predicted
 rewards, refits the Gaussian to the `top_k` best and repeats `optim_iters` times; the first mean action
 is the plan. The class only holds hyperparameters: a call is a pure function of (model, state, generator).
+`plan(..., start=(mean, std))` starts the search from another Gaussian than N(0, 1): `warm_start`
+turns the previous step's plan into one (shifted by a step, std widened), which the agent uses when
+`config.plan_warm_start` is set; the search itself is the same.
 On CPU the imagining runs through planet_colab.cpu_kernels.FastRollout (the same math, fused; checked
 against `imagined_returns` once per model class); on other devices through `imagined_returns`.
 """
@@ -57,8 +60,12 @@ class CEMPlanner:
         """Plan from N beliefs `state` (RSSMState, fields (N, ·)); returns the first mean actions (N, A) in fp32."""
         return self.plan(model, state, generator)[0]
 
-    def plan(self, model: Any, state: Any, generator: torch.Generator | None = None) -> torch.Tensor:
-        """The whole CEM plan (horizon, N, A) fp32 from N beliefs; `__call__` acts on its first step."""
+    def plan(self, model: Any, state: Any, generator: torch.Generator | None = None,
+             start: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+        """The whole CEM plan (horizon, N, A) fp32 from N beliefs; `__call__` acts on its first step.
+
+        `start` = (mean, std), each (horizon, N, A): the search's first Gaussian (default N(0, 1)).
+        """
         deter, stoch = state
         device = deter.device
         if deter.dim() != 2 or stoch.dim() != 2 or deter.shape[0] != stoch.shape[0]:
@@ -67,14 +74,27 @@ class CEMPlanner:
         model_actions = getattr(model, "action_dim", self.action_dim)
         if model_actions != self.action_dim:
             raise ValueError(f"planner action_dim ({self.action_dim}) differs from the model's ({model_actions})")
+        shape = (self.horizon, deter.shape[0], self.action_dim)
+        if start is not None and any(tuple(t.shape) != shape for t in start):
+            raise ValueError(f"start must be (mean, std) of shape {shape}, got "
+                             f"{[tuple(t.shape) for t in start]}")
         precision = resolve_precision(self.precision, device)
         with torch.inference_mode():
             return _cem(model, state, generator, self.action_dim, self.horizon, self.candidates,
-                        self.optim_iters, self.top_k, precision, self.fast_rollout)
+                        self.optim_iters, self.top_k, precision, self.fast_rollout, start)
+
+
+def warm_start(plan: torch.Tensor, std: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """The next step's first Gaussian from this step's plan (H, N, A): its steps 1..H-1 as the mean with
+    std `std`, and a new last step N(0, 1), as the paper's search would start it."""
+    mean = torch.cat([plan[1:], torch.zeros_like(plan[:1])])
+    spread = torch.cat([torch.full_like(plan[1:], float(std)), torch.ones_like(plan[:1])])
+    return mean, spread
 
 
 def _cem(model: Any, state: Any, generator: torch.Generator | None, action_dim: int, horizon: int,
-         candidates: int, optim_iters: int, top_k: int, precision: str, fast: bool = True) -> torch.Tensor:
+         candidates: int, optim_iters: int, top_k: int, precision: str, fast: bool = True,
+         first: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
     """The CEM loop proper (inside inference mode, `precision` resolved): the final mean plan; see CEMPlanner."""
     n, device = state.deter.shape[0], state.deter.device
     H, J, K, A = horizon, candidates, top_k, action_dim
@@ -84,6 +104,8 @@ def _cem(model: Any, state: Any, generator: torch.Generator | None, action_dim: 
     returns_of = _rollout(model, start, H, precision, fast)
     mean = torch.zeros(H, n, 1, A, device=device)
     std = torch.ones(H, n, 1, A, device=device)
+    if first is not None:  # a warm start (see warm_start); N(0, 1) is the paper's
+        mean, std = (t.to(device, torch.float32).reshape(H, n, 1, A) for t in first)
     offsets = (torch.arange(n, device=device) * J).unsqueeze(1)  # (n, 1)
     for _ in range(optim_iters):
         noise = torch.randn(H, n, J, A, generator=generator, device=device)

@@ -48,14 +48,13 @@ def train_run(config: dict[str, Any], run_dir: str, threads: int, stop_file: str
     """Train (or resume) one run directory with `threads` torch threads until done or `stop_file` appears."""
     os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
     os.environ.setdefault("SDL_AUDIODRIVER", "dummy")
-    import torch
-
     from planet_colab.lease import RunInUseError, wait_for_lapse
+    from planet_colab.threads import apply_threads
     from planet_colab.train import train_planner
 
     if stop_file is not None and os.path.exists(stop_file):
         return {"stopped": True}  # queued when the sweep stopped: its run is left as it was
-    torch.set_num_threads(threads)
+    apply_threads(threads)  # torch's pool, and the renderer kept to one thread beside it
     with _stop_when_asked(stop_file):
         # Ray retries a run whose worker died. On this machine the dead worker's lease is taken over at
         # once; a worker lost with its machine holds the lease until its heartbeat goes stale, so wait

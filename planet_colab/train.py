@@ -34,6 +34,7 @@ from planet_colab.seeding import numpy_rng, torch_generator
 from planet_colab.storage import DamagedEpisodeError, EpisodeStorage, episode_number
 from planet_colab.stop_request import check_stop
 from planet_colab.stop_signals import stops_deferred
+from planet_colab.threads import apply_threads
 from planet_colab.words import plural
 
 __all__ = ["train_planner", "train_step", "collect_experience", "evaluate", "build_agent_parts",
@@ -50,14 +51,18 @@ class TrainingStalled(RunError):
 
 def train_planner(run: Run | Config, run_dir: Any = None, *, device: torch.device | None = None,
                   progress: bool = True, callback: Callable[[dict[str, Any]], None] | None = None,
-                  take_over: bool = False, phase: PhaseCallback | None = None) -> dict[str, Any]:
+                  take_over: bool = False, phase: PhaseCallback | None = None,
+                  threads: int | None = None) -> dict[str, Any]:
     """Run (or resume) PlaNet's online loop until the run's `total_iterations` are done.
 
     `run` is a Run (see `Run.open`), or a Config together with `run_dir`. The run's owner lease is held
     throughout (`take_over=True` takes a live one over). Returns dict(model, planner, metrics,
     start_iteration, run_dir). `callback(row)` gets each iteration's metrics row (the notebooks' live view);
     `phase(name, done, total)` hears each phase start ("train", "collect", "evaluate") and each train step.
+    `threads` sets torch's thread count (planet_colab.threads.apply_threads); None keeps the process's.
     """
+    if threads is not None:
+        apply_threads(threads)
     if not isinstance(run, Run):
         if run_dir is None:
             raise ValueError("run_dir is needed when train_planner is given a Config (or pass a Run)")

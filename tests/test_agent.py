@@ -184,3 +184,23 @@ def test_evaluate_makes_the_configs_env_and_refuses_bad_counts(model, planner, c
     assert result["lengths"] == [2]
     with pytest.raises(ValueError, match="num_episodes"):
         evaluate(model, planner, config, num_episodes=0, seed_key=0)
+
+
+def test_a_warm_started_plan_starts_fresh_each_episode_so_a_rerun_repeats_it(model, config, tmp_path):
+    warm = config.replace(plan_warm_start=True)
+    planner = CEMPlanner.from_config(warm, 1)
+    agent = Agent(model, planner, warm)
+    agent.act(np.zeros((64, 64, 3), np.uint8), explore=False, generator=torch.Generator().manual_seed(0))
+    assert agent.start is not None and agent.start[0].shape == (warm.horizon, 1, 1)
+    agent.reset()
+    assert agent.start is None
+
+    whole = collect_experience(FakePixelEnv(length=4), model, planner, EpisodeStorage(tmp_path / "a"), 2, warm,
+                               iteration=0, progress=False)
+    # A run killed after episode 0 re-collects episode 1 alone: no plan may carry over between episodes.
+    rest = collect_experience(FakePixelEnv(length=4), model, planner, EpisodeStorage(tmp_path / "b"), 1, warm,
+                              iteration=0, progress=False, first_episode=1)
+    assert rest["returns"] == whole["returns"][1:]
+    cold = collect_experience(FakePixelEnv(length=4), model, planner, EpisodeStorage(tmp_path / "c"), 2, config,
+                              iteration=0, progress=False)
+    assert cold["returns"] != whole["returns"]  # the option is on: the warm plans act differently

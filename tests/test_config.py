@@ -108,3 +108,17 @@ def test_the_list_of_known_fields_offers_only_what_set_accepts():
 def test_every_field_has_a_default():
     assert all(f.default is not dataclasses.MISSING for f in dataclasses.fields(Config))
     Config().validate()
+
+
+def test_the_planner_warm_start_is_off_by_default_and_checked():
+    from planet_colab.config import parse_override
+
+    assert not get_config("pendulum").plan_warm_start and not get_config("cartpole_swingup").plan_warm_start
+    assert parse_override("plan_warm_start=true") == ("plan_warm_start", True)
+    assert parse_override("plan_warm_start=0") == ("plan_warm_start", False)
+    with pytest.raises(ValueError, match="plan_warm_start expects true or false, got 'maybe'"):
+        parse_override("plan_warm_start=maybe")
+    with pytest.raises(ValueError, match="plan_warm_start must be true or false"):
+        get_config("smoke", plan_warm_start="yes")
+    with pytest.raises(ValueError, match="plan_warm_std must be > 0"):
+        get_config("smoke", plan_warm_std=0.0)

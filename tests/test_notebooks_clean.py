@@ -194,7 +194,10 @@ def test_notebooks_share_the_run_directory_and_preset():
     picker = PICKER.search(sources["01_setup_and_seed_episodes.ipynb"])
     assert picker, "notebook 01 needs the task picker: PRESET = \"pendulum\"  #@param [...]"
     assert json.loads(picker.group(2)) == notebook_tasks(), "run `python tests/test_notebooks_clean.py`"
-    assert "open_notebook_run(PRESET)" in sources["01_setup_and_seed_episodes.ipynb"]
+    assert "open_notebook_run(PRESET, threads=THREADS)" in sources["01_setup_and_seed_episodes.ipynb"]
+    # Each notebook sets torch's threads in its first cell that opens the run (None: one per core).
+    for name in ("01_setup_and_seed_episodes.ipynb", "02_train_planner.ipynb", "03_evaluate_and_visualize.ipynb"):
+        assert "THREADS = None" in sources[name] and "threads=THREADS)" in sources[name], name
     # 02 and 03 take the task picked in 01 (remembered next to the runs), never their own.
     for name in ("02_train_planner.ipynb", "03_evaluate_and_visualize.ipynb"):
         assert "open_notebook_run(" in sources[name] and "PRESET" not in sources[name], name

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from planet_colab.config import get_config
-from planet_colab.planner import CEMPlanner
+from planet_colab.planner import CEMPlanner, warm_start
 
 
 class ToyState(NamedTuple):
@@ -115,3 +115,33 @@ def test_bf16_planning_still_finds_the_optimum():
     action = small_planner(precision="bf16")(ToyModel(), beliefs(0.7), torch.Generator().manual_seed(0))
     assert action.dtype == torch.float32
     assert action.item() == pytest.approx(0.7, abs=0.05)
+
+
+def test_warm_start_shifts_the_plan_by_a_step_and_starts_the_new_last_step_as_the_paper_does():
+    plan = torch.tensor([0.1, 0.2, 0.3]).view(3, 1, 1)
+    mean, std = warm_start(plan, 0.4)
+    assert mean.flatten().tolist() == pytest.approx([0.2, 0.3, 0.0])
+    assert std.flatten().tolist() == pytest.approx([0.4, 0.4, 1.0])
+
+
+def test_a_start_of_zero_mean_and_unit_std_is_the_papers_search_bit_for_bit():
+    planner, model = small_planner(), ToyModel()
+    cold = planner.plan(model, beliefs(0.7, -0.2), torch.Generator().manual_seed(3))
+    start = (torch.zeros(3, 2, 1), torch.ones(3, 2, 1))
+    assert torch.equal(planner.plan(model, beliefs(0.7, -0.2), torch.Generator().manual_seed(3), start=start), cold)
+
+
+def test_a_warm_start_from_a_good_plan_needs_fewer_refits():
+    planner, model = small_planner(candidates=50, optim_iters=1, top_k=5), ToyModel()
+    errors = {"cold": [], "warm": []}
+    for seed in range(10):
+        plan = small_planner().plan(model, beliefs(0.7), torch.Generator().manual_seed(100 + seed))
+        for name, start in (("cold", None), ("warm", warm_start(plan, 0.5))):
+            action = planner.plan(model, beliefs(0.7), torch.Generator().manual_seed(seed), start=start)[0]
+            errors[name].append(abs(action.item() - 0.7))
+    assert sum(errors["warm"]) < sum(errors["cold"]) / 2
+
+
+def test_a_start_of_the_wrong_shape_is_refused():
+    with pytest.raises(ValueError, match="start must be"):
+        small_planner().plan(ToyModel(), beliefs(0.7), start=(torch.zeros(2, 1, 1), torch.ones(2, 1, 1)))
