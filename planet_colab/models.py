@@ -15,7 +15,7 @@ layers' weights, faster oneDNN paths); on other devices through the plain nn lay
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator, NamedTuple
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F

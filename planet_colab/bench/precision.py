@@ -110,10 +110,11 @@ def beliefs_along(model: WorldModel, episode: dict[str, np.ndarray], count: int,
 
 
 def compare_plans(model: WorldModel, beliefs: RSSMState, config: Config, samples: int = 32) -> dict[str, Any]:
-    """Each planner's plans from `beliefs`, scored by fp32 predicted return; first-action gaps to fp32's."""
+    """Each planner's plans from `beliefs`, scored by fp32 predicted return; first-action gaps to fp32's.
+
+    fp16 is left out: on a CPU it is emulated (~50× slower) and no preset plans in it."""
     model.fp32_parts = frozenset(MODEL_PARTS)
     planners = {"fp32": (config, 0), "fp32 (other seed)": (config, 1), "bf16": (config.replace(precision="bf16"), 0),
-                "fp16": (config.replace(precision="fp16"), 0),
                 "fp32 paper CEM 1000x10": (config.replace(candidates=1000, optim_iters=10, top_k=100), 0)}
     n, result, plans = beliefs.deter.shape[0], {}, {}
     for name, (cfg, seed) in planners.items():
