@@ -34,7 +34,7 @@ def test_ctrl_c_while_importing_prints_one_line_and_exits_130(module, tmp_path):
                            "--run-dir", str(run_dir), "--no-progress"],
                           capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 130, done.stderr
-    assert done.stderr.strip().splitlines() == ["Stopped while starting; nothing was changed."]
+    assert done.stderr.strip().splitlines() == ["Stopped; nothing was lost. Run the same command to resume."]
     assert not run_dir.exists()
 
 

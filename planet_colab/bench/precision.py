@@ -13,6 +13,9 @@ fp32 on episodes held out of training (the last --held-out ones), and, last, one
 episode filtered in fp32), each precision's CEM plan (the config's sizes) is scored by its predicted
 return under the fp32 model (mean over latent samples), beside fp32 planning with another seed (the
 planner's own noise: the tolerance) and the paper's CEM (1000 × 10) as the stronger planner.
+
+`--compare-runs A B … --out FIG.png` instead draws finished (or running) runs side by side: evaluation
+return and the reward, observation and KL losses against episodes, and prints the table of both.
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ from planet_colab.dataset import EpisodeDataset, collate_episode_batch
 from planet_colab.losses import make_optimizer, train_step
 from planet_colab.models import RSSMState, WorldModel, preprocess_obs
 from planet_colab.planner import CEMPlanner, imagined_returns
-from planet_colab.precision import FP32_PARTS, MODEL_PARTS, cpu_flags
+from planet_colab.precision import FP32_PARTS, MODEL_PARTS, cpu_flags, resolve_precision
 from planet_colab.run import Run
 from planet_colab.seeding import torch_generator
 from planet_colab.storage import episode_number
@@ -134,10 +137,58 @@ def compare_plans(model: WorldModel, beliefs: RSSMState, config: Config, samples
     return result
 
 
+CURVES = ("eval_mean", "reward_loss", "obs_loss", "kl_loss")
+
+
+def compare_runs(run_dirs: list[Path], out: Path | None) -> dict[str, Any]:
+    """Each run's metrics against episodes (printed as a table; drawn to `out` when given)."""
+    from planet_colab.train import read_metrics
+
+    runs = {}
+    for run_dir in run_dirs:
+        rows = read_metrics(run_dir)
+        if not rows:
+            raise ValueError(f"{run_dir} has no metrics yet")
+        precision = Run.open(run_dir, new_ok=False).config.precision
+        label = f"{run_dir.name} ({resolve_precision(precision, 'cpu')})"
+        runs[label] = rows
+    print(f"{'run':32s} {'iter':>4s} {'episodes':>8s} {'eval return':>16s} {'reward loss':>11s} "
+          f"{'obs loss':>8s} {'KL loss':>7s}")
+    for label, rows in runs.items():
+        for row in rows:
+            if (row["iteration"] + 1) % 5 == 0 or "eval_mean" in row:
+                ev = f"{row['eval_mean']:7.1f} ± {row['eval_std']:5.1f}" if "eval_mean" in row else "—"
+                print(f"{label:32s} {row['iteration'] + 1:4d} {row['episodes']:8d} {ev:>16s} "
+                      f"{row['reward_loss']:11.3f} {row['obs_loss']:8.2f} {row['kl_loss']:7.2f}")
+    if out is not None:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, axes = plt.subplots(1, len(CURVES), figsize=(4 * len(CURVES), 3.2))
+        for ax, key in zip(axes, CURVES):
+            for label, rows in runs.items():
+                pts = [(r["episodes"], r[key], r.get("eval_std", 0.0)) for r in rows if key in r]
+                x, y, err = (np.array(v, dtype=float) for v in zip(*pts)) if pts else ([], [], [])
+                line, = ax.plot(x, y, marker="o" if key == "eval_mean" else None, ms=3, label=label)
+                if key == "eval_mean" and len(x):
+                    ax.fill_between(x, y - err, y + err, color=line.get_color(), alpha=0.2)
+            ax.set_title(key.replace("_", " ").replace("eval mean", "evaluation return"))
+            ax.set_xlabel("episodes")
+            ax.grid(alpha=0.3)
+        axes[0].legend(fontsize=7, loc="upper left")
+        fig.tight_layout()
+        fig.savefig(out, dpi=110)
+        print(f"wrote {out}")
+    return {label: [{k: r[k] for k in ("iteration", "episodes", *CURVES, "eval_std", "train_s") if k in r}
+                    for r in rows] for label, rows in runs.items()}
+
+
 def main(argv: list[str] | None = None) -> None:
     """Train each variant on the same batches from the same weights; print losses, open-loop error, JSON."""
     p = OneLineParser(prog="python -m planet_colab.bench precision")
-    p.add_argument("--run-dir", type=Path, required=True, help="a run whose episodes/ to learn from")
+    p.add_argument("--run-dir", type=Path, help="a run whose episodes/ to learn from (required but with --compare-runs)")
     p.add_argument("--variants", default="fp32,bf16-,bf16", help="comma-separated, e.g. fp32,bf16,bf16+all")
     p.add_argument("--steps", type=int, default=300)
     p.add_argument("--report-every", type=int, default=50)
@@ -145,11 +196,20 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--from-checkpoint", action="store_true", help="start from the run's newest checkpoint")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--plans", type=int, default=0, help="compare planning from N beliefs instead of training")
+    p.add_argument("--compare-runs", type=Path, nargs="+", metavar="RUN_DIR", help="draw runs' curves side by side")
+    p.add_argument("--out", type=Path, help="with --compare-runs: the figure to write (.png)")
     p.add_argument("--set", dest="overrides", nargs="*", default=[], metavar="KEY=VALUE")
     args = p.parse_args(argv)
     for name in ("steps", "report_every", "threads"):
         if getattr(args, name) <= 0:
             p.error(f"--{name.replace('_', '-')} must be positive")
+    if args.compare_runs:
+        curves = compare_runs(args.compare_runs, args.out)
+        print(json.dumps({"bench": "precision", "mode": "compare_runs", "cpu_flags": sorted(
+            cpu_flags() & {"avx2", "avx512f", "avx512_bf16", "amx_bf16"}), "runs": curves}))
+        return
+    if args.run_dir is None:
+        p.error("--run-dir is required (a run whose episodes to learn from)")
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]
     for v in variants:
         parse_variant(v)  # refuse a misspelt variant before any training
