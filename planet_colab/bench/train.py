@@ -8,11 +8,17 @@ On a CPU shared with other busy processes, use --threads 1: a 2-thread OpenMP po
 thread keeps being descheduled waits a time slice at every parallel op (10-50× slower steps).
 `--plain-layers` runs the plain nn conv layers instead of planet_colab.cpu_kernels (what a GPU runs),
 to re-measure the kernels on a new CPU; the JSON's conv_path says which ran.
+
+Matmul share: the step's matmul and convolution FLOPs (counted once by torch's FlopCounterMode,
+forward and backward) per second of the best round, against a 1024² matmul in the step's precision
+timed in the same run (the machine's attainable dense throughput): matmul_tflops, step_tflops and
+step_share_of_matmul in the JSON.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import statistics
 import time
@@ -23,7 +29,35 @@ from planet_colab.__main__ import OneLineParser
 from planet_colab.config import PRECISIONS, get_config
 from planet_colab.losses import make_optimizer, train_step
 from planet_colab.models import WorldModel
-from planet_colab.precision import resolve_precision, select_device
+from planet_colab.precision import autocast_dtype, resolve_precision, select_device
+
+
+def step_flops(model: WorldModel, optimizer: torch.optim.Optimizer, batch: tuple, device: torch.device,
+               config) -> int:
+    """Matmul and convolution FLOPs of one train step, forward and backward (weights are updated once)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    with counter:
+        train_step(model, optimizer, *batch, device, config=config, generator=torch.Generator().manual_seed(1))
+    return int(counter.get_total_flops())
+
+
+def matmul_tflops(precision: str, device: torch.device, size: int = 1024, repeats: int = 20) -> float:
+    """Dense throughput of a size² matmul in `precision` on `device` (best of `repeats`), in TFLOP/s."""
+    dtype = autocast_dtype(precision) or torch.float32
+    a = torch.randn(size, size, device=device).to(dtype)
+    b = torch.randn(size, size, device=device).to(dtype)
+    best = math.inf
+    for _ in range(repeats + 2):
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        t = time.perf_counter()
+        a @ b
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        best = min(best, time.perf_counter() - t)
+    return 2 * size ** 3 / best / 1e12
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -70,6 +104,8 @@ def main(argv: list[str] | None = None) -> None:
         train_step(model, optimizer, obs, act, rew, device, config=config, generator=gen)
     print(f"warm-up: {args.warmup} steps in {time.perf_counter() - t0:.2f} s")
 
+    flops = step_flops(model, optimizer, (obs, act, rew), device, config)
+    peak = matmul_tflops(precision, device)
     round_ms, cpu_ms = [], []
     for r in range(args.rounds):
         times = []
@@ -88,10 +124,16 @@ def main(argv: list[str] | None = None) -> None:
         print(f"round {r + 1}: median {ms:.1f} ms/step, min {1e3 * min(times):.1f} ms, cpu {cpu_ms[-1]:.0f} ms/step "
               f"→ {B * T / ms * 1e3:.0f} frames/s (loss {out['loss']:.1f})")
     best = min(round_ms)
+    achieved = flops / (best / 1e3) / 1e12
+    print(f"matmul share: the step does {flops / 1e9:.1f} GFLOP of matmuls and convolutions, {achieved:.3f} TFLOP/s "
+          f"at its best round; a 1024² {precision} matmul here runs at {peak:.3f} TFLOP/s: "
+          f"{100 * achieved / peak:.0f}% of it")
     load_end = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(json.dumps({
         "bench": "train", "frames_per_s": round(B * T / best * 1e3, 1), "ms_per_step": round(best, 2),
         "typical_ms_per_step": round(statistics.median(round_ms), 2),
         "cpu_ms_per_step": round(min(cpu_ms), 1), "precision": precision, "conv_path": conv_path,
         "device": str(device), "batch": B, "seq": T, "threads": args.threads, "load1": round(load_end, 2),
+        "step_gflop": round(flops / 1e9, 2), "step_tflops": round(achieved, 4),
+        "matmul_tflops": round(peak, 4), "step_share_of_matmul": round(achieved / peak, 3),
     }))
