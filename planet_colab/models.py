@@ -243,8 +243,7 @@ class WorldModel(nn.Module):
         with self._part("transition"):
             act_proj = F.linear(prev_act, w_img[:, S:], self.img_in.bias).float()  # (T, B, H)
         with self._part("posterior"):
-            emb_proj = F.linear(embed.to(torch.float32) if "posterior" in self.fp32_parts else embed,
-                                w_post[:, D:], self.post_in.bias).float()  # (T, B, H)
+            emb_proj = F.linear(embed.float(), w_post[:, D:], self.post_in.bias).float()  # (T, B, H)
         w_img_s, w_post_d = w_img[:, :S].t(), w_post[:, :D].t()
 
         # The recurrence itself runs in fp32 with autocast off: its (B, 200) matmuls are too small
