@@ -62,6 +62,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="total iterations (may be changed on resume; saved to the run's config.json)")
     t.add_argument("--set", dest="overrides", nargs="*", default=[], metavar="KEY=VALUE",
                    help="override config fields, e.g. --set batch_size=32 seed=1 (saved to config.json)")
+    t.add_argument("--paper-sizes", action="store_true",
+                   help="PlaNet's own training and planning sizes (batch 50 × 50, 100 steps, depth 32, CEM "
+                        "1000 × 10) instead of the preset's CPU recipe; --set still wins")
     t.add_argument("--no-progress", action="store_true", help="plain lines instead of progress bars")
     t.add_argument("--take-over", action="store_true",
                    help="take the run over from another trainer that still holds its owner lease")
@@ -96,7 +99,7 @@ def _chosen_run_dir(args: argparse.Namespace) -> Path:
 def cmd_train(args: argparse.Namespace) -> int:
     """Start or resume training."""
     from planet_colab.colab import default_run_dir
-    from planet_colab.config import changes_from_args
+    from planet_colab.config import PAPER_SIZES, changes_from_args
     from planet_colab.cost import describe_cost
     from planet_colab.run import Run
     from planet_colab.threads import apply_threads
@@ -108,6 +111,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         changes = changes_from_args(args.overrides, args.iterations)
     except ValueError as e:
         raise UsageError(f"argument --set: {e}") from None
+    if args.paper_sizes:
+        changes = {**PAPER_SIZES, **changes}
     run = Run.open(run_dir, args.preset, changes=changes)
     if args.preset is None and (run.is_new or args.run_dir is None):
         print(f"No --preset given: {'a new' if run.is_new else 'resuming the'} {run.config.preset} run in "

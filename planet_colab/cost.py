@@ -14,7 +14,9 @@ in two sets, and an estimate uses the one this machine's CPU (and the config's p
   threads are faster by a factor not measured. The learning runs beside them (one thread each, load
   ~3) took 3.3 s per step and 0.9-1.2 s per action in wall time.
 
-Training scales with sequences × length × steps, planning with candidates × refits × horizon per
+Training scales with sequences × length × steps, and with the conv depth as `depth_factor` says (the
+units above are depth 32; depth 16 measured 0.24 against 0.43 CPU s per 16 × 25 bf16 step, 1 thread, on
+an AMX-BF16 Xeon: docs/results/cost.md); planning with candidates × refits × horizon per
 agent step; MuJoCo tasks add one 64×64 render per agent step, in CPU time per frame measured with
 `python -m planet_colab.bench env --preset P --threads 1` (OSMesa) on the AVX2 box with the tuned render
 settings (rendering.configure_offscreen): a suite task 12.4 ms at load 6 (cartpole_swingup), gymnasium's
@@ -62,6 +64,12 @@ def render_seconds(env_name: str) -> float:
     return SUITE_RENDER_S if env_name.startswith("dmc:") else GYM_MUJOCO_RENDER_S
 
 
+def depth_factor(cnn_depth: int) -> float:
+    """A train step's cost at conv depth `cnn_depth` relative to depth 32: the convolutions (~80% of a
+    depth-32 step) shrink a little faster than linearly with depth, the RSSM and the rest (~20%) do not."""
+    return 0.2 + 0.8 * (cnn_depth / 32) ** 1.2
+
+
 def estimate_seconds(config: Any, costs: CpuCosts | None = None) -> dict[str, float]:
     """Estimated seconds for the whole run on a CPU of `costs` (default: this one's): train, collect, eval, total."""
     costs = costs or costs_for_this_cpu(config.precision)
@@ -71,7 +79,7 @@ def estimate_seconds(config: Any, costs: CpuCosts | None = None) -> dict[str, fl
     iterations = config.total_iterations
     parts = {
         "train": iterations * config.train_steps * config.batch_size * config.seq_len
-        * costs.train_s_per_sequence_step,
+        * costs.train_s_per_sequence_step * depth_factor(config.cnn_depth),
         "collect": iterations * config.collect_episodes * episode,
         "eval": -(-iterations // config.eval_every) * config.eval_episodes * episode,  # and the last one
     }

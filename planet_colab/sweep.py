@@ -195,6 +195,9 @@ def connect(address: str | None = None, num_cpus: int | None = None) -> bool:
     address = _cluster_address(address)
     with _keep_python_sigterm_handler():
         if address is None:
+            # Ray starts its workers at nice 15, so a run got ~3% of a core beside three ordinary
+            # processes on 2 cores (measured): the runs are this sweep's work, not background chores.
+            os.environ.setdefault("RAY_worker_niceness", "0")
             # Small object store: runs exchange only their config and a summary, never tensors.
             ray.init(address="local", num_cpus=num_cpus, include_dashboard=False,
                      object_store_memory=128 * 2**20, log_to_driver=True)

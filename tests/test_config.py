@@ -4,7 +4,7 @@ import dataclasses
 
 import pytest
 
-from planet_colab.config import PRESETS, Config, get_config, parse_override
+from planet_colab.config import PAPER_SIZES, PRESETS, Config, get_config, parse_override
 
 
 @pytest.mark.parametrize("preset", sorted(PRESETS))
@@ -110,10 +110,12 @@ def test_every_field_has_a_default():
     Config().validate()
 
 
-def test_the_planner_warm_start_is_off_by_default_and_checked():
+def test_the_planner_warm_start_is_the_task_presets_choice_and_checked():
     from planet_colab.config import parse_override
 
-    assert not get_config("pendulum").plan_warm_start and not get_config("cartpole_swingup").plan_warm_start
+    # Off in the Config defaults (the paper's CEM) and Pendulum's; on in the task presets' CPU recipe.
+    assert not Config().plan_warm_start and not get_config("pendulum").plan_warm_start
+    assert get_config("cartpole_swingup").plan_warm_start
     assert parse_override("plan_warm_start=true") == ("plan_warm_start", True)
     assert parse_override("plan_warm_start=0") == ("plan_warm_start", False)
     with pytest.raises(ValueError, match="plan_warm_start expects true or false, got 'maybe'"):
@@ -122,3 +124,17 @@ def test_the_planner_warm_start_is_off_by_default_and_checked():
         get_config("smoke", plan_warm_start="yes")
     with pytest.raises(ValueError, match="plan_warm_std must be > 0"):
         get_config("smoke", plan_warm_std=0.0)
+
+
+@pytest.mark.parametrize("task", ["cartpole_swingup", "reacher_easy", "cheetah_run", "finger_spin", "cup_catch",
+                                  "walker_walk", "half_cheetah"])
+def test_task_presets_are_the_cpu_recipe_and_the_papers_sizes_are_one_switch_away(task):
+    config = get_config(task)
+    # The measured recipe (docs/results/cost.md): smaller convs, fewer steps, a warm-started small CEM.
+    assert (config.batch_size, config.seq_len, config.train_steps, config.cnn_depth) == (16, 25, 75, 16)
+    assert (config.candidates, config.optim_iters, config.top_k, config.plan_warm_start) == (250, 3, 25, True)
+    paper = get_config(task, **PAPER_SIZES)
+    assert (paper.batch_size, paper.seq_len, paper.train_steps, paper.cnn_depth) == (50, 50, 100, 32)
+    assert (paper.candidates, paper.optim_iters, paper.top_k, paper.plan_warm_start) == (1000, 10, 100, False)
+    assert (paper.free_nats, paper.kl_balance) == (3.0, 0.5)  # PlaNet's KL: 3 free nats, plain
+    assert (paper.env_name, paper.action_repeat) == (config.env_name, config.action_repeat)  # the task stays

@@ -300,7 +300,7 @@ def test_a_run_held_by_a_live_trainer_here_fails_at_once_saying_who(tmp_path):
     assert not (run_dir / "episodes").exists()
 
 
-def test_local_cpus_caps_the_ray_started_here(tmp_path, monkeypatch):
+def test_local_cpus_caps_the_ray_started_here_and_its_runs_are_not_niced(tmp_path, monkeypatch):
     ray = pytest.importorskip("ray", reason=SWEEP_EXTRA)
     from planet_colab import sweep
 
@@ -309,6 +309,8 @@ def test_local_cpus_caps_the_ray_started_here(tmp_path, monkeypatch):
     def connect_and_stop(address, num_cpus=None):
         real_connect(address, num_cpus=num_cpus)
         seen["cpus"] = ray.cluster_resources().get("CPU")
+        # Ray's default nice 15 starves a run beside any other busy process.
+        seen["nice"] = ray.get(ray.remote(lambda: os.nice(0)).remote())
         ray.shutdown()
         raise KeyboardInterrupt  # stop before any run starts: the cap is what this test is about
 
@@ -316,7 +318,7 @@ def test_local_cpus_caps_the_ray_started_here(tmp_path, monkeypatch):
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     with pytest.raises(KeyboardInterrupt):
         run_sweep(tmp_path, ["smoke"], [0], local_cpus=1, say=lambda line: None)
-    assert seen["cpus"] == 1
+    assert seen["cpus"] == 1 and seen["nice"] == os.nice(0)
     assert not (tmp_path / "smoke").exists()
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 
 from planet_colab.__main__ import main as cli
+from planet_colab.config import Config
 
 SMALL = ["--iterations", "1", "--no-progress", "--set", "eval_every=100"]
 
@@ -60,3 +61,15 @@ def test_the_train_phase_reports_each_step_to_a_phase_callback(tmp_path):
     first = heard[:steps + 2]
     assert first == [("train", k, steps) for k in range(steps + 1)] + [("collect", 0, 1)]
     assert ("evaluate", 0, get_config("smoke").eval_episodes) in heard
+
+
+def test_paper_sizes_put_a_run_on_planets_own_sizes_and_set_still_wins(tmp_path, capsys):
+    run = tmp_path / "run"
+    # Smoke's tiny model and episode, so that only the paper's recipe fields (and the KL) change.
+    small = ["seq_len=6", "batch_size=4", "train_steps=2", "cnn_depth=4", "candidates=16", "optim_iters=2",
+             "top_k=4"]
+    assert cli(["train", "--preset", "smoke", "--run-dir", str(run), "--paper-sizes", *SMALL, *small]) == 0, \
+        capsys.readouterr().err
+    config = Config.load(run / "config.json")
+    assert (config.free_nats, config.kl_balance, config.plan_warm_start) == (3.0, 0.5, False)  # the paper's
+    assert (config.batch_size, config.seq_len, config.candidates) == (4, 6, 16)  # --set's

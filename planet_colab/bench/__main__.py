@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-BENCHES = ("data", "train", "plan", "learn", "oracle", "openloop", "env", "precision", "iteration", "warm")
+BENCHES = ("data", "train", "plan", "learn", "oracle", "openloop", "env", "precision", "iteration", "warm", "versus")
 
 
 def _usage() -> str:
