@@ -49,6 +49,36 @@ def cpu_flags() -> frozenset[str]:
     return frozenset()
 
 
+# The flags that set a CPU's training speed here: AVX2 (the fp32 kernels), AVX512-BF16 and AMX-BF16
+# (native bf16, which precision=auto picks). Recorded with every metrics row (machine_record).
+SPEED_FLAGS = ("avx2", "avx512_bf16", "amx_bf16")
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_model() -> str:
+    """This CPU's model name (/proc/cpuinfo's "model name", else what platform knows, e.g. "arm")."""
+    import platform
+
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return " ".join(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown CPU"
+
+
+def machine_record(device: torch.device | str) -> dict[str, object]:
+    """What a metrics row says about the machine its seconds were measured on: CPU model and speed flags, GPU."""
+    # Per row, not per run: a run resumed on another runtime (a new Colab session) times its later
+    # iterations on another CPU, and each row's seconds belong to the CPU beside them.
+    record: dict[str, object] = {"cpu": cpu_model(), "cpu_flags": [f for f in SPEED_FLAGS if f in cpu_flags()]}
+    device = torch.device(device)
+    if device.type == "cuda":
+        record["gpu"] = torch.cuda.get_device_name(device)
+    return record
+
+
 @functools.lru_cache(maxsize=1)
 def cpu_has_fast_bf16() -> bool:
     """True when this CPU computes bf16 dot products natively (AMX or AVX512-BF16)."""

@@ -28,6 +28,7 @@ from planet_colab.config import Config
 from planet_colab.dataset import EpisodeDataset, collate_episode_batch, project_episode_ram
 from planet_colab.env import make_env_from_config
 from planet_colab.losses import train_step
+from planet_colab.precision import machine_record
 from planet_colab.run import Run, TrainingState, read_metrics
 from planet_colab.run_config import RunError
 from planet_colab.seeding import numpy_rng, torch_generator
@@ -278,7 +279,8 @@ class OnlineLoop:
                                "collect_length": float(np.mean(collected["lengths"])), **evaluation}
         row.update({f"{k}_episodes": v for k, v in episodes.items() if v})
         row.update(train_s=t_train, collect_s=t_collect, eval_s=time.perf_counter() - t3, io_s=t_io,
-                   seconds=time.perf_counter() - t0, threads=torch.get_num_threads())
+                   seconds=time.perf_counter() - t0, threads=torch.get_num_threads(),
+                   **machine_record(self.state.device))  # what the seconds were measured on (sweep-report)
         self.metrics.append(row)
         t4 = time.perf_counter()
         self.checkpoints.finish(it, self.metrics)

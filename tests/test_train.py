@@ -346,12 +346,17 @@ def test_stop_mid_iteration_saves_the_grad_scaler_state_of_the_snapshot(tmp_path
     assert all(torch.equal(weights[k], before[k]) for k in before)
 
 
-def test_every_row_in_metrics_jsonl_has_its_checkpoint_time_and_threads(tmp_path):
+def test_every_row_in_metrics_jsonl_has_its_checkpoint_time_threads_and_cpu(tmp_path):
     train.train_planner(smoke(total_iterations=2, checkpoint_every=1), tmp_path, progress=False)
     rows = train.read_metrics(tmp_path)
     assert [r["iteration"] for r in rows] == [0, 1]
     assert all(r["checkpoint_s"] > 0 for r in rows)  # both iterations were checkpointed, the last one too
     assert all(r["threads"] == torch.get_num_threads() == 1 for r in rows)  # what its seconds were measured with
+    from planet_colab.precision import SPEED_FLAGS, cpu_flags, cpu_model
+
+    # and on which CPU (sweep-report's benchmark table names it beside the hours)
+    assert all(r["cpu"] == cpu_model() and r["cpu_flags"] == [f for f in SPEED_FLAGS if f in cpu_flags()]
+               and ("gpu" in r) == torch.cuda.is_available() for r in rows)
 
 
 def test_the_command_line_says_a_finished_run_is_finished_and_prints_warnings_as_one_line(tmp_path, capsys):
