@@ -196,6 +196,12 @@ def _add_sweep_parsers(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--reference", action="append", default=[], metavar="PRESET=FILE",
                    help="draw a published single run (bench learn's JSON, e.g. "
                    "pendulum=docs/results/pendulum.json) beside that preset's seeds; repeatable")
+    r.add_argument("--random-baseline", action="append", default=[], metavar="PRESET",
+                   help="measure PRESET's random policy (10 episodes of physics and rendering, 1–2 min for "
+                   "half_cheetah) and draw it as a reference line; kept by later reports in the same --out; "
+                   "repeatable")
+    r.add_argument("--cpu", metavar="TEXT", help="the machine to name for runs whose metrics rows record none "
+                   "(runs started before rows recorded their CPU), e.g. \"Xeon 8480+ (AMX), 1 thread\"")
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
@@ -225,7 +231,8 @@ def cmd_sweep_report(args: argparse.Namespace) -> int:
         if preset in references:
             raise ValueError(f"--reference names {preset} twice ({references[preset]}, {path}); give one")
         references[preset] = path
-    write_report(args.root, tensorboard_dir=args.tensorboard_dir, out_dir=args.out, references=references)
+    write_report(args.root, tensorboard_dir=args.tensorboard_dir, out_dir=args.out, references=references,
+                 random_baseline=args.random_baseline, cpu=args.cpu)
     return 0
 
 

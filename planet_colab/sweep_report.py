@@ -8,6 +8,11 @@ shown up to where it is. Every file is written whole under a temporary name and 
 event file is never appended to: a run with new rows gets a new event file that replaces its old one.
 A published single-run result (bench learn's `<preset>.json`) can be drawn beside a preset's seeds as
 its reference, and a hand-written block in the page (hand_notes' markers) survives a new report.
+
+The page opens with a benchmark table: per preset, the return at its last scheduled evaluation at or
+before 100 episodes (100k environment steps on the suite's tasks) beside PlaNet's and Dreamer's published
+100k returns or a measured random policy (baselines.py), the hours a run took to get there and the CPU
+its metrics rows name, and whether every seed ran at its preset's defaults.
 """
 
 from __future__ import annotations
@@ -18,23 +23,33 @@ import os
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
 from planet_colab.config import Config
 from planet_colab.hand_notes import EMPTY_NOTES, kept_notes
 from planet_colab.safeio import retry_io, write_atomic
-from planet_colab.words import published_path
+from planet_colab.words import plural, published_path
 
 __all__ = ["find_runs", "read_reference", "summarize", "plot_sweep", "format_markdown",
-           "write_tensorboard", "write_report"]
+           "write_tensorboard", "write_report", "benchmark_episodes", "preset_differences",
+           "add_random_policies", "BENCHMARK_EPISODES", "ALLOWED_DIFFERENCES"]
 
 TB_HINT = "pip install tensorboard  (Colab has it)"
 # metrics.jsonl key -> TensorBoard tag; the step of every point is the number of episodes stored.
 TB_TAGS = {"eval_mean": "return/eval", "collect_return": "return/collect", "loss": "loss/total",
            "obs_loss": "loss/obs", "reward_loss": "loss/reward", "kl_loss": "loss/kl",
            "grad_norm": "train/grad_norm", "seconds": "time/seconds_per_iteration"}
+# The benchmark table's point: the published figures are returns after 100k environment steps, which is
+# 100 episodes of the suite's 1000 steps; a run is read at its last scheduled evaluation at or before it.
+BENCHMARK_EPISODES = 100
+# Config fields a benchmark run may change from its preset's and still count as at the preset's defaults:
+# which seed, how long, when it checkpoints or evaluates, and the precision (a speed choice; bf16 learns
+# as fp32 does, docs/results/precision.md). Anything else makes it another recipe, and the report says so.
+ALLOWED_DIFFERENCES = ("seed", "total_iterations", "checkpoint_every", "checkpoint_minutes", "keep_checkpoints",
+                       "eval_every", "precision")
+NOT_RECORDED = "not recorded"
 
 
 def find_runs(root: str | os.PathLike) -> dict[str, dict[int, Path]]:
@@ -57,16 +72,39 @@ def _read_rows(run_dir: Path) -> list[dict[str, Any]]:
     return read_metrics(run_dir)
 
 
-def _run_summary(run_dir: Path, root: Path) -> dict[str, Any]:
+def _machine(row: dict[str, Any], cpu: str | None) -> str:
+    """The machine a metrics row was measured on, in words; `cpu` stands in for rows that record none."""
+    if "cpu" not in row:
+        return cpu or NOT_RECORDED
+    flags = row.get("cpu_flags") or []
+    text = f"{row['cpu']} ({', '.join(flags) if flags else 'no AVX2'})"
+    if "threads" in row:
+        text += f", {plural(row['threads'], 'thread')}"
+    return text + (f", {row['gpu']}" if row.get("gpu") else "")
+
+
+def _run_summary(run_dir: Path, root: Path, cpu: str | None = None) -> dict[str, Any]:
     config = Config.load(run_dir / "config.json")
     rows = _read_rows(run_dir)
-    evals = [r for r in rows if "eval_mean" in r]
+    evals: dict[str, list[Any]] = {"episodes": [], "eval_mean": [], "eval_std": [], "hours": [], "machines": []}
+    seconds, machines = 0.0, []
+    for row in rows:
+        # Wall time to the end of each row: its iteration's seconds and the checkpoint written after them
+        # (seed episodes and start-up are in no row). A resumed run may have changed machine: each
+        # evaluation keeps the machines of the rows up to it.
+        seconds += row.get("seconds", 0.0) + row.get("checkpoint_s", 0.0)
+        machine = _machine(row, cpu)
+        if machine not in machines:
+            machines.append(machine)
+        if "eval_mean" in row:
+            for key, value in (("episodes", row["episodes"]), ("eval_mean", row["eval_mean"]),
+                               ("eval_std", row["eval_std"]), ("hours", seconds / 3600.0),
+                               ("machines", list(machines))):
+                evals[key].append(value)
     return {"run_dir": published_path(run_dir, root), "iterations_done": len(rows),
             "total_iterations": config.total_iterations,
-            "episodes_done": rows[-1]["episodes"] if rows else 0,
-            "episodes": [r["episodes"] for r in evals],
-            "eval_mean": [r["eval_mean"] for r in evals],
-            "eval_std": [r["eval_std"] for r in evals]}
+            "episodes_done": rows[-1]["episodes"] if rows else 0, **evals,
+            "config": config.to_dict()}  # all of it: anyone can check it against the preset's
 
 
 def _curve(runs: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
@@ -103,60 +141,174 @@ def read_reference(path: str | os.PathLike) -> dict[str, Any]:
             "curve": [{"episodes": int(e), "mean": float(m), "std": float(s)} for e, m, s in curve]}
 
 
+def benchmark_episodes(config: Config, limit: int = BENCHMARK_EPISODES) -> int | None:
+    """Episodes stored at the config's last scheduled evaluation at or before `limit` episodes (None: none is)."""
+    from planet_colab.train import evaluates  # the loop's own schedule, not a copy of it
+
+    scheduled = [config.seed_episodes + (it + 1) * config.collect_episodes
+                 for it in range(config.total_iterations) if evaluates(config, it)]
+    return max((e for e in scheduled if e <= limit), default=None)
+
+
+def preset_differences(configs: Mapping[str, Mapping[str, Any]], preset: str) -> dict[str, dict[str, Any]]:
+    """{field: {"preset": default, run: value, …}} where a run's config differs from `get_config(preset)`
+    outside ALLOWED_DIFFERENCES (empty: every run is at the preset's defaults)."""
+    from planet_colab.config import PRESETS, get_config
+
+    if preset not in PRESETS:  # a preset this code no longer has: nothing to be at the defaults of
+        return {"preset": {"preset": None, **{run: c.get("preset") for run, c in configs.items()}}}
+    defaults = get_config(preset).to_dict()
+    differences: dict[str, dict[str, Any]] = {}
+    for run, config in configs.items():
+        for field in sorted(set(defaults) | set(config)):
+            if field not in ALLOWED_DIFFERENCES and config.get(field) != defaults.get(field):
+                differences.setdefault(field, {"preset": defaults.get(field)})[run] = config.get(field)
+    return differences
+
+
+def _benchmark(preset: str, data: dict[str, Any]) -> dict[str, Any]:
+    """The benchmark table's row of a preset: its return at the table's point, the published figures, cost, CPU."""
+    from planet_colab.baselines import published_100k
+
+    targets = [benchmark_episodes(Config.from_dict(run["config"])) for run in data["runs"].values()]
+    target = max((t for t in targets if t is not None), default=None)
+    # A run in progress counts up to where it is: the furthest evaluation at or before the table's point.
+    point = max((c for c in data["curve"] if target is not None and c["episodes"] <= target),
+                key=lambda c: c["episodes"], default=None)
+    row: dict[str, Any] = {"episodes": target, "at_episodes": None, "mean": None, "std": None, "seeds": 0,
+                           "of": len(data["seeds"]), "hours_per_run": None, "hours": {}, "machines": []}
+    if point is not None:
+        row.update(at_episodes=point["episodes"], mean=point["mean"], std=point["std"], seeds=point["seeds"])
+        for seed, run in data["runs"].items():
+            if point["episodes"] in run["episodes"]:
+                k = run["episodes"].index(point["episodes"])
+                row["hours"][seed] = run["hours"][k]
+                row["machines"] += [m for m in run["machines"][k] if m not in row["machines"]]
+        row["hours_per_run"] = float(np.mean(list(row["hours"].values())))
+    row["in_progress"] = row["at_episodes"] != target or row["seeds"] < row["of"]
+    row["published"] = published_100k(preset)
+    return row
+
+
+def add_random_policies(summary: dict[str, Any], policies: Mapping[str, dict[str, Any]]) -> None:
+    """Put measured random-policy returns (baselines.random_policy_return) into their presets' benchmark rows."""
+    for preset, figure in policies.items():
+        if preset not in summary["presets"]:
+            raise ValueError(f"the random policy of {preset!r} has no runs to stand beside: the sweep holds "
+                             f"{', '.join(summary['presets']) or 'no runs'}")
+        summary["presets"][preset]["benchmark"]["random_policy"] = dict(figure)
+
+
 def summarize(root: str | os.PathLike,
-              references: Mapping[str, str | os.PathLike] | None = None) -> dict[str, Any]:
-    """Every run's evaluations, each preset's across-seed curve and its reference run, as JSON-able data."""
+              references: Mapping[str, str | os.PathLike] | None = None,
+              random_policies: Mapping[str, dict[str, Any]] | None = None,
+              cpu: str | None = None) -> dict[str, Any]:
+    """Every run's evaluations and config, each preset's across-seed curve, benchmark row and references, as
+    JSON-able data; `cpu` names the machine of metrics rows that record none."""
     presets = {}
     for preset, seeds in find_runs(root).items():
-        runs = {f"seed_{seed}": _run_summary(run_dir, Path(root)) for seed, run_dir in seeds.items()}
-        presets[preset] = {"seeds": list(seeds), "runs": runs, "curve": _curve(runs)}
+        runs = {f"seed_{seed}": _run_summary(run_dir, Path(root), cpu) for seed, run_dir in seeds.items()}
+        differences = preset_differences({seed: run["config"] for seed, run in runs.items()}, preset)
+        presets[preset] = {"seeds": list(seeds), "runs": runs, "curve": _curve(runs),
+                           "at_preset_defaults": not differences, "preset_differences": differences}
+        presets[preset]["benchmark"] = _benchmark(preset, presets[preset])
     for preset, path in (references or {}).items():
         if preset not in presets:
             raise ValueError(f"the reference for {preset!r} has no runs to stand beside: {root} holds "
                              f"{', '.join(presets) or 'no runs'}")
         presets[preset]["reference"] = read_reference(path)
     # Names, not this machine's paths: the page is published (run directories are relative to the root).
-    return {"root": Path(os.path.abspath(root)).name, "std": "across seeds, ddof 0", "presets": presets}
+    summary = {"root": Path(os.path.abspath(root)).name, "std": "across seeds, ddof 0",
+               "allowed_differences": list(ALLOWED_DIFFERENCES), "presets": presets}
+    add_random_policies(summary, random_policies or {})
+    return summary
 
 
-def plot_sweep(summary: dict[str, Any]) -> Any:
-    """Evaluation return against episodes: per preset a line at the seeds' mean, a band of ± std."""
+def _has_reference_lines(data: dict[str, Any]) -> bool:
+    """True when the preset has a published figure or a measured random policy to draw as a line."""
+    bench = data.get("benchmark", {})
+    return bool(bench.get("published") or bench.get("random_policy"))
+
+
+def _draw_preset(ax: Any, data: dict[str, Any], color: str, name: str = "") -> None:
+    """A preset's seeds (thin), their mean with a ± std band, and its published run; labels start with `name`."""
+    curve = data["curve"]
+    if not curve:
+        return
+    x = np.array([c["episodes"] for c in curve])
+    mean = np.array([c["mean"] for c in curve])
+    std = np.array([c["std"] for c in curve])
+    n = len(data["seeds"])
+    label = f"mean of {plural(n, 'seed')} ± std"
+    ax.plot(x, mean, color=color, label=f"{name} ({label})" if name else label)
+    ax.fill_between(x, mean - std, mean + std, color=color, alpha=0.2, linewidth=0)
+    # A point that fewer seeds have reached yet is a mean over a different group: drawn hollow.
+    full = np.array([c["seeds"] == n for c in curve])
+    ax.plot(x[full], mean[full], linestyle="none", marker="o", markersize=4, color=color)
+    if not full.all():
+        ax.plot(x[~full], mean[~full], linestyle="none", marker="o", markersize=5, markerfacecolor="white",
+                color=color, label=f"{name + ': ' if name else ''}fewer seeds so far (see the table)")
+    for run in data["runs"].values():  # each seed thin, so a lagging run is visible
+        ax.plot(run["episodes"], run["eval_mean"], color=color, alpha=0.35, linewidth=0.8)
+    if "reference" in data:  # no band: its std is over evaluation episodes, not across seeds
+        ref = data["reference"]
+        ax.plot([c["episodes"] for c in ref["curve"]], [c["mean"] for c in ref["curve"]], color=color,
+                linestyle="--", marker="s", markersize=3,
+                label=f"{name + ': ' if name else ''}one published run ({Path(ref['file']).name})")
+
+
+def _draw_reference_lines(ax: Any, bench: dict[str, Any]) -> None:
+    """PlaNet@100k, Dreamer@100k and the random policy as horizontal lines, the table's point as a vertical one."""
+    published, random_policy = bench.get("published"), bench.get("random_policy")
+    if published:
+        ax.axhline(published["planet"], color="black", linestyle="--", linewidth=1,
+                   label=f"PlaNet@100k ({published['planet']:.0f})")
+        ax.axhline(published["dreamer"], color="0.45", linestyle=":", linewidth=1.3,
+                   label=f"Dreamer@100k ({published['dreamer']:.0f})")
+    if random_policy:
+        ax.axhline(random_policy["mean"], color="C3", linestyle="-.", linewidth=1,
+                   label=f"random policy ({random_policy['mean']:.1f} ± {random_policy['std']:.1f})")
+    if bench.get("episodes") is not None:
+        ax.axvline(bench["episodes"], color="0.7", linewidth=0.8, zorder=0,
+                   label=f"the table's point ({bench['episodes']} episodes)")
+
+
+def plot_sweep(summary: dict[str, Any], panels: bool | None = None) -> Any:
+    """Evaluation return against episodes: per preset a line at the seeds' mean, a band of ± std.
+
+    One axes for all presets, or with `panels` one per preset with its reference lines (PlaNet@100k,
+    Dreamer@100k, the random policy); None: panels when some preset has a reference line.
+    """
     from matplotlib.figure import Figure
     from matplotlib.ticker import MaxNLocator
 
-    fig = Figure(figsize=(8, 4.5))
-    ax = fig.add_subplot()
-    for i, (preset, data) in enumerate(summary["presets"].items()):
-        curve = data["curve"]
-        if not curve:
-            continue
-        color = f"C{i % 10}"
-        x = np.array([c["episodes"] for c in curve])
-        mean = np.array([c["mean"] for c in curve])
-        std = np.array([c["std"] for c in curve])
-        n = len(data["seeds"])
-        ax.plot(x, mean, color=color, label=f"{preset} (mean of {n} seed{'s' if n != 1 else ''} ± std)")
-        ax.fill_between(x, mean - std, mean + std, color=color, alpha=0.2, linewidth=0)
-        # A point that fewer seeds have reached yet is a mean over a different group: drawn hollow.
-        full = np.array([c["seeds"] == n for c in curve])
-        ax.plot(x[full], mean[full], linestyle="none", marker="o", markersize=4, color=color)
-        if not full.all():
-            ax.plot(x[~full], mean[~full], linestyle="none", marker="o", markersize=5, markerfacecolor="white",
-                    color=color, label=f"{preset}: fewer seeds so far (see the table)")
-        for run in data["runs"].values():  # each seed thin, so a lagging run is visible
-            ax.plot(run["episodes"], run["eval_mean"], color=color, alpha=0.35, linewidth=0.8)
-        if "reference" in data:  # no band: its std is over evaluation episodes, not across seeds
-            ref = data["reference"]
-            ax.plot([c["episodes"] for c in ref["curve"]], [c["mean"] for c in ref["curve"]], color=color,
-                    linestyle="--", marker="s", markersize=3,
-                    label=f"{preset}: one published run ({Path(ref['file']).name})")
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_xlabel("episodes collected")
-    ax.set_ylabel("evaluation return")
-    ax.set_title(f"{Path(summary['root']).name}: noise-free evaluation return across seeds")
-    ax.grid(alpha=0.3)
-    if ax.get_legend_handles_labels()[0]:
-        ax.legend(loc="best", fontsize=8)
+    presets = summary["presets"]
+    if panels is None:
+        panels = any(_has_reference_lines(d) for d in presets.values())
+    if not panels:
+        fig = Figure(figsize=(8, 4.5))
+        ax = fig.add_subplot()
+        for i, (preset, data) in enumerate(presets.items()):
+            _draw_preset(ax, data, f"C{i % 10}", name=preset)
+        axes = [ax]
+        ax.set_title(f"{Path(summary['root']).name}: noise-free evaluation return across seeds")
+    else:
+        cols = min(3, len(presets))
+        rows = -(-len(presets) // cols)
+        fig = Figure(figsize=(4.6 * cols, 3.6 * rows))
+        axes = [fig.add_subplot(rows, cols, i + 1) for i in range(len(presets))]
+        for ax, (preset, data) in zip(axes, presets.items()):
+            _draw_preset(ax, data, "C0")
+            _draw_reference_lines(ax, data.get("benchmark", {}))
+            ax.set_title(f"{preset} ({plural(len(data['seeds']), 'seed')})", fontsize=10)
+        fig.suptitle(f"{Path(summary['root']).name}: noise-free evaluation return, each seed thin")
+    for ax in axes:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_xlabel("episodes collected")
+        ax.set_ylabel("evaluation return")
+        ax.grid(alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(loc="best", fontsize=8 if not panels else 6.5)
     fig.tight_layout()
     return fig
 
@@ -198,8 +350,68 @@ def _preset_table(data: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _hours(hours: float | None) -> str:
+    """Hours with three significant digits or so ("0.90", "12.3"), "–" for none."""
+    return "–" if hours is None else f"{hours:.2f}" if hours < 10 else f"{hours:.1f}"
+
+
+def _benchmark_table(summary: dict[str, Any]) -> list[str]:
+    """Per preset: return at the table's point across seeds, the published figures, hours per run, CPU."""
+    from planet_colab.baselines import RANDOM_POLICY_EPISODES
+
+    presets = summary["presets"]
+    random = any("random_policy" in d["benchmark"] for d in presets.values())
+    allowed = ", ".join(summary.get("allowed_differences", ALLOWED_DIFFERENCES))
+    lines = [
+        "## Benchmark", "",
+        f"Return at the last scheduled evaluation at or before {BENCHMARK_EPISODES} episodes ({BENCHMARK_EPISODES}k "
+        "environment steps for the 1000-step tasks), mean ± std across seeds. PlaNet@100k and Dreamer@100k as "
+        "published after 100k steps (PlaNet: the larger of CURL's and DrQ's Table 1 columns; Dreamer: CURL's "
+        "Table 1)"
+        + (f"; the random policy: uniform random actions, mean ± std over {RANDOM_POLICY_EPISODES} episodes on "
+           "distinct environment seeds at the preset's action repeat and episode length" if random else "")
+        + ". Hours per run: a run's iterations' wall time (train, collect, evaluate, checkpoint) up to that "
+        "evaluation, mean over the seeds (seed episodes and start-up not counted); CPU: the machine its "
+        "metrics rows name.", "",
+        "| task | episodes | return | PlaNet@100k | Dreamer@100k |" + (" random policy |" if random else "")
+        + " hours per run | CPU |",
+        "|---|---:|---:|---:|---:|" + ("---:|" if random else "") + "---:|---|"]
+    for preset, data in presets.items():
+        b = data["benchmark"]
+        if b["episodes"] is None:
+            episodes = f"none ≤ {BENCHMARK_EPISODES}"
+        elif b["at_episodes"] is None:
+            episodes = f"– of {b['episodes']} (in progress)"
+        elif b["at_episodes"] != b["episodes"]:
+            episodes = f"{b['at_episodes']} of {b['episodes']} (in progress)"
+        else:
+            episodes = str(b["episodes"])
+        seeds = f"{b['seeds']} of {b['of']} seeds" if b["seeds"] < b["of"] else plural(b["seeds"], "seed")
+        value = "–" if b["mean"] is None else f"{b['mean']:.1f}" if b["seeds"] == 1 else _pm(b["mean"], b["std"])
+        published = b.get("published") or {}
+        planet, dreamer = (f"{published[k]:.0f}" if k in published else "–" for k in ("planet", "dreamer"))
+        row = f"| `{preset}` | {episodes} | {value} ({seeds}) | {planet} | {dreamer} |"
+        if random:
+            rp = b.get("random_policy")
+            row += f" {_pm(rp['mean'], rp['std']) if rp else '–'} |"
+        machines = "; ".join(b["machines"]).replace("|", "\\|") or "–"  # a --cpu text may hold a pipe
+        lines.append(row + f" {_hours(b['hours_per_run'])} | {machines} |")
+    at = [f"`{preset}`" for preset, data in presets.items() if data["at_preset_defaults"]]
+    lines.append("")
+    if at:
+        lines.append(f"At the preset's defaults (every seed's config is the preset's `get_config(preset)` but for "
+                     f"{allowed}): {', '.join(at)}.")
+    for preset, data in presets.items():
+        if not data["at_preset_defaults"]:
+            diffs = "; ".join(
+                f"{field} " + ", ".join(f"{run} {value!r}" for run, value in values.items() if run != "preset")
+                + f" (preset {values['preset']!r})" for field, values in data["preset_differences"].items())
+            lines.append(f"- `{preset}`: **not at the preset's defaults**: {diffs}.")
+    return lines
+
+
 def format_markdown(summary: dict[str, Any], notes: str = EMPTY_NOTES, png: str = "sweep.png") -> str:
-    """The status, kept notes, curve, runs table and, per preset, evaluation return (mean ± std across seeds)."""
+    """The status, kept notes, curve, benchmark table, runs table and, per preset, evaluation return by episodes."""
     lines = [f"# Sweep report: `{summary['root']}`", "", _status(summary), "",
              notes, "", f"![evaluation return across seeds]({png})", "",
              "Noise-free evaluation return: each run's mean ± std over its evaluation episodes; per "
@@ -207,6 +419,7 @@ def format_markdown(summary: dict[str, Any], notes: str = EMPTY_NOTES, png: str 
              "A run still in progress counts up to where it is."
              + (" A published run's ± is over its own evaluation episodes."
                 if any("reference" in d for d in summary["presets"].values()) else ""), "",
+             *_benchmark_table(summary), "", "## Runs", "",
              "| run | iterations | episodes | last eval | best eval |", "|---|---|---|---|---|"]
     for preset, data in summary["presets"].items():
         for seed, run in data["runs"].items():
@@ -275,10 +488,42 @@ def write_tensorboard(root: str | os.PathLike, out_dir: str | os.PathLike | None
     return written
 
 
+def _random_policy_config(data: dict[str, Any]) -> Config:
+    """The config a preset's random policy is measured with: its runs' environment, seed 0 (as bench learn's)."""
+    first = next(iter(data["runs"].values()))
+    return Config.from_dict(first["config"]).replace(seed=0)
+
+
+def _kept_random_policies(previous: Path, summary: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Random-policy figures of an earlier report in the same place, where measured as they would be now."""
+    from planet_colab.baselines import RANDOM_POLICY_EPISODES
+
+    try:
+        old = json.loads(previous.read_text())["presets"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
+    kept = {}
+    for preset, data in summary["presets"].items():
+        figure = ((old.get(preset) or {}).get("benchmark") or {}).get("random_policy")
+        config = _random_policy_config(data)
+        same = {"seed": config.seed, "env_name": config.env_name, "action_repeat": config.action_repeat,
+                "max_episode_steps": config.max_episode_steps, "episodes": RANDOM_POLICY_EPISODES}
+        if isinstance(figure, dict) and all(figure.get(k) == v for k, v in same.items()):
+            kept[preset] = figure
+    return kept
+
+
 def write_report(root: str | os.PathLike, tensorboard_dir: str | os.PathLike | None = None,
                  say: Callable[[str], None] = print, out_dir: str | os.PathLike | None = None,
-                 references: Mapping[str, str | os.PathLike] | None = None) -> dict[str, Any]:
-    """Write sweep.{png,md,json} (to out_dir, default root/report) and the TensorBoard files; return the summary."""
+                 references: Mapping[str, str | os.PathLike] | None = None,
+                 random_baseline: Sequence[str] = (), cpu: str | None = None) -> dict[str, Any]:
+    """Write sweep.{png,md,json} (to out_dir, default root/report) and the TensorBoard files; return the summary.
+
+    `random_baseline`: presets whose random policy is measured now (baselines.random_policy_return); one
+    already in out_dir's sweep.json, measured on the same environment settings, is kept without it.
+    `cpu` names the machine of metrics rows that record none (runs started before rows recorded it).
+    """
+    from planet_colab.baselines import random_policy_return
     from planet_colab.frames import save_figure
 
     root = Path(root)
@@ -291,10 +536,22 @@ def write_report(root: str | os.PathLike, tensorboard_dir: str | os.PathLike | N
             if folder is not None else None
         if existing is not None and not existing.is_dir():
             raise ValueError(f"{flag} {folder} cannot be a folder: {existing} is a file")
-    summary = summarize(root, references)  # the one scan of the root's runs, after the cheap checks
+    summary = summarize(root, references, cpu=cpu)  # the one scan of the root's runs, after the cheap checks
     if not summary["presets"]:
         raise ValueError(f"{root} holds no runs (expected {root}/<preset>/seed_<s>/config.json); "
                          "start them with `python -m planet_colab sweep --root DIR …`")
+    missing = [p for p in random_baseline if p not in summary["presets"]]
+    if missing:  # before minutes of measuring the others
+        raise ValueError(f"--random-baseline {missing[0]} has no runs to stand beside: {root} holds "
+                         f"{', '.join(summary['presets'])}")
+    policies = _kept_random_policies(out / "sweep.json", summary)
+    for preset in policies:
+        if preset not in random_baseline:
+            say(f"{preset}'s random policy kept from {out / 'sweep.json'} "
+                f"(`--random-baseline {preset}` measures it again)")
+    for preset in dict.fromkeys(random_baseline):
+        policies[preset] = random_policy_return(_random_policy_config(summary["presets"][preset]), say=say)
+    add_random_policies(summary, policies)
     markdown = format_markdown(summary, notes=kept_notes(out / "sweep.md"))
     _write_file(out / "sweep.json", (json.dumps(summary, indent=1) + "\n").encode())
     _write_file(out / "sweep.md", markdown.encode())

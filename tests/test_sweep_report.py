@@ -194,3 +194,162 @@ def test_plot_has_a_band_per_preset(root):
     hollow = next(l for l in ax.lines if l.get_label().startswith("smoke:"))
     np.testing.assert_allclose(hollow.get_xdata(), [6])
     assert hollow.get_markerfacecolor() == "white"
+
+
+# ----------------------------------------------------------------------------- the benchmark table
+
+def _make_task_run(root: Path, preset: str, seed: int, iterations: int, returns: dict[int, float],
+                   total: int | None = None, row_extra: dict | None = None, **changes) -> Path:
+    """A task preset's run directory: its config (the preset's, with `changes`) and `iterations` metrics rows,
+    each 36 s of wall time, evaluated on the preset's own schedule (eval_mean from `returns`, else 0)."""
+    from planet_colab.train import evaluates
+
+    config = get_config(preset, seed=seed, **({"total_iterations": total} if total else {}), **changes)
+    run_dir = root / preset / f"seed_{seed}"
+    run_dir.mkdir(parents=True)
+    config.save(run_dir / "config.json")
+    rows = []
+    for it in range(iterations):
+        episodes = config.seed_episodes + (it + 1) * config.collect_episodes
+        row = {"iteration": it, "episodes": episodes, "collect_return": 1.0, "seconds": 35.0, "checkpoint_s": 1.0,
+               **(row_extra or {})}
+        if evaluates(config, it):
+            row.update(eval_mean=returns.get(episodes, 0.0), eval_std=5.0)
+        rows.append(row)
+    (run_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return run_dir
+
+
+CPU_ROW = {"cpu": "Test CPU 9000", "cpu_flags": ["avx2", "amx_bf16"], "threads": 1}
+
+
+def test_the_benchmark_table_holds_the_return_at_95_episodes_beside_planet_and_dreamer(tmp_path):
+    from planet_colab.sweep_report import plot_sweep
+
+    root = tmp_path / "bench"
+    # Two seeds past their 95-episode evaluation (iteration 90 of 100), one still at iteration 50.
+    _make_task_run(root, "cartpole_swingup", 0, 92, {95: 300.0, 55: 100.0}, row_extra=CPU_ROW)
+    _make_task_run(root, "cartpole_swingup", 1, 91, {95: 320.0, 55: 120.0}, row_extra=CPU_ROW)
+    _make_task_run(root, "cartpole_swingup", 2, 50, {55: 140.0}, row_extra=CPU_ROW)
+    assert main(["sweep-report", "--root", str(root), "--out", str(tmp_path / "page")]) == 0
+    summary = json.loads((tmp_path / "page" / "sweep.json").read_text())
+    data = summary["presets"]["cartpole_swingup"]
+    bench = data["benchmark"]
+    assert bench["published"]["planet"] == 303.0 and bench["published"]["dreamer"] == 326.0
+    assert "CURL" in bench["published"]["source"] and "DrQ" in bench["published"]["source"]
+    assert {k: bench[k] for k in ("episodes", "at_episodes", "mean", "std", "seeds", "of", "in_progress")} == \
+        {"episodes": 95, "at_episodes": 95, "mean": 310.0, "std": 10.0, "seeds": 2, "of": 3, "in_progress": True}
+    # Hours to the 95-episode evaluation: 90 iterations of 36 s (35 s + 1 s checkpoint).
+    assert bench["hours"] == {"seed_0": pytest.approx(0.9), "seed_1": pytest.approx(0.9)}
+    assert bench["machines"] == ["Test CPU 9000 (avx2, amx_bf16), 1 thread"]
+    # Each run's whole config, to check against the preset's.
+    assert data["runs"]["seed_1"]["config"] == get_config("cartpole_swingup", seed=1).to_dict()
+    assert data["at_preset_defaults"] is True and data["preset_differences"] == {}
+
+    markdown = (tmp_path / "page" / "sweep.md").read_text()
+    assert "| task | episodes | return | PlaNet@100k | Dreamer@100k | hours per run | CPU |" in markdown
+    assert ("| `cartpole_swingup` | 95 | 310.0 ± 10.0 (2 of 3 seeds) | 303 | 326 | 0.90 "
+            "| Test CPU 9000 (avx2, amx_bf16), 1 thread |") in markdown
+    assert "At the preset's defaults (every seed's config is the preset's `get_config(preset)` but for seed, " \
+        "total_iterations, checkpoint_every, checkpoint_minutes, keep_checkpoints, eval_every, precision): " \
+        "`cartpole_swingup`." in markdown
+    assert "cartpole_swingup/seed_2 at iteration 50 of 100" in markdown  # the status line says who is on the way
+
+    # The figure: one panel per task, PlaNet@100k and Dreamer@100k as horizontal lines.
+    fig = plot_sweep(summary)
+    (ax,) = fig.axes
+    lines = {l.get_label(): l for l in ax.lines}
+    assert list(lines["PlaNet@100k (303)"].get_ydata()) == [303.0, 303.0]
+    assert list(lines["Dreamer@100k (326)"].get_ydata()) == [326.0, 326.0]
+    assert len(ax.collections) == 1  # the band across seeds
+    assert sum(l.get_alpha() == 0.35 for l in ax.lines) == 3  # each seed thin
+
+
+def test_a_run_in_progress_is_read_where_it_is_and_cpu_fills_in_unrecorded_rows(root, tmp_path):
+    _make_task_run(root, "reacher_easy", 0, 40, {45: 50.0})  # rows that record no CPU
+    out = tmp_path / "page"
+    assert main(["sweep-report", "--root", str(root), "--out", str(out), "--cpu", "Laptop i7 | 2 threads"]) == 0
+    markdown = (out / "sweep.md").read_text()
+    # reacher_easy's table point is 95 episodes; it has reached 45: read there, and said to be in progress.
+    assert "| `reacher_easy` | 45 of 95 (in progress) | 50.0 (1 seed) | 140 | 314 | 0.40 | Laptop i7 \\| 2 threads |" \
+        in markdown
+    # smoke has no published figure; its last evaluation (6 episodes) is the table's point.
+    assert "| `smoke` | 6 | -100.0 (1 of 2 seeds) | – | – | 0.00 | Laptop i7 \\| 2 threads |" in markdown
+
+
+def test_at_preset_defaults_names_the_fields_that_differ(tmp_path):
+    root = tmp_path / "sweep"
+    # What a run may change: seed, length, checkpoint and evaluation cadence, precision.
+    _make_task_run(root, "walker_walk", 0, 2, {}, total=50, eval_every=5, checkpoint_every=7, precision="fp32")
+    _make_task_run(root, "cup_catch", 0, 2, {})
+    _make_task_run(root, "cup_catch", 1, 2, {}, batch_size=32)
+    summary = summarize(root)
+    assert summary["presets"]["walker_walk"]["at_preset_defaults"] is True
+    cup = summary["presets"]["cup_catch"]
+    assert cup["at_preset_defaults"] is False
+    assert cup["preset_differences"] == {"batch_size": {"preset": 16, "seed_1": 32}}
+    from planet_colab.sweep_report import format_markdown
+
+    markdown = format_markdown(summary)
+    assert "- `cup_catch`: **not at the preset's defaults**: batch_size seed_1 32 (preset 16)." in markdown
+    assert "precision): `walker_walk`." in markdown
+
+
+def test_the_published_json_names_no_path_of_this_machine(tmp_path, monkeypatch):
+    from test_published_paths import MACHINE_PATH
+
+    monkeypatch.chdir(tmp_path)
+    root = tmp_path / "sweep"
+    _make_task_run(root, "cheetah_run", 0, 12, {15: 10.0}, row_extra=CPU_ROW)
+    reference = tmp_path / "elsewhere" / "cheetah_run.json"
+    reference.parent.mkdir()
+    reference.write_text(json.dumps({"curve": [[15, 5.0, 1.0]]}))
+    assert main(["sweep-report", "--root", str(root), "--out", str(tmp_path / "page"),
+                 "--reference", f"cheetah_run={reference}"]) == 0
+    text = (tmp_path / "page" / "sweep.json").read_text()
+    assert str(tmp_path) not in text and not MACHINE_PATH.findall(text)
+    assert json.loads(text)["presets"]["cheetah_run"]["reference"]["file"] == "elsewhere/cheetah_run.json"
+
+
+def test_the_random_policy_is_measured_on_distinct_env_seeds_the_same_way_every_time():
+    from planet_colab.baselines import random_policy_return
+
+    config = get_config("smoke")  # Pendulum, 30 environment steps at action repeat 2: 15 agent steps
+    lines = []
+    figure = random_policy_return(config, episodes=3, say=lines.append)
+    assert figure == random_policy_return(config, episodes=3)  # derived seeds: the same numbers again
+    assert len(set(figure["returns"])) == 3  # three environment seeds, three episodes
+    assert figure["mean"] == pytest.approx(np.mean(figure["returns"]))
+    assert figure["std"] == pytest.approx(np.std(figure["returns"]))
+    assert {k: figure[k] for k in ("episodes", "seed", "env_name", "action_repeat", "max_episode_steps")} == \
+        {"episodes": 3, "seed": 0, "env_name": "Pendulum-v1", "action_repeat": 2, "max_episode_steps": 30}
+    assert lines[0].startswith("Measuring smoke's random policy: 3 episodes of 15 steps")
+    assert lines[1].startswith(f"smoke's random policy: {figure['mean']:.1f} ± {figure['std']:.1f} over 3 episodes")
+
+
+def test_random_baseline_draws_a_reference_line_and_a_later_report_keeps_it(root, tmp_path, capsys):
+    from planet_colab.sweep_report import plot_sweep
+
+    out = tmp_path / "page"
+    assert main(["sweep-report", "--root", str(root), "--out", str(out), "--random-baseline", "smoke"]) == 0
+    assert "Measuring smoke's random policy: 10 episodes" in capsys.readouterr().out
+    summary = json.loads((out / "sweep.json").read_text())
+    figure = summary["presets"]["smoke"]["benchmark"]["random_policy"]
+    assert figure["episodes"] == 10 and len(figure["returns"]) == 10 and figure["seed"] == 0
+    markdown = (out / "sweep.md").read_text()
+    assert "| PlaNet@100k | Dreamer@100k | random policy | hours per run | CPU |" in markdown
+    assert f"| – | – | {figure['mean']:.1f} ± {figure['std']:.1f} |" in markdown
+    ax = plot_sweep(summary).axes[0]  # one panel, now that smoke has a reference line
+    assert any(l.get_label().startswith("random policy (") and l.get_ydata()[0] == figure["mean"] for l in ax.lines)
+
+    # Made again without the option: the figure stays (measured on the same settings), and that is said.
+    assert main(["sweep-report", "--root", str(root), "--out", str(out)]) == 0
+    assert "smoke's random policy kept from" in capsys.readouterr().out
+    assert json.loads((out / "sweep.json").read_text())["presets"]["smoke"]["benchmark"]["random_policy"] == figure
+
+
+def test_random_baseline_for_a_preset_without_runs_is_one_line_and_measures_nothing(root, capsys):
+    assert main(["sweep-report", "--root", str(root), "--random-baseline", "half_cheetah"]) == 2
+    err = capsys.readouterr().err
+    assert "--random-baseline half_cheetah has no runs to stand beside" in err and err.count("\n") == 1
+    assert not (root / "report").exists()
