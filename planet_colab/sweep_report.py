@@ -405,7 +405,8 @@ def _benchmark_table(summary: dict[str, Any]) -> list[str]:
         if not data["at_preset_defaults"]:
             diffs = "; ".join(
                 f"{field} " + ", ".join(f"{run} {value!r}" for run, value in values.items() if run != "preset")
-                + f" (preset {values['preset']!r})" for field, values in data["preset_differences"].items())
+                + (f" (preset {values['preset']!r})" if values["preset"] is not None
+                   else " (no such preset in this code)") for field, values in data["preset_differences"].items())
             lines.append(f"- `{preset}`: **not at the preset's defaults**: {diffs}.")
     return lines
 
