@@ -63,7 +63,7 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--set", dest="overrides", nargs="*", default=[], metavar="KEY=VALUE",
                    help="override config fields, e.g. --set batch_size=32 seed=1 (saved to config.json)")
     t.add_argument("--paper-sizes", action="store_true",
-                   help="PlaNet's own training and planning sizes (batch 50 × 50, 100 steps, depth 32, CEM "
+                   help="PlaNet's own training and planning sizes (batch 50 × 50, 100 steps, 3 free nats, CEM "
                         "1000 × 10) instead of the preset's CPU recipe; --set still wins")
     t.add_argument("--no-progress", action="store_true", help="plain lines instead of progress bars")
     t.add_argument("--take-over", action="store_true",
