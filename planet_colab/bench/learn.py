@@ -23,10 +23,8 @@ import torch
 from planet_colab.__main__ import OneLineParser
 from planet_colab.bench.openloop import open_loop_errors
 from planet_colab.config import Config, changes_from_args
-from planet_colab.env import make_env_from_config, run_random_episode
 from planet_colab.hand_notes import EMPTY_NOTES, kept_notes
 from planet_colab.run import AgentParts, Run
-from planet_colab.seeding import derive_seed, numpy_rng
 from planet_colab.train import train_planner
 
 PHASES = ("train_s", "collect_s", "eval_s", "io_s", "checkpoint_s")
@@ -39,15 +37,10 @@ TARGETS: dict[str, tuple[float, str, tuple[float, float, str] | None]] = {
 
 
 def random_baseline(config: Config, episodes: int) -> list[float]:
-    """Returns of a uniform-random policy on `episodes` distinct evaluation seeds."""
-    env = make_env_from_config(config)
-    try:
-        return [float(sum(run_random_episode(env, numpy_rng(config.seed, "random_baseline", k),
-                                             env_seed=derive_seed(config.seed, "random_baseline", k, "env")
-                                             )["reward"]))
-                for k in range(episodes)]
-    finally:
-        env.close()
+    """Returns of a uniform-random policy on `episodes` distinct evaluation seeds (sweep-report's own measure)."""
+    from planet_colab.baselines import random_policy_return
+
+    return random_policy_return(config, episodes)["returns"]
 
 
 def machine() -> str:
