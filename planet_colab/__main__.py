@@ -200,6 +200,9 @@ def _add_sweep_parsers(sub: argparse._SubParsersAction) -> None:
                    help="measure PRESET's random policy (10 episodes of physics and rendering, 1–2 min for "
                    "half_cheetah) and draw it as a reference line; kept by later reports in the same --out; "
                    "repeatable")
+    r.add_argument("--readme", type=Path, metavar="FILE",
+                   help="also put the benchmark table between FILE's <!-- benchmark table … --> markers "
+                        "(e.g. README.md), linking the page written to --out")
     r.add_argument("--cpu", metavar="TEXT", help="the machine to name for runs whose metrics rows record none "
                    "(runs started before rows recorded their CPU), e.g. \"Xeon 8480+ (AMX), 1 thread\"")
 
@@ -231,8 +234,19 @@ def cmd_sweep_report(args: argparse.Namespace) -> int:
         if preset in references:
             raise ValueError(f"--reference names {preset} twice ({references[preset]}, {path}); give one")
         references[preset] = path
-    write_report(args.root, tensorboard_dir=args.tensorboard_dir, out_dir=args.out, references=references,
-                 random_baseline=args.random_baseline, cpu=args.cpu)
+    if args.readme is not None:
+        from planet_colab.sweep_report import check_readme
+
+        check_readme(args.readme)  # before minutes of measuring a random policy
+    summary = write_report(args.root, tensorboard_dir=args.tensorboard_dir, out_dir=args.out,
+                           references=references, random_baseline=args.random_baseline, cpu=args.cpu)
+    if args.readme is not None:
+        from planet_colab.sweep_report import update_readme
+
+        out = args.out if args.out is not None else args.root / "report"
+        page = Path(os.path.relpath(out / "sweep.md", args.readme.parent)).as_posix()  # as the README links it
+        update_readme(args.readme, summary, page)
+        print(f"Updated the benchmark table in {args.readme}")
     return 0
 
 

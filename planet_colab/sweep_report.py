@@ -411,6 +411,39 @@ def _benchmark_table(summary: dict[str, Any]) -> list[str]:
     return lines
 
 
+README_START = "<!-- benchmark table: written by sweep-report --readme -->"
+README_END = "<!-- /benchmark table -->"
+
+
+def readme_table(summary: dict[str, Any], page: str) -> str:
+    """The benchmark table (task rows only) as a README block between README_START and README_END."""
+    lines = _benchmark_table(summary)
+    table = [line for line in lines if line.startswith("|")]
+    status = "in progress" if _status(summary).startswith("**In progress") else "finished"
+    return "\n".join([README_START, f"PlaNet's benchmark from 64×64 pixels at the presets' defaults ({status}); "
+                      f"how it was measured, the curves and every run: [{page}]({page}).", "", *table, README_END])
+
+
+def check_readme(readme: str | os.PathLike) -> tuple[str, int, int]:
+    """`readme`'s text and where its benchmark block starts and ends; a one-line ValueError where it has none."""
+    path = Path(readme)
+    if not path.is_file():
+        raise ValueError(f"--readme {path} is not a file")
+    text = path.read_text()
+    start, end = text.find(README_START), text.find(README_END)
+    if start < 0 or end < start:
+        raise ValueError(f"{path} has no benchmark block to replace: put the two lines {README_START} and "
+                         f"{README_END} where the table should go")
+    return text, start, end
+
+
+def update_readme(readme: str | os.PathLike, summary: dict[str, Any], page: str) -> None:
+    """Replace the block between README_START and README_END in `readme` with this summary's table."""
+    path = Path(readme)
+    text, start, end = check_readme(path)
+    _write_file(path, (text[:start] + readme_table(summary, page) + text[end + len(README_END):]).encode())
+
+
 def format_markdown(summary: dict[str, Any], notes: str = EMPTY_NOTES, png: str = "sweep.png") -> str:
     """The status, kept notes, curve, benchmark table, runs table and, per preset, evaluation return by episodes."""
     lines = [f"# Sweep report: `{summary['root']}`", "", _status(summary), "",

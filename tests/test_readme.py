@@ -35,3 +35,14 @@ def test_dmc_setup_names_the_installer_and_smoke_has_one_cost():
     for path in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
         text = path.read_text()
         assert not re.search(r"smoke[^.\n]{0,40}\bseconds\b", text), f"{path.name}: smoke costs about a minute"
+
+
+def test_the_benchmark_table_is_the_published_pages():
+    import json
+
+    from planet_colab.sweep_report import readme_table
+
+    summary = json.loads((ROOT / "docs/results/benchmark/sweep.json").read_text())
+    block = readme_table(summary, "docs/results/benchmark/sweep.md")
+    assert block in README, ("README's benchmark table is not docs/results/benchmark's: `python -m planet_colab "
+                             "sweep-report --root ROOT --out docs/results/benchmark --readme README.md`")

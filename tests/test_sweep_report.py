@@ -353,3 +353,25 @@ def test_random_baseline_for_a_preset_without_runs_is_one_line_and_measures_noth
     err = capsys.readouterr().err
     assert "--random-baseline half_cheetah has no runs to stand beside" in err and err.count("\n") == 1
     assert not (root / "report").exists()
+
+
+def test_readme_gets_the_benchmark_rows_between_its_markers_and_nothing_else_changes(tmp_path, capsys):
+    root = tmp_path / "bench"
+    _make_task_run(root, "cartpole_swingup", 0, 92, {95: 300.0}, row_extra=CPU_ROW)
+    readme = tmp_path / "README.md"
+    readme.write_text("# Project\n\nintro\n<!-- benchmark table: written by sweep-report --readme -->\nold table\n"
+                      "<!-- /benchmark table -->\n\nrest\n")
+    out = tmp_path / "docs" / "results" / "benchmark"
+    assert main(["sweep-report", "--root", str(root), "--out", str(out), "--readme", str(readme)]) == 0
+    text = readme.read_text()
+    assert text.startswith("# Project\n\nintro\n") and text.endswith("\n\nrest\n") and "old table" not in text
+    assert "[docs/results/benchmark/sweep.md](docs/results/benchmark/sweep.md)" in text  # relative to the README
+    assert "| `cartpole_swingup` | 95 | 300.0 (1 seed) | 303 | 326 |" in text
+    assert "(in progress)" in text  # the run is at iteration 92 of 100
+
+    plain = tmp_path / "PLAIN.md"
+    plain.write_text("no markers\n")
+    assert main(["sweep-report", "--root", str(root), "--out", str(out), "--readme", str(plain)]) == 2
+    err = capsys.readouterr().err
+    assert "has no benchmark block to replace" in err and len(err.strip().splitlines()) == 1
+    assert plain.read_text() == "no markers\n"
