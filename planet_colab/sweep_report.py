@@ -300,6 +300,9 @@ def plot_sweep(summary: dict[str, Any], panels: bool | None = None) -> Any:
         for ax, (preset, data) in zip(axes, presets.items()):
             _draw_preset(ax, data, "C0")
             _draw_reference_lines(ax, data.get("benchmark", {}))
+            # From the first episode on, so a task with no evaluation yet shows its whole way, not 95–105.
+            ax.set_xlim(left=0)
+            ax.set_ylim(bottom=min(0.0, ax.get_ylim()[0]))
             ax.set_title(f"{preset} ({plural(len(data['seeds']), 'seed')})", fontsize=10)
         fig.suptitle(f"{Path(summary['root']).name}: noise-free evaluation return, each seed thin")
     for ax in axes:
