@@ -201,7 +201,6 @@ def add_random_policies(summary: dict[str, Any], policies: Mapping[str, dict[str
 
 def summarize(root: str | os.PathLike,
               references: Mapping[str, str | os.PathLike] | None = None,
-              random_policies: Mapping[str, dict[str, Any]] | None = None,
               cpu: str | None = None) -> dict[str, Any]:
     """Every run's evaluations and config, each preset's across-seed curve, benchmark row and references, as
     JSON-able data; `cpu` names the machine of metrics rows that record none."""
@@ -218,10 +217,8 @@ def summarize(root: str | os.PathLike,
                              f"{', '.join(presets) or 'no runs'}")
         presets[preset]["reference"] = read_reference(path)
     # Names, not this machine's paths: the page is published (run directories are relative to the root).
-    summary = {"root": Path(os.path.abspath(root)).name, "std": "across seeds, ddof 0",
-               "allowed_differences": list(ALLOWED_DIFFERENCES), "presets": presets}
-    add_random_policies(summary, random_policies or {})
-    return summary
+    return {"root": Path(os.path.abspath(root)).name, "std": "across seeds, ddof 0",
+            "allowed_differences": list(ALLOWED_DIFFERENCES), "presets": presets}
 
 
 def _has_reference_lines(data: dict[str, Any]) -> bool:
@@ -320,12 +317,18 @@ def _pm(mean: float | None, std: float | None) -> str:
     return "–" if mean is None else f"{mean:.1f} ± {std:.1f}"
 
 
+def _all_finished(summary: dict[str, Any]) -> bool:
+    """True when every run of the sweep has done all its iterations."""
+    return all(run["iterations_done"] >= run["total_iterations"]
+               for data in summary["presets"].values() for run in data["runs"].values())
+
+
 def _status(summary: dict[str, Any]) -> str:
     """Which runs are finished, which are on their way, which have no iteration yet (queued or starting)."""
     runs = [(f"{preset}/{seed}", run) for preset, data in summary["presets"].items()
             for seed, run in data["runs"].items()]
     finished = [name for name, run in runs if run["iterations_done"] >= run["total_iterations"]]
-    if len(finished) == len(runs):
+    if _all_finished(summary):
         return f"All {len(runs)} run{'s' if len(runs) != 1 else ''} finished their iterations."
     going = [f"{name} at iteration {run['iterations_done']} of {run['total_iterations']}"
              for name, run in runs if 0 < run["iterations_done"] < run["total_iterations"]]
@@ -358,27 +361,13 @@ def _hours(hours: float | None) -> str:
     return "–" if hours is None else f"{hours:.2f}" if hours < 10 else f"{hours:.1f}"
 
 
-def _benchmark_table(summary: dict[str, Any]) -> list[str]:
-    """Per preset: return at the table's point across seeds, the published figures, hours per run, CPU."""
-    from planet_colab.baselines import RANDOM_POLICY_EPISODES
-
+def _benchmark_rows(summary: dict[str, Any]) -> list[str]:
+    """The benchmark table itself (header and a row per preset): the page's and the README's."""
     presets = summary["presets"]
     random = any("random_policy" in d["benchmark"] for d in presets.values())
-    allowed = ", ".join(summary.get("allowed_differences", ALLOWED_DIFFERENCES))
-    lines = [
-        "## Benchmark", "",
-        f"Return at the last scheduled evaluation at or before {BENCHMARK_EPISODES} episodes ({BENCHMARK_EPISODES}k "
-        "environment steps for the 1000-step tasks), mean ± std across seeds. PlaNet@100k and Dreamer@100k as "
-        "published after 100k steps (PlaNet: the larger of CURL's and DrQ's Table 1 columns; Dreamer: CURL's "
-        "Table 1)"
-        + (f"; the random policy: uniform random actions, mean ± std over {RANDOM_POLICY_EPISODES} episodes on "
-           "distinct environment seeds at the preset's action repeat and episode length" if random else "")
-        + ". Hours per run: a run's iterations' wall time (train, collect, evaluate, checkpoint) up to that "
-        "evaluation, mean over the seeds (seed episodes and start-up not counted); CPU: the machine its "
-        "metrics rows name.", "",
-        "| task | episodes | return | PlaNet@100k | Dreamer@100k |" + (" random policy |" if random else "")
-        + " hours per run | CPU |",
-        "|---|---:|---:|---:|---:|" + ("---:|" if random else "") + "---:|---|"]
+    lines = ["| task | episodes | return | PlaNet@100k | Dreamer@100k |" + (" random policy |" if random else "")
+             + " hours per run | CPU |",
+             "|---|---:|---:|---:|---:|" + ("---:|" if random else "") + "---:|---|"]
     for preset, data in presets.items():
         b = data["benchmark"]
         if b["episodes"] is None:
@@ -399,6 +388,27 @@ def _benchmark_table(summary: dict[str, Any]) -> list[str]:
             row += f" {_pm(rp['mean'], rp['std']) if rp else '–'} |"
         machines = "; ".join(b["machines"]).replace("|", "\\|") or "–"  # a --cpu text may hold a pipe
         lines.append(row + f" {_hours(b['hours_per_run'])} | {machines} |")
+    return lines
+
+
+def _benchmark_table(summary: dict[str, Any]) -> list[str]:
+    """Per preset: return at the table's point across seeds, the published figures, hours per run, CPU."""
+    from planet_colab.baselines import RANDOM_POLICY_EPISODES
+
+    presets = summary["presets"]
+    random = any("random_policy" in d["benchmark"] for d in presets.values())
+    allowed = ", ".join(summary.get("allowed_differences", ALLOWED_DIFFERENCES))
+    lines = [
+        "## Benchmark", "",
+        f"Return at the last scheduled evaluation at or before {BENCHMARK_EPISODES} episodes ({BENCHMARK_EPISODES}k "
+        "environment steps for the 1000-step tasks), mean ± std across seeds. PlaNet@100k and Dreamer@100k as "
+        "published after 100k steps (PlaNet: the larger of CURL's and DrQ's Table 1 columns; Dreamer: CURL's "
+        "Table 1)"
+        + (f"; the random policy: uniform random actions, mean ± std over {RANDOM_POLICY_EPISODES} episodes on "
+           "distinct environment seeds at the preset's action repeat and episode length" if random else "")
+        + ". Hours per run: a run's iterations' wall time (train, collect, evaluate, checkpoint) up to that "
+        "evaluation, mean over the seeds (seed episodes and start-up not counted); CPU: the machine its "
+        "metrics rows name.", "", *_benchmark_rows(summary)]
     at = [f"`{preset}`" for preset, data in presets.items() if data["at_preset_defaults"]]
     lines.append("")
     if at:
@@ -420,11 +430,10 @@ README_END = "<!-- /benchmark table -->"
 
 def readme_table(summary: dict[str, Any], page: str) -> str:
     """The benchmark table (task rows only) as a README block between README_START and README_END."""
-    lines = _benchmark_table(summary)
-    table = [line for line in lines if line.startswith("|")]
-    status = "in progress" if _status(summary).startswith("**In progress") else "finished"
-    return "\n".join([README_START, f"PlaNet's benchmark from 64×64 pixels at the presets' defaults ({status}); "
-                      f"how it was measured, the curves and every run: [{page}]({page}).", "", *table, README_END])
+    in_progress = not _all_finished(summary)  # as the page's status line says
+    return "\n".join([README_START, f"PlaNet's benchmark from 64×64 pixels at the presets' defaults "
+                      f"({'in progress' if in_progress else 'finished'}); how it was measured, the curves and "
+                      f"every run: [{page}]({page}).", "", *_benchmark_rows(summary), README_END])
 
 
 def check_readme(readme: str | os.PathLike) -> tuple[str, int, int]:

@@ -45,16 +45,9 @@ def random_baseline(config: Config, episodes: int) -> list[float]:
 
 def machine() -> str:
     """One line describing this machine (CPU and the vector extensions that set its speed, cores, torch)."""
-    from planet_colab.precision import cpu_flags, cpu_has_fast_bf16
+    from planet_colab.precision import cpu_flags, cpu_has_fast_bf16, cpu_model
 
-    cpu, flags = platform.processor() or platform.machine(), cpu_flags()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu, flags = cpu_model(), cpu_flags()
     if cpu_has_fast_bf16():
         vector = "native bf16 (AVX512-BF16/AMX)"
     else:

@@ -64,6 +64,7 @@ def _probe(package_root: Path, preset: str, changes: dict[str, Any], threads: in
 
 def main(argv: list[str] | None = None) -> None:
     """Time one iteration per preset, this code against the baseline, and print both and their ratio."""
+    from planet_colab.bench.iteration import SUMMARY_FLAGS
     from planet_colab.config import PRESETS, changes_from_args
     from planet_colab.precision import cpu_flags
 
@@ -84,7 +85,7 @@ def main(argv: list[str] | None = None) -> None:
         p.error("--rounds and --threads must be positive")
     base_changes = changes_from_args(args.baseline_set)
     changes = changes_from_args(args.overrides)
-    flags = sorted(cpu_flags() & {"avx2", "avx512f", "avx512_bf16", "amx_bf16"})
+    flags = sorted(cpu_flags() & set(SUMMARY_FLAGS))
     print(f"CPU flags {' '.join(flags)}; {args.threads} torch thread(s); load {os.getloadavg()[0]:.2f}")
     results: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="bench_versus_") as tmp_name:
