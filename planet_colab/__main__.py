@@ -181,6 +181,9 @@ def _add_sweep_parsers(sub: argparse._SubParsersAction) -> None:
                    help=f"one or more of: {', '.join(sorted(PRESETS))}")
     s.add_argument("--seeds", nargs="+", type=int, required=True, metavar="SEED")
     s.add_argument("--iterations", type=int, help="total iterations per run (default: the preset's)")
+    s.add_argument("--eval-every", type=int, metavar="N", help="evaluate every N iterations and after the "
+                   "last (default: the preset's; applies to runs already started too, and changes no "
+                   "training: evaluations play on seeds of their own)")
     s.add_argument("--cpus-per-run", type=int, default=1, help="Ray CPUs and torch threads per run")
     s.add_argument("--gpus-per-run", type=float, default=0.0, help="Ray GPUs per run (may be 0.5)")
     s.add_argument("--address", help="join this Ray cluster (default: RAY_ADDRESS, else start Ray "
@@ -213,6 +216,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
     try:
         outcomes = run_sweep(args.root, args.presets, args.seeds, iterations=args.iterations,
+                             eval_every=args.eval_every,
                              cpus_per_run=args.cpus_per_run, gpus_per_run=args.gpus_per_run,
                              address=args.address, local_cpus=args.local_cpus)
     except ImportError as e:

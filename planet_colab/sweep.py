@@ -69,15 +69,22 @@ def _repeated(values: Sequence[Any]) -> Any:
     return next((v for i, v in enumerate(values) if v in values[:i]), None)  # the first one listed twice
 
 
-# Settings in which the seeds of one preset may differ: the run's length, and when checkpoints are
-# written and how many are kept (a resume is bit-identical wherever it starts, so they change no result).
-MAY_DIFFER = ("total_iterations", "checkpoint_every", "checkpoint_minutes", "keep_checkpoints")
+# Settings in which the seeds of one preset may differ: the run's length, when checkpoints are written
+# and how many are kept (a resume is bit-identical wherever it starts), and how often it is evaluated
+# (evaluations play on seeds of their own: tests/test_sweep.py checks that training does not move).
+MAY_DIFFER = ("total_iterations", "checkpoint_every", "checkpoint_minutes", "keep_checkpoints", "eval_every")
 
 
-def _run_config(run_dir: Path, preset: str, seed: int, iterations: int | None) -> tuple[Config, bool]:
+def _changes(iterations: int | None, eval_every: int | None) -> dict[str, int]:
+    """The sweep's own settings as Config fields (None: the preset's or the stored run's)."""
+    asked = {"total_iterations": iterations, "eval_every": eval_every}
+    return {field: value for field, value in asked.items() if value is not None}
+
+
+def _run_config(run_dir: Path, preset: str, seed: int, iterations: int | None,
+                eval_every: int | None = None) -> tuple[Config, bool]:
     """The preset's config for a new run, or the stored one, checked; and whether config.json holds it."""
-    fresh = get_config(preset, seed=seed, **({} if iterations is None else
-                                             {"total_iterations": iterations}))
+    fresh = get_config(preset, seed=seed, **_changes(iterations, eval_every))
     path = run_dir / "config.json"
     if not safeio.exists(path):
         return fresh, False
@@ -95,12 +102,12 @@ def _run_config(run_dir: Path, preset: str, seed: int, iterations: int | None) -
         more = f"; and {len(diffs) - 3} more" if len(diffs) > 3 else ""
         raise ValueError(f"{run_dir} holds a run with another config ({'; '.join(diffs[:3])}{more}); "
                          "use another --root, or move that run away")
-    wanted = stored if iterations is None else stored.replace(total_iterations=iterations)
+    wanted = stored.replace(**_changes(iterations, eval_every))
     return wanted, wanted == stored
 
 
 def plan_sweep(root: str | os.PathLike, presets: Sequence[str], seeds: Sequence[int],
-               iterations: int | None = None) -> list[SweepRun]:
+               iterations: int | None = None, eval_every: int | None = None) -> list[SweepRun]:
     """Check the grid and every run already under `root`; ValueError (one line) on bad input.
 
     Reads only: nothing is created or written, so a refused sweep leaves `root` as it was.
@@ -121,6 +128,8 @@ def plan_sweep(root: str | os.PathLike, presets: Sequence[str], seeds: Sequence[
         raise ValueError(f"seed {bad[0]!r} is not an integer >= 0")
     if iterations is not None:
         positive_int("the number of iterations (--iterations)", iterations)
+    if eval_every is not None:
+        positive_int("the evaluation cadence (--eval-every)", eval_every)
     root = Path(root)
     existing = next(p for p in (root, *root.parents) if p.exists())  # the folder the runs go under
     if not existing.is_dir():
@@ -129,7 +138,7 @@ def plan_sweep(root: str | os.PathLike, presets: Sequence[str], seeds: Sequence[
     for preset in presets:
         for seed in seeds:
             run_dir = run_dir_for(root, preset, seed)
-            config, saved = _run_config(run_dir, preset, seed, iterations)
+            config, saved = _run_config(run_dir, preset, seed, iterations, eval_every)
             info = latest_checkpoint_info(run_dir) if safeio.is_dir(run_dir) else None
             done = info["start_iteration"] if info else 0
             if done > config.total_iterations:  # as `train` refuses it: a run never goes back
@@ -325,7 +334,8 @@ def _remove_stale_stop_files(root: Path) -> None:
 
 
 def run_sweep(root: str | os.PathLike, presets: Sequence[str], seeds: Sequence[int], *,
-              iterations: int | None = None, cpus_per_run: int = 1, gpus_per_run: float = 0.0,
+              iterations: int | None = None, eval_every: int | None = None,
+              cpus_per_run: int = 1, gpus_per_run: float = 0.0,
               address: str | None = None, local_cpus: int | None = None,
               max_retries: int = MAX_RETRIES, say: Callable[[str], None] = print) -> dict[str, str]:
     """Train every (preset, seed) not yet finished under `root` as one Ray task each; resumable.
@@ -344,7 +354,7 @@ def run_sweep(root: str | os.PathLike, presets: Sequence[str], seeds: Sequence[i
     if not gpus_per_run >= 0:
         raise ValueError(f"GPUs per run (--gpus-per-run) must be >= 0, got {gpus_per_run!r}")
     root = Path(root).absolute()  # the tasks get absolute paths: a worker need not share the driver's cwd
-    runs = plan_sweep(root, presets, seeds, iterations)
+    runs = plan_sweep(root, presets, seeds, iterations, eval_every)
     ray = _import_ray()
     if not ray.is_initialized():
         if local_cpus is not None and _asked_address(address) is not None:

@@ -108,13 +108,18 @@ def _run_summary(run_dir: Path, root: Path, cpu: str | None = None) -> dict[str,
 
 
 def _curve(runs: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
-    """Mean ± std (ddof 0) across the seeds that have reached each evaluated episode count."""
+    """Mean ± std (ddof 0) across the seeds that have reached each evaluated episode count.
+
+    A count that a seed passed without evaluating there (seeds evaluated at different cadences, e.g. a
+    benchmark's `--eval-every 20` beside runs begun at 10) is left out: its mean would be over a
+    different group of seeds, which the curve keeps for counts some seeds have not reached yet."""
     at: dict[int, list[float]] = {}
     for run in runs.values():
         for episodes, value in zip(run["episodes"], run["eval_mean"]):
             at.setdefault(episodes, []).append(value)
+    skipped = {e for e in at for run in runs.values() if run["episodes_done"] >= e and e not in run["episodes"]}
     return [{"episodes": e, "mean": float(np.mean(v)), "std": float(np.std(v)), "seeds": len(v)}
-            for e, v in sorted(at.items())]
+            for e, v in sorted(at.items()) if e not in skipped]
 
 
 def read_reference(path: str | os.PathLike) -> dict[str, Any]:

@@ -119,6 +119,22 @@ def test_seeds_may_differ_in_when_they_checkpoint_but_not_in_what_they_learn(exi
     assert (run.config.checkpoint_minutes, run.config.keep_checkpoints, run.config.total_iterations) == (4.0, 5, 7)
 
 
+def test_eval_every_applies_to_new_and_started_runs_and_changes_no_training(existing_root, tmp_path, capsys):
+    # A benchmark evaluates less often to save machine time: it may, only because training does not move.
+    runs = plan_sweep(existing_root, ["smoke"], [0, 1], eval_every=3)
+    assert [(r.config.eval_every, r.saved) for r in runs] == [(3, False), (3, False)]
+    assert main(["sweep", "--root", str(existing_root), "--presets", "smoke", "--seeds", "0",
+                 "--eval-every", "0"]) == 2
+    assert "--eval-every" in capsys.readouterr().err
+    for every in (2, 3):  # the smoke preset evaluates after iterations 2 and 4, or after 3 and 4
+        train_planner(get_config("smoke", seed=0, eval_every=every), tmp_path / f"every_{every}", progress=False)
+    evaluated = [[row["iteration"] for row in map(json.loads, (tmp_path / f"every_{every}" / "metrics.jsonl")
+                                                   .read_text().splitlines()) if "eval_mean" in row]
+                 for every in (2, 3)]
+    assert evaluated == [[1, 3], [2, 3]]
+    assert_same_run(tmp_path / "every_3", tmp_path / "every_2", ITERATIONS)
+
+
 def test_a_config_json_is_written_only_where_the_sweep_changes_it(existing_root):
     # Drive: a file is written once, never rewritten; a run's own config.json is its owner's record.
     from planet_colab.sweep import _save_configs

@@ -57,6 +57,16 @@ def test_curve_is_mean_and_std_across_seeds_and_counts_a_run_in_progress(root, c
     assert "| smoke/seed_0 | 4 of 4 |" in capsys.readouterr().out  # the table is printed too
 
 
+def test_a_count_one_seed_passed_without_evaluating_is_no_point_of_the_curve(tmp_path):
+    # Seed 0 evaluated every episode count from 4 on, seed 1 (a later --eval-every) only at 4 and 6: the
+    # mean at 5 would be seed 0's alone although both passed it. Seed 1 has not reached 7 yet: kept.
+    _make_run(tmp_path, "smoke", 0, {4: -200.0, 5: -150.0, 6: -100.0, 7: -50.0}, iterations=5, total=5)
+    _make_run(tmp_path, "smoke", 1, {4: -300.0, 6: 0.0}, iterations=4, total=5)
+    curve = summarize(tmp_path)["presets"]["smoke"]["curve"]
+    assert [(c["episodes"], c["seeds"]) for c in curve] == [(4, 2), (6, 2), (7, 1)]
+    assert summarize(tmp_path)["presets"]["smoke"]["runs"]["seed_0"]["episodes"] == [4, 5, 6, 7]  # its own line
+
+
 def test_a_published_run_stands_beside_the_seeds_and_hand_notes_survive_a_new_report(root, tmp_path):
     from planet_colab.hand_notes import NOTES_END, NOTES_START
 
