@@ -245,10 +245,10 @@ def cmd_sweep_report(args: argparse.Namespace) -> int:
     summary = write_report(args.root, tensorboard_dir=args.tensorboard_dir, out_dir=args.out,
                            references=references, random_baseline=args.random_baseline, cpu=args.cpu)
     if args.readme is not None:
-        from planet_colab.sweep_report import update_readme
+        from planet_colab.sweep_report import report_dir, update_readme
 
-        out = args.out if args.out is not None else args.root / "report"
-        page = Path(os.path.relpath(out / "sweep.md", args.readme.parent)).as_posix()  # as the README links it
+        page = report_dir(args.root, args.out) / "sweep.md"
+        page = Path(os.path.relpath(page, args.readme.parent)).as_posix()  # as the README links it
         update_readme(args.readme, summary, page)
         print(f"Updated the benchmark table in {args.readme}")
     return 0

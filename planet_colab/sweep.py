@@ -340,10 +340,11 @@ def run_sweep(root: str | os.PathLike, presets: Sequence[str], seeds: Sequence[i
               max_retries: int = MAX_RETRIES, say: Callable[[str], None] = print) -> dict[str, str]:
     """Train every (preset, seed) not yet finished under `root` as one Ray task each; resumable.
 
-    `local_cpus` caps the CPUs a Ray started here may hand out (default: all of them), so that
-    runs leave cores to other work. Returns {"preset/seed_S": "finished" | "skipped" | "failed: why"}.
-    Bad input raises ValueError
-    before anything starts; a missing Ray raises ImportError naming the install command.
+    `iterations` and `eval_every` apply to new runs and to runs already started (None: the preset's or
+    the stored run's). `local_cpus` caps the CPUs a Ray started here may hand out (default: all of
+    them), so that runs leave cores to other work. Returns {"preset/seed_S": "finished" | "skipped" |
+    "failed: why"}. Bad input raises ValueError before anything starts; a missing Ray raises
+    ImportError naming the install command.
     """
     positive_int("CPUs per run (--cpus-per-run)", cpus_per_run)
     if local_cpus is not None:

@@ -322,6 +322,16 @@ def _pm(mean: float | None, std: float | None) -> str:
     return "–" if mean is None else f"{mean:.1f} ± {std:.1f}"
 
 
+def report_dir(root: str | os.PathLike, out_dir: str | os.PathLike | None = None) -> Path:
+    """Where a sweep's report goes: `out_dir`, else ROOT/report."""
+    return Path(out_dir) if out_dir is not None else Path(root) / "report"
+
+
+def _has_random_policy(presets: dict[str, Any]) -> bool:
+    """Whether some preset's benchmark row carries a measured random policy (the table grows a column)."""
+    return any("random_policy" in d["benchmark"] for d in presets.values())
+
+
 def _all_finished(summary: dict[str, Any]) -> bool:
     """True when every run of the sweep has done all its iterations."""
     return all(run["iterations_done"] >= run["total_iterations"]
@@ -369,7 +379,7 @@ def _hours(hours: float | None) -> str:
 def _benchmark_rows(summary: dict[str, Any]) -> list[str]:
     """The benchmark table itself (header and a row per preset): the page's and the README's."""
     presets = summary["presets"]
-    random = any("random_policy" in d["benchmark"] for d in presets.values())
+    random = _has_random_policy(presets)
     lines = ["| task | episodes | return | PlaNet@100k | Dreamer@100k |" + (" random policy |" if random else "")
              + " hours per run | CPU |",
              "|---|---:|---:|---:|---:|" + ("---:|" if random else "") + "---:|---|"]
@@ -401,7 +411,7 @@ def _benchmark_table(summary: dict[str, Any]) -> list[str]:
     from planet_colab.baselines import RANDOM_POLICY_EPISODES
 
     presets = summary["presets"]
-    random = any("random_policy" in d["benchmark"] for d in presets.values())
+    random = _has_random_policy(presets)
     allowed = ", ".join(summary.get("allowed_differences", ALLOWED_DIFFERENCES))
     lines = [
         "## Benchmark", "",
@@ -581,7 +591,7 @@ def write_report(root: str | os.PathLike, tensorboard_dir: str | os.PathLike | N
     if not root.is_dir():
         raise ValueError(f"the sweep's root (--root) {root} "
                          f"{'is a file, not a directory' if root.exists() else 'does not exist'}")
-    out = Path(out_dir) if out_dir is not None else root / "report"
+    out = report_dir(root, out_dir)
     for flag, folder in (("--out", out), ("--tensorboard-dir", tensorboard_dir)):
         existing = next((p for p in (Path(folder), *Path(folder).parents) if p.exists()), None) \
             if folder is not None else None
