@@ -20,7 +20,7 @@ os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
 os.environ.setdefault("SDL_AUDIODRIVER", "dummy")
 os.environ.setdefault("SDL_NO_SIGNAL_HANDLERS", "1")  # keep Ctrl-C / Stop as KeyboardInterrupt
 
-from planet_colab.config import PRESETS  # noqa: E402
+from planet_colab.config import PLANNER_FIELDS, PRESETS, Config  # noqa: E402
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -74,6 +74,9 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--episodes", type=_positive_int, default=10, help="episodes to play (default 10)")
     e.add_argument("--video", type=Path,
                    help="write the first episode here: a .gif, or a .mp4 when imageio-ffmpeg is installed")
+    e.add_argument("--set", dest="overrides", nargs="*", default=[], metavar="KEY=VALUE",
+                   help="plan with other planner settings for this evaluation only (not saved), e.g. --set "
+                        "candidates=1000 optim_iters=10 top_k=100; keys: " + ", ".join(PLANNER_FIELDS))
     e.add_argument("--threads", type=_positive_int, help=THREADS_HELP)
     i = sub.add_parser("info", help="what a run directory holds")
     _add_run_choice(i, "the run directory to describe")
@@ -132,6 +135,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     """Evaluate the newest checkpoint without exploration noise on distinct seeds."""
     from planet_colab.agent import evaluate
+    from planet_colab.planner import CEMPlanner
     from planet_colab.run import Run
     from planet_colab.threads import apply_threads
     from planet_colab.video import FILE_SCALE, check_video_path, save_video
@@ -144,21 +148,44 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         if not args.video.parent.is_dir():
             raise ValueError(f"--video {args.video}: the folder {args.video.parent} does not exist; create it "
                              "first, or name a file in an existing folder")
+    config = _planner_config(run.config, args.overrides)
     agent = run.restore_agent()
-    config, model, planner, device = run.config, agent.model, agent.planner, agent.device
-    ckpt = agent.checkpoint
+    model, device, ckpt = agent.model, agent.device, agent.checkpoint
+    planner = CEMPlanner.from_config(config, agent.planner.action_dim, precision=agent.precision)
     result = evaluate(model, planner, config, num_episodes=args.episodes,
                       seed_key="cli", device=device, record_frames=args.video is not None)
+    warm = ", warm-started" if config.plan_warm_start else ""
     print(f"After iteration {ckpt['iteration'] + 1}: return {result['mean']:.1f} ± {result['std']:.1f} "
-          f"over {args.episodes} episode{'s' if args.episodes > 1 else ''}")
+          f"over {args.episodes} episode{'s' if args.episodes > 1 else ''} (CEM {config.candidates} × "
+          f"{config.optim_iters}, top {config.top_k}, horizon {config.horizon}{warm})")
     if args.video is not None:
         path = save_video(result["frames"][0], args.video)
         frames = len(result["frames"][0])
         print(f"Wrote {path} ({frames} frames at {FILE_SCALE}× size, {path.suffix[1:].upper()})")
     # Last line: one JSON object, for scripts.
     print(json.dumps({"mean": result["mean"], "std": result["std"],
-                      "returns": [float(r) for r in result["returns"]]}))
+                      "returns": [float(r) for r in result["returns"]],
+                      "planner": {k: getattr(config, k) for k in PLANNER_FIELDS}}))
     return 0
+
+
+def _planner_config(config: Config, overrides: list[str]) -> Config:
+    """The run's config with `evaluate --set`'s planner changes (UsageError for anything else)."""
+    from planet_colab.config import changes_from_args
+    from planet_colab.run_config import one_line
+
+    try:
+        changes = changes_from_args(overrides)
+    except ValueError as e:
+        raise UsageError(f"argument --set: {e}") from None
+    other = sorted(set(changes) - set(PLANNER_FIELDS))
+    if other:
+        raise UsageError(f"argument --set: evaluate changes only how the trained model plans "
+                         f"({', '.join(PLANNER_FIELDS)}); {', '.join(other)} would need training again")
+    try:
+        return config.replace(**changes)
+    except ValueError as e:
+        raise UsageError(f"argument --set: {one_line(e)}") from None
 
 
 def cmd_info(args: argparse.Namespace) -> int:

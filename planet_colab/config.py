@@ -23,6 +23,10 @@ SHAPE_FIELDS = (
     "cnn_depth", "deter_dim", "stoch_dim", "hidden_dim", "seed_episodes", "collect_episodes",
 )
 
+# Fields that only say how a trained model plans: `evaluate --set` may change them for one evaluation
+# (a stronger planner on the same model) without touching the run.
+PLANNER_FIELDS = ("horizon", "candidates", "optim_iters", "top_k", "plan_warm_start", "plan_warm_std")
+
 
 @dataclass
 class Config:

@@ -115,6 +115,34 @@ def test_evaluate_episodes_must_be_positive_and_the_error_names_the_option(train
     assert "num_episodes" not in err
 
 
+def test_evaluate_with_another_planner_plays_with_it_and_leaves_the_run_alone(trained_run, capsys):
+    import json
+
+    config_before = (trained_run / "config.json").read_bytes()
+    played = {}
+    for name, extra in (("own", []), ("stronger", ["--set", "candidates=64", "optim_iters=4", "top_k=8",
+                                                   "plan_warm_start=true"])):
+        assert cli(["evaluate", "--run-dir", str(trained_run), "--episodes", "2", *extra]) == 0
+        out = capsys.readouterr().out.splitlines()
+        played[name] = json.loads(out[-1])
+        played[name]["line"] = out[-2]
+    assert "(CEM 16 × 2, top 4, horizon 3)" in played["own"]["line"]
+    assert "(CEM 64 × 4, top 8, horizon 3, warm-started)" in played["stronger"]["line"]
+    assert played["stronger"]["planner"]["candidates"] == 64 and played["stronger"]["planner"]["plan_warm_start"]
+    # The same episode seeds: only the planner differs, so the play must too (an ignored --set would not).
+    assert played["stronger"]["returns"] != played["own"]["returns"]
+    assert (trained_run / "config.json").read_bytes() == config_before
+
+
+@pytest.mark.parametrize("setting, words", [("batch_size=8", "batch_size would need training again"),
+                                            ("top_k=99", "top_k (99) must not exceed candidates (16)"),
+                                            ("candidates=many", "candidates expects int")])
+def test_evaluate_set_refuses_what_it_cannot_change_in_one_line(trained_run, capsys, setting, words):
+    assert _exit_code(["evaluate", "--run-dir", str(trained_run), "--set", setting]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and words in err
+
+
 def test_evaluate_writes_an_mp4_when_asked_for_one(trained_run, tmp_path, capsys):
     pytest.importorskip("imageio_ffmpeg", reason=VIDEO_EXTRA)
     out = tmp_path / "ep.mp4"
