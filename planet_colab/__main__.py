@@ -10,6 +10,7 @@ import sys
 import warnings
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from planet_colab import stop_signals
 
@@ -102,7 +103,7 @@ def _chosen_run_dir(args: argparse.Namespace) -> Path:
 def cmd_train(args: argparse.Namespace) -> int:
     """Start or resume training."""
     from planet_colab.colab import default_run_dir
-    from planet_colab.config import PAPER_SIZES, changes_from_args
+    from planet_colab.config import PAPER_SIZES
     from planet_colab.cost import describe_cost
     from planet_colab.run import Run
     from planet_colab.threads import apply_threads
@@ -110,10 +111,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     apply_threads(args.threads)  # before any environment is made: the renderer reads its thread count then
     run_dir = args.run_dir or default_run_dir(args.preset or "pendulum")
-    try:
-        changes = changes_from_args(args.overrides, args.iterations)
-    except ValueError as e:
-        raise UsageError(f"argument --set: {e}") from None
+    changes = _set_changes(args.overrides, args.iterations)
     if args.paper_sizes:
         changes = {**PAPER_SIZES, **changes}
     run = Run.open(run_dir, args.preset, changes=changes)
@@ -169,23 +167,24 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _planner_config(config: Config, overrides: list[str]) -> Config:
-    """The run's config with `evaluate --set`'s planner changes (UsageError for anything else)."""
+def _set_changes(overrides: list[str], iterations: int | None = None) -> dict[str, Any]:
+    """`--set key=value …` (and `--iterations N`) as config changes; a malformed one is a usage error."""
     from planet_colab.config import changes_from_args
-    from planet_colab.run_config import one_line
 
     try:
-        changes = changes_from_args(overrides)
+        return changes_from_args(overrides, iterations)
     except ValueError as e:
         raise UsageError(f"argument --set: {e}") from None
+
+
+def _planner_config(config: Config, overrides: list[str]) -> Config:
+    """The run's config with `evaluate --set`'s planner changes (UsageError for anything else)."""
+    changes = _set_changes(overrides)
     other = sorted(set(changes) - set(PLANNER_FIELDS))
     if other:
         raise UsageError(f"argument --set: evaluate changes only how the trained model plans "
                          f"({', '.join(PLANNER_FIELDS)}); {', '.join(other)} would need training again")
-    try:
-        return config.replace(**changes)
-    except ValueError as e:
-        raise UsageError(f"argument --set: {one_line(e)}") from None
+    return config.replace(**changes)  # an invalid value raises ValueError: run_command prints it as one line
 
 
 def cmd_info(args: argparse.Namespace) -> int:
