@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from planet_colab.config import get_config
-from planet_colab.cpu_kernels import FastRollout
+from planet_colab.cpu_kernels import FastRollout, _tanh_
 from planet_colab.models import RSSMState, WorldModel, preprocess_obs
 from planet_colab.planner import CEMPlanner, imagined_returns
 
@@ -92,3 +92,28 @@ def test_world_model_planning_is_batched_bounded_and_the_same_with_either_rollou
     generic = planner(model, beliefs, torch.Generator().manual_seed(0))
     assert fast.shape == (3, 2) and fast.abs().max() <= 1
     torch.testing.assert_close(fast, generic, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_rollout_tanh_through_fp32_equals_the_reduced_precision_tanh_for_every_value(dtype):
+    every = torch.arange(-2 ** 15, 2 ** 15, dtype=torch.int32).to(torch.int16).view(dtype)
+    every = every[~every.isnan()]  # NaN payloads aside, every value of the dtype (infinities included)
+    want = torch.tanh(every)
+    got = _tanh_(every.clone(), torch.empty(every.shape))
+    assert got.dtype == dtype
+    assert torch.equal(got.view(torch.int16), want.view(torch.int16))  # bit for bit, signed zeros included
+
+
+def test_rollouts_alive_at_once_never_share_buffers_and_a_freed_ones_are_reused():
+    model, _, start, actions = _world_model_and_start(2, 32)
+    with torch.inference_mode():
+        alone = FastRollout(model, start, 4, torch.bfloat16)(actions, torch.Generator().manual_seed(1))
+        first = FastRollout(model, start, 4, torch.bfloat16)
+        other = start._replace(deter=start.deter.flip(0), stoch=start.stoch.flip(0))
+        second = FastRollout(model, other, 4, torch.bfloat16)  # same shapes, alive at the same time
+        assert first.buf.data_ptr() != second.buf.data_ptr()
+        second(actions, torch.Generator().manual_seed(2))
+        torch.testing.assert_close(first(actions, torch.Generator().manual_seed(1)), alone, rtol=0, atol=0)
+        kept = second.buf.data_ptr()
+        del second
+        assert FastRollout(model, start, 4, torch.bfloat16).buf.data_ptr() == kept
