@@ -35,6 +35,7 @@ Re-measure before changing a path, and change one only when the gain is worth ne
 
 from __future__ import annotations
 
+import functools
 import weakref
 from collections import OrderedDict
 from typing import Any, Callable
@@ -223,16 +224,16 @@ class FastRollout:
     where it casts the weights once per plan). Kept: never slower, and the episodes the CPU runs
     collected were planned with its numbers.
 
-    Two later changes return bit for bit what they replace (checked on fp32, bf16 and fp16 rollouts
-    of the cheetah_run and cartpole_swingup models, and exhaustively for the tanh in
+    Three later changes return bit for bit what they replace (checked on fp32, bf16 and fp16 rollouts
+    of the cheetah_run and cartpole_swingup models, and for every 16-bit value in
     tests/test_cpu_kernels.py): (1) the GRU's tanh runs on an fp32 copy: PyTorch's bf16 tanh computes
     in fp32 and rounds, unvectorised (150 µs for (500, 200) against fp32's 26 µs), so the fp32 result
-    rounded back is the same value, sooner; (2) the buffers come from `_SCRATCH`, reused across
-    plans: a fresh 6 MB buffer page-faults on its first touch in every plan. On the 2-core AMX-BF16
-    Xeon, bf16, 1 thread, a CEM 500 × 5 plan's rollouts, old and new alternating in one process
-    (best / median of 8, process CPU ms): cheetah_run 111.7 / 115.9 → 105.1 / 109.1, cartpole_swingup
-    114.0 / 116.3 → 108.1 / 109.6: 6% less. Left as it is: the ELU, 18% of a plan in bf16; fp32's
-    is as slow (expm1), and exp(x) − 1 would change the rounding.
+    rounded back is the same value, sooner; (2) the ELUs are looked up in a table of F.elu's own
+    16-bit results (`_elu_`); (3) the buffers come from `_SCRATCH`, reused across plans: a fresh 6 MB
+    buffer page-faults on its first touch in every plan. On the 2-core AMX-BF16 Xeon, bf16, 1 thread,
+    a CEM 500 × 5 plan's rollouts, old and new alternating in one process (best / median of 8,
+    process CPU ms): cheetah_run 110.9 / 115.1 → 99.5 / 102.0, cartpole_swingup 113.6 / 116.9 →
+    102.2 / 105.1: 10–11% less.
     """
 
     _verified: dict[type, bool] = {}
@@ -294,7 +295,8 @@ class FastRollout:
                   "t_rz": ((B, 2 * D), dtype), "t_xn": ((B, D), dtype), "t_hn": ((B, D), dtype),
                   "t_hid": ((B, Hd), dtype), "t_stats": ((B, 2 * S), dtype), "t_n32": ((B, D), f32),
                   "t_mean32": ((B, S), f32), "t_std32": ((B, S), f32), "t_eps": ((B, S), f32),
-                  "t_hidden1": ((horizon * B, Hd), dtype), "t_hidden2": ((horizon * B, Hd), dtype)}
+                  "t_hidden1": ((horizon * B, Hd), dtype), "t_hidden2": ((horizon * B, Hd), dtype),
+                  "t_index": ((B * Hd,), torch.int32)}
         # Temporaries reused by every step, iteration and plan of this shape. Matmul outputs stay
         # contiguous: MKL's fp32 GEMM is up to 2× slower writing into a strided view.
         scratch = _SCRATCH.take(device, shapes)
@@ -332,12 +334,12 @@ class FastRollout:
         buf[:H, :, :A] = actions
         for t in range(H):
             cur, nxt = buf[t], buf[t + 1]
-            cur[:, o + 1 + D:-1] = F.elu_(torch.mm(cur[:, :o + 1], self.w_in, out=self.t_x))
+            cur[:, o + 1 + D:-1] = _elu_(torch.mm(cur[:, :o + 1], self.w_in, out=self.t_x), self.t_index)
             rz = torch.mm(cur[:, o:-1], self.w_rz, out=self.t_rz).sigmoid_()  # (B, 2D)
             n = torch.mm(cur[:, o + 1 + D:], self.w_xn, out=self.t_xn)
             n = _tanh_(n.addcmul_(rz[:, :D], torch.mm(cur[:, o:o + 1 + D], self.w_hn, out=self.t_hn)), self.t_n32)
             torch.lerp(n, cur[:, o + 1:o + 1 + D], rz[:, D:], out=nxt[:, o + 1:o + 1 + D])  # (1 - z)·n + z·h
-            hid = F.elu_(torch.mm(nxt[:, o:o + 1 + D], self.w_out, out=self.t_hid))
+            hid = _elu_(torch.mm(nxt[:, o:o + 1 + D], self.w_out, out=self.t_hid), self.t_index)
             # The prior's mean and std in fp32, as the model's img_step computes them.
             stats = torch.addmm(self.b_prior, hid, self.w_prior, out=self.t_stats)  # (B, 2S)
             # Contiguous fp32 copies: softplus on a strided half is ~10× slower than on a contiguous one.
@@ -355,6 +357,27 @@ class FastRollout:
         # (sum accumulates in fp32 internally even for bf16 input.)
         summed = hidden2.view(H, B, -1).sum(0).float()  # (B, Hd)
         return (summed @ self.w_r3).squeeze(1) + H * self.b_r3
+
+
+@functools.lru_cache(maxsize=None)
+def _elu_table(dtype: torch.dtype) -> Tensor:
+    """F.elu of every value of a 16-bit float dtype, at the index of its bit pattern read as unsigned."""
+    with torch.inference_mode(False):
+        return F.elu(torch.arange(2 ** 16, dtype=torch.int32).to(torch.int16).view(dtype))
+
+
+def _elu_(x: Tensor, index: Tensor) -> Tensor:
+    """ELU of contiguous `x` in place; bf16/fp16 looked up in F.elu's own table (`index`: int32, x.numel()).
+
+    PyTorch's ELU runs expm1 on every element (~120 µs for (500, 200), in fp32 as in bf16); a 16-bit
+    input has only 65536 values, so a gather from a 128 KB table gives the same bits in half the time.
+    """
+    if x.element_size() != 2:
+        return F.elu_(x)
+    flat = x.view(-1)
+    index.copy_(flat.view(torch.int16)).bitwise_and_(0xFFFF)  # the bit pattern, 0 … 65535
+    torch.index_select(_elu_table(x.dtype), 0, index, out=flat)
+    return x
 
 
 def _tanh_(n: Tensor, scratch32: Tensor) -> Tensor:

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from planet_colab.config import get_config
-from planet_colab.cpu_kernels import FastRollout, _tanh_
+from planet_colab.cpu_kernels import FastRollout, _elu_, _tanh_
 from planet_colab.models import RSSMState, WorldModel, preprocess_obs
 from planet_colab.planner import CEMPlanner, imagined_returns
 
@@ -95,13 +95,15 @@ def test_world_model_planning_is_batched_bounded_and_the_same_with_either_rollou
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
-def test_rollout_tanh_through_fp32_equals_the_reduced_precision_tanh_for_every_value(dtype):
+def test_rollout_tanh_and_elu_equal_torchs_own_for_every_16_bit_value(dtype):
     every = torch.arange(-2 ** 15, 2 ** 15, dtype=torch.int32).to(torch.int16).view(dtype)
     every = every[~every.isnan()]  # NaN payloads aside, every value of the dtype (infinities included)
-    want = torch.tanh(every)
-    got = _tanh_(every.clone(), torch.empty(every.shape))
-    assert got.dtype == dtype
-    assert torch.equal(got.view(torch.int16), want.view(torch.int16))  # bit for bit, signed zeros included
+    tanh = _tanh_(every.clone(), torch.empty(every.shape))
+    elu = _elu_(every.clone(), torch.empty(every.shape, dtype=torch.int32))
+    assert tanh.dtype == elu.dtype == dtype
+    # bit for bit, signed zeros included
+    assert torch.equal(tanh.view(torch.int16), torch.tanh(every).view(torch.int16))
+    assert torch.equal(elu.view(torch.int16), torch.nn.functional.elu(every).view(torch.int16))
 
 
 def test_rollouts_alive_at_once_never_share_buffers_and_a_freed_ones_are_reused():
