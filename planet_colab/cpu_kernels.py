@@ -408,7 +408,8 @@ class _ScratchPool:
         kept = self.free.pop(self._key(device, shapes), None)
         if kept is not None:
             return kept
-        return {name: torch.empty(shape, device=device, dtype=dtype) for name, (shape, dtype) in shapes.items()}
+        with torch.inference_mode(False):  # plain tensors: writable in and out of inference mode
+            return {name: torch.empty(shape, device=device, dtype=dtype) for name, (shape, dtype) in shapes.items()}
 
     def give(self, device: torch.device, shapes: dict[str, tuple[tuple[int, ...], torch.dtype]],
              tensors: dict[str, Tensor]) -> None:

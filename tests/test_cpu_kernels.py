@@ -119,3 +119,6 @@ def test_rollouts_alive_at_once_never_share_buffers_and_a_freed_ones_are_reused(
         kept = second.buf.data_ptr()
         del second
         assert FastRollout(model, start, 4, torch.bfloat16).buf.data_ptr() == kept
+    with torch.no_grad():  # buffers made in inference mode stay writable outside it
+        again = FastRollout(model, start, 4, torch.bfloat16)(actions, torch.Generator().manual_seed(1))
+    assert torch.equal(again, alone)
