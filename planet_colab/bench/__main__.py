@@ -5,7 +5,8 @@ from __future__ import annotations
 import importlib
 import sys
 
-BENCHES = ("data", "train", "plan", "learn", "oracle", "openloop", "env", "precision", "iteration", "warm", "versus")
+BENCHES = ("data", "train", "plan", "learn", "oracle", "openloop", "env", "precision", "iteration", "warm", "versus",
+           "ops")
 
 
 def _usage() -> str:
