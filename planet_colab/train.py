@@ -258,16 +258,16 @@ class OnlineLoop:
 
     def iteration(self, it: int, env: Any) -> tuple[dict[str, Any], EpisodeDataset]:
         """train → collect → evaluate → checkpoint → log iteration `it`; return its row and dataset."""
-        config, t0 = self.config, time.perf_counter()
+        config, t0, c0 = self.config, time.perf_counter(), time.process_time()
         dataset, episodes = training_data(self.run, config, it)
         self.report(episodes, it)
-        t_io, t1 = time.perf_counter() - t0, time.perf_counter()
+        t_io, t1, c1 = time.perf_counter() - t0, time.perf_counter(), time.process_time()
         with self.train_progress(it) as on_step:
             losses = train_iteration(self.state, dataset, config, it, on_step)
-        t_train, t2 = time.perf_counter() - t1, time.perf_counter()
+        t_train, t2, c2 = time.perf_counter() - t1, time.perf_counter(), time.process_time()
         self._phase("collect", 0, config.collect_episodes)
         collected = collect_iteration(self.run, env, self.state, config, it, self.progress)
-        t_collect, t3 = time.perf_counter() - t2, time.perf_counter()
+        t_collect, t3, c3 = time.perf_counter() - t2, time.perf_counter(), time.process_time()
         if evaluates(config, it):
             self._phase("evaluate", 0, config.eval_episodes)
         evaluation = evaluate_iteration(self.state, config, it)
@@ -281,6 +281,10 @@ class OnlineLoop:
         row.update(train_s=t_train, collect_s=t_collect, eval_s=time.perf_counter() - t3, io_s=t_io,
                    seconds=time.perf_counter() - t0, threads=torch.get_num_threads(),
                    **machine_record(self.state.device))  # what the seconds were measured on (sweep-report)
+        # Process CPU seconds beside the wall ones: on a shared machine the wall time includes waiting
+        # for a core, the CPU time is the work itself (all of the process's threads).
+        row.update(train_cpu_s=c2 - c1, collect_cpu_s=c3 - c2, eval_cpu_s=time.process_time() - c3,
+                   cpu_s=time.process_time() - c0)
         self.metrics.append(row)
         t4 = time.perf_counter()
         self.checkpoints.finish(it, self.metrics)

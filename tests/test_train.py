@@ -346,12 +346,16 @@ def test_stop_mid_iteration_saves_the_grad_scaler_state_of_the_snapshot(tmp_path
     assert all(torch.equal(weights[k], before[k]) for k in before)
 
 
-def test_every_row_in_metrics_jsonl_has_its_checkpoint_time_threads_and_cpu(tmp_path):
+def test_every_row_in_metrics_jsonl_has_its_checkpoint_time_threads_cpu_and_cpu_seconds(tmp_path):
     train.train_planner(smoke(total_iterations=2, checkpoint_every=1), tmp_path, progress=False)
     rows = train.read_metrics(tmp_path)
     assert [r["iteration"] for r in rows] == [0, 1]
     assert all(r["checkpoint_s"] > 0 for r in rows)  # both iterations were checkpointed, the last one too
     assert all(r["threads"] == torch.get_num_threads() == 1 for r in rows)  # what its seconds were measured with
+    for r in rows:  # the work in process CPU seconds, by phase, beside the wall seconds
+        phases = r["train_cpu_s"] + r["collect_cpu_s"] + r["eval_cpu_s"]
+        assert r["train_cpu_s"] > 0 and r["collect_cpu_s"] > 0 and r["eval_cpu_s"] >= 0
+        assert phases <= r["cpu_s"] + 1e-6
     from planet_colab.precision import SPEED_FLAGS, cpu_flags, cpu_model
 
     # and on which CPU (sweep-report's benchmark table names it beside the hours)
