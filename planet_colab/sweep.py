@@ -378,7 +378,9 @@ def run_sweep(root: str | os.PathLike, presets: Sequence[str], seeds: Sequence[i
     try:
         at_once = _runs_at_once(ray, cpus_per_run, gpus_per_run)
         _save_configs(todo)
-        task = ray.remote(train_run)
+        # max_calls=1: each run in a fresh worker process, which imports the code on disk when the run
+        # starts and inherits nothing of the run before it (its memory, torch's and oneDNN's caches).
+        task = ray.remote(max_calls=1)(train_run)
         refs = {task.options(name=run.name, num_cpus=cpus_per_run, num_gpus=gpus_per_run,
                              max_retries=max_retries, retry_exceptions=False)
                 .remote(run.config.to_dict(), str(run.run_dir), cpus_per_run, str(stop_file)): run

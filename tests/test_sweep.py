@@ -214,6 +214,18 @@ def test_two_presets_by_two_seeds_all_finish_with_a_line_per_iteration(swept):
     assert final_weights(root / "smoke_b" / "seed_0", ITERATIONS)["encoder.0.weight"].shape[0] == 8
 
 
+def test_each_run_trains_in_a_worker_process_of_its_own(swept):
+    _, out, _ = swept
+    pids = {}  # run → the worker processes its lines came from (a killed run's retry adds one)
+    for run, pid in re.findall(r"\((smoke(?:_b)?/seed_\d) pid=(\d+)\)", out):
+        pids.setdefault(run, set()).add(pid)
+    assert len(pids) == 4, out
+    runs = sorted(pids)
+    for i, a in enumerate(runs):
+        for b in runs[i + 1:]:
+            assert not pids[a] & pids[b], f"{a} and {b} shared a worker process:\n{out}"
+
+
 def test_killed_runs_end_bit_for_bit_like_uninterrupted_train_runs(swept, tmp_path, smoke_b):
     root = swept[0]
     for preset, seed in KILLED:
