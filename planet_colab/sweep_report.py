@@ -86,20 +86,25 @@ def _machine(row: dict[str, Any], cpu: str | None) -> str:
 def _run_summary(run_dir: Path, root: Path, cpu: str | None = None) -> dict[str, Any]:
     config = Config.load(run_dir / "config.json")
     rows = _read_rows(run_dir)
-    evals: dict[str, list[Any]] = {"episodes": [], "eval_mean": [], "eval_std": [], "hours": [], "machines": []}
-    seconds, machines = 0.0, []
+    evals: dict[str, list[Any]] = {"episodes": [], "eval_mean": [], "eval_std": [], "hours": [], "cpu_hours": [],
+                                   "machines": []}
+    seconds, cpu_seconds, machines = 0.0, 0.0, []
     for row in rows:
         # Wall time to the end of each row: its iteration's seconds and the checkpoint written after them
         # (seed episodes and start-up are in no row). A resumed run may have changed machine: each
         # evaluation keeps the machines of the rows up to it.
         seconds += row.get("seconds", 0.0) + row.get("checkpoint_s", 0.0)
+        # Process CPU time, the work without the waits for a core: only while every row so far has it
+        # (rows written before the loop recorded it have none, and half a sum would read as a cost).
+        cpu_seconds = cpu_seconds + row["cpu_s"] if cpu_seconds is not None and "cpu_s" in row else None
         machine = _machine(row, cpu)
         if machine not in machines:
             machines.append(machine)
         if "eval_mean" in row:
+            cpu_hours = None if cpu_seconds is None else cpu_seconds / 3600.0
             for key, value in (("episodes", row["episodes"]), ("eval_mean", row["eval_mean"]),
                                ("eval_std", row["eval_std"]), ("hours", seconds / 3600.0),
-                               ("machines", list(machines))):
+                               ("cpu_hours", cpu_hours), ("machines", list(machines))):
                 evals[key].append(value)
     return {"run_dir": published_path(run_dir, root), "iterations_done": len(rows),
             "total_iterations": config.total_iterations,
@@ -181,15 +186,19 @@ def _benchmark(preset: str, data: dict[str, Any]) -> dict[str, Any]:
     point = max((c for c in data["curve"] if target is not None and c["episodes"] <= target),
                 key=lambda c: c["episodes"], default=None)
     row: dict[str, Any] = {"episodes": target, "at_episodes": None, "mean": None, "std": None, "seeds": 0,
-                           "of": len(data["seeds"]), "hours_per_run": None, "hours": {}, "machines": []}
+                           "of": len(data["seeds"]), "hours_per_run": None, "hours": {},
+                           "cpu_hours_per_run": None, "cpu_hours": {}, "machines": []}
     if point is not None:
         row.update(at_episodes=point["episodes"], mean=point["mean"], std=point["std"], seeds=point["seeds"])
         for seed, run in data["runs"].items():
             if point["episodes"] in run["episodes"]:
                 k = run["episodes"].index(point["episodes"])
                 row["hours"][seed] = run["hours"][k]
+                row["cpu_hours"][seed] = run.get("cpu_hours", [None] * len(run["episodes"]))[k]
                 row["machines"] += [m for m in run["machines"][k] if m not in row["machines"]]
         row["hours_per_run"] = float(np.mean(list(row["hours"].values())))
+        if row["cpu_hours"] and None not in row["cpu_hours"].values():
+            row["cpu_hours_per_run"] = float(np.mean(list(row["cpu_hours"].values())))
     row["in_progress"] = row["at_episodes"] != target or row["seeds"] < row["of"]
     row["published"] = published_100k(preset)
     return row
@@ -402,7 +411,9 @@ def _benchmark_rows(summary: dict[str, Any]) -> list[str]:
             rp = b.get("random_policy")
             row += f" {_pm(rp['mean'], rp['std']) if rp else '–'} |"
         machines = "; ".join(b["machines"]).replace("|", "\\|") or "–"  # a --cpu text may hold a pipe
-        lines.append(row + f" {_hours(b['hours_per_run'])} | {machines} |")
+        cpu = b.get("cpu_hours_per_run")
+        hours = _hours(b["hours_per_run"]) + (f" ({_hours(cpu)} CPU)" if cpu is not None else "")
+        lines.append(row + f" {hours} | {machines} |")
     return lines
 
 
@@ -422,8 +433,10 @@ def _benchmark_table(summary: dict[str, Any]) -> list[str]:
         + (f"; the random policy: uniform random actions, mean ± std over {RANDOM_POLICY_EPISODES} episodes on "
            "distinct environment seeds at the preset's action repeat and episode length" if random else "")
         + ". Hours per run: a run's iterations' wall time (train, collect, evaluate, checkpoint) up to that "
-        "evaluation, mean over the seeds (seed episodes and start-up not counted); CPU: the machine its "
-        "metrics rows name.", "", *_benchmark_rows(summary)]
+        "evaluation, mean over the seeds (seed episodes and start-up not counted), and in brackets the same "
+        "iterations' process CPU hours where every seed's metrics rows record them (the work without the "
+        "waits for a core of a shared machine); CPU: the machine its metrics rows name.", "",
+        *_benchmark_rows(summary)]
     at = [f"`{preset}`" for preset, data in presets.items() if data["at_preset_defaults"]]
     lines.append("")
     if at:

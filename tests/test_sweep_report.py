@@ -275,6 +275,28 @@ def test_the_benchmark_table_holds_the_return_at_95_episodes_beside_planet_and_d
     assert sum(l.get_alpha() == 0.35 for l in ax.lines) == 3  # each seed thin
 
 
+def test_cpu_hours_stand_beside_the_wall_hours_only_where_every_row_records_them(tmp_path):
+    root = tmp_path / "bench"
+    # Two seeds whose rows all record process CPU time (20 s of each 35 s iteration: the rest was waiting).
+    _make_task_run(root, "cartpole_swingup", 0, 92, {95: 300.0}, row_extra={**CPU_ROW, "cpu_s": 20.0})
+    _make_task_run(root, "cartpole_swingup", 1, 92, {95: 320.0}, row_extra={**CPU_ROW, "cpu_s": 20.0})
+    assert main(["sweep-report", "--root", str(root), "--out", str(tmp_path / "page")]) == 0
+    bench = json.loads((tmp_path / "page" / "sweep.json").read_text())["presets"]["cartpole_swingup"]["benchmark"]
+    assert bench["cpu_hours_per_run"] == pytest.approx(0.5)  # 90 iterations × 20 s
+    assert "| 303 | 326 | 0.90 (0.50 CPU) | Test CPU 9000" in (tmp_path / "page" / "sweep.md").read_text()
+
+    # A third seed resumed onto a loop that records CPU time: its earlier rows have none, so no CPU hours.
+    run_dir = _make_task_run(root, "cartpole_swingup", 2, 92, {95: 310.0}, row_extra=CPU_ROW)
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    for row in rows[50:]:
+        row["cpu_s"] = 20.0
+    (run_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert main(["sweep-report", "--root", str(root), "--out", str(tmp_path / "page")]) == 0
+    bench = json.loads((tmp_path / "page" / "sweep.json").read_text())["presets"]["cartpole_swingup"]["benchmark"]
+    assert bench["cpu_hours_per_run"] is None and bench["cpu_hours"]["seed_2"] is None
+    assert "| 303 | 326 | 0.90 | Test CPU 9000" in (tmp_path / "page" / "sweep.md").read_text()
+
+
 def test_a_run_in_progress_is_read_where_it_is_and_cpu_fills_in_unrecorded_rows(root, tmp_path):
     _make_task_run(root, "reacher_easy", 0, 40, {45: 50.0})  # rows that record no CPU
     out = tmp_path / "page"
