@@ -283,8 +283,8 @@ class OnlineLoop:
                    **machine_record(self.state.device))  # what the seconds were measured on (sweep-report)
         # Process CPU seconds beside the wall ones: on a shared machine the wall time includes waiting
         # for a core, the CPU time is the work itself (all of the process's threads).
-        row.update(train_cpu_s=c2 - c1, collect_cpu_s=c3 - c2, eval_cpu_s=time.process_time() - c3,
-                   cpu_s=time.process_time() - c0)
+        c4 = time.process_time()
+        row.update(train_cpu_s=c2 - c1, collect_cpu_s=c3 - c2, eval_cpu_s=c4 - c3, cpu_s=c4 - c0)
         self.metrics.append(row)
         t4 = time.perf_counter()
         self.checkpoints.finish(it, self.metrics)

@@ -49,6 +49,7 @@ class OpTimes(TorchDispatchMode):
 
 def _train_work(config: Any, batch: int, seq: int, action_dim: int) -> Callable[[], None]:
     """One train step of the preset's world model on random pixels (as `bench train`)."""
+    from planet_colab.bench.train import random_batch
     from planet_colab.losses import make_optimizer, train_step
     from planet_colab.models import WorldModel
 
@@ -56,9 +57,7 @@ def _train_work(config: Any, batch: int, seq: int, action_dim: int) -> Callable[
     model = WorldModel(action_dim, config)
     optimizer = make_optimizer(model, config)
     g = torch.Generator().manual_seed(0)
-    obs = torch.randint(0, 256, (seq, batch, 64, 64, 3), generator=g).float().div_(255)
-    act = torch.rand(seq, batch, action_dim, generator=g) * 2 - 1
-    rew = torch.randn(seq, batch, generator=g)
+    obs, act, rew = random_batch(seq, batch, action_dim, g)
     device = torch.device("cpu")
 
     def step() -> None:
@@ -86,7 +85,7 @@ def _plan_work(config: Any, action_dim: int, precision: str) -> Callable[[], Non
 
 def main(argv: list[str] | None = None) -> None:
     """Parse options, time the work untimed and op by op, print the tables and a final JSON line."""
-    from planet_colab.config import changes_from_args
+    from planet_colab.__main__ import _set_changes
     from planet_colab.precision import resolve_precision
 
     p = OneLineParser(prog="python -m planet_colab.bench ops", description=__doc__)
@@ -104,10 +103,7 @@ def main(argv: list[str] | None = None) -> None:
         if getattr(args, name) <= 0:
             p.error(f"--{name.replace('_', '-')} must be positive")
     torch.set_num_threads(args.threads)
-    try:
-        config = get_config(args.preset, precision=args.precision).replace(**changes_from_args(args.overrides))
-    except ValueError as e:
-        p.error(str(e))
+    config = get_config(args.preset, precision=args.precision).replace(**_set_changes(args.overrides))
     precision = resolve_precision(config.precision, torch.device("cpu"))
     if args.what == "train":  # train_step runs its config's precision itself
         work = _train_work(config, config.batch_size, config.seq_len, args.action_dim)

@@ -43,6 +43,13 @@ def step_flops(model: WorldModel, optimizer: torch.optim.Optimizer, batch: tuple
     return int(counter.get_total_flops())
 
 
+def random_batch(seq: int, batch: int, action_dim: int, generator: torch.Generator) -> tuple:
+    """Random pixels in [0, 1], actions in [-1, 1] and rewards, (T, B, …): a train step's cost does not depend on them."""
+    obs = torch.randint(0, 256, (seq, batch, 64, 64, 3), generator=generator).float().div_(255)
+    act = torch.rand(seq, batch, action_dim, generator=generator) * 2 - 1
+    return obs, act, torch.randn(seq, batch, generator=generator)
+
+
 def matmul_tflops(precision: str, device: torch.device, size: int = 1024, repeats: int = 20) -> float:
     """Dense throughput of a size² matmul in `precision` on `device` (best of `repeats`), in TFLOP/s."""
     dtype = autocast_dtype(precision) or torch.float32
@@ -91,9 +98,7 @@ def main(argv: list[str] | None = None) -> None:
     optimizer = make_optimizer(model, config)
     gen = torch.Generator().manual_seed(0)
     T, B = args.seq, args.batch
-    obs = torch.randint(0, 256, (T, B, 64, 64, 3), generator=gen).float().div_(255)
-    act = torch.rand(T, B, args.action_dim, generator=gen) * 2 - 1
-    rew = torch.randn(T, B, generator=gen)
+    obs, act, rew = random_batch(T, B, args.action_dim, gen)
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"device={device} precision={precision} threads={args.threads} preset={args.preset} "
           f"B={B} L={T} params={sum(q.numel() for q in model.parameters()):,} conv_path={conv_path} "
