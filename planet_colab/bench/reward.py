@@ -157,7 +157,8 @@ def save_figure(model: Any, episodes: Sequence[dict[str, np.ndarray]], config: C
     episode = max(episodes, key=lambda e: float(e["reward"].sum()))
     reward = episode["reward"]
     first = int(np.argmax(reward > threshold)) if (reward > threshold).any() else len(reward) // 2
-    picks = np.clip(np.arange(first - 8, first + 8, 2), 0, len(reward) - 1)
+    start = max(0, min(first - 8, len(reward) - 16))  # 8 frames, every other step, the onset inside
+    picks = np.arange(start, min(start + 16, len(reward)), 2)
     recon = reconstruct_episode(model, episode["obs"], episode["action"], config=config,
                                 generator=torch_generator(config.seed, "bench_reward_figure"))
     viz.save_figure(viz.plot_reconstructions(episode["obs"][picks], recon[picks], num=len(picks),
