@@ -229,6 +229,10 @@ def _add_sweep_parsers(sub: argparse._SubParsersAction) -> None:
                    help="measure PRESET's random policy (10 episodes of physics and rendering, 1–2 min for "
                    "half_cheetah) and draw it as a reference line; kept by later reports in the same --out; "
                    "repeatable")
+    r.add_argument("--zero-baseline", action="append", default=[], metavar="PRESET",
+                   help="play the evaluations of PRESET's table row again with zero actions, on the same "
+                   "environment seeds (what the environment pays for doing nothing); kept by later reports "
+                   "while the row's evaluations stay the same; repeatable")
     r.add_argument("--readme", type=Path, metavar="FILE",
                    help="also put the benchmark table between FILE's <!-- benchmark table … --> markers "
                         "(e.g. README.md), linking the page written to --out")
@@ -269,7 +273,8 @@ def cmd_sweep_report(args: argparse.Namespace) -> int:
 
         check_readme(args.readme)  # before minutes of measuring a random policy
     summary = write_report(args.root, tensorboard_dir=args.tensorboard_dir, out_dir=args.out,
-                           references=references, random_baseline=args.random_baseline, cpu=args.cpu)
+                           references=references, random_baseline=args.random_baseline, cpu=args.cpu,
+                           zero_baseline=args.zero_baseline)
     if args.readme is not None:
         from planet_colab.sweep_report import report_dir, update_readme
 

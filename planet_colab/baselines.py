@@ -3,7 +3,9 @@
 `PUBLISHED_100K` holds the returns reported after 100k environment steps for the DeepMind Control
 tasks, keyed by this package's preset names; `random_policy_return` measures a uniform-random policy on
 a preset's environment, for a task without a published figure (half_cheetah). sweep-report draws both
-as horizontal lines and puts them in its benchmark table.
+as horizontal lines and puts them in its benchmark table. `zero_policy_returns` plays an evaluation's own
+environment seeds with zero actions: what the environment pays for doing nothing (cup_catch sometimes
+starts with the ball in the cup), beside what the agent earned on the same seeds.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import numpy as np
 from planet_colab.config import Config
 
 __all__ = ["PUBLISHED_100K", "PUBLISHED_SOURCE", "published_100k", "random_policy_return",
-           "RANDOM_POLICY_EPISODES"]
+           "RANDOM_POLICY_EPISODES", "ZeroAgent", "zero_policy_returns"]
 
 # Average return after 100k environment steps (100 episodes of 1000 steps) on the pixel-based DeepMind
 # Control tasks. Dreamer: CURL (Srinivas, Laskin & Abbeel, 2020), Table 1, "100K step scores".
@@ -80,3 +82,45 @@ def random_policy_return(config: Config, episodes: int = RANDOM_POLICY_EPISODES,
         say(f"{config.preset}'s random policy: {result['mean']:.1f} ± {result['std']:.1f} over {episodes} "
             f"episodes ({time.perf_counter() - start:.0f} s)")
     return result
+
+
+class ZeroAgent:
+    """Acts with zeros whatever it sees (agent.run_episode's agent interface)."""
+
+    def __init__(self, action_shape: tuple[int, ...]) -> None:
+        self.action = np.zeros(action_shape, dtype=np.float32)
+
+    def reset(self) -> None:
+        """Nothing to forget between episodes."""
+
+    def act(self, obs: np.ndarray, *, explore: bool, generator: Any = None) -> np.ndarray:
+        """The zero action."""
+        return self.action.copy()
+
+
+def zero_policy_returns(config: Config, iteration: int, episodes: int, env: Any = None) -> list[float]:
+    """Returns of zero actions on the environment seeds of the evaluation after `iteration` (agent.evaluate's).
+
+    Episode k plays env seed (config.seed, "eval", iteration, k) for at most config.episode_len steps,
+    exactly as that evaluation's episode k did; `env` (else the config's own, made and closed here).
+    """
+    from planet_colab.agent import run_episode
+    from planet_colab.checks import positive_int
+    from planet_colab.env import make_env_from_config
+    from planet_colab.seeding import derive_seed, torch_generator
+
+    positive_int("episodes", episodes)
+    own_env = env is None
+    if own_env:
+        env = make_env_from_config(config)
+    try:
+        agent, returns = ZeroAgent(env.action_space.shape), []
+        for k in range(episodes):
+            keys = (config.seed, "eval", iteration, k)
+            steps = run_episode(env, agent, env_seed=derive_seed(*keys, "env"), generator=torch_generator(*keys),
+                                explore=False, max_steps=config.episode_len)
+            returns.append(float(steps["return"]))
+    finally:
+        if own_env:
+            env.close()
+    return returns

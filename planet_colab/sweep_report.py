@@ -34,7 +34,8 @@ from planet_colab.words import plural, published_path
 
 __all__ = ["find_runs", "read_reference", "summarize", "plot_sweep", "format_markdown",
            "write_tensorboard", "write_report", "benchmark_episodes", "preset_differences",
-           "add_random_policies", "BENCHMARK_EPISODES", "ALLOWED_DIFFERENCES"]
+           "add_random_policies", "add_zero_policies", "measure_zero_policy", "BENCHMARK_EPISODES",
+           "ALLOWED_DIFFERENCES"]
 
 TB_HINT = "pip install tensorboard  (Colab has it)"
 # metrics.jsonl key -> TensorBoard tag; the step of every point is the number of episodes stored.
@@ -213,6 +214,46 @@ def add_random_policies(summary: dict[str, Any], policies: Mapping[str, dict[str
         summary["presets"][preset]["benchmark"]["random_policy"] = dict(figure)
 
 
+def _zero_policy_runs(data: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Per seed evaluated at the benchmark row's point: what replaying that evaluation with zero actions depends on."""
+    at, runs = data["benchmark"]["at_episodes"], {}
+    for seed, run in data["runs"].items():
+        if at is None or at not in run["episodes"]:
+            continue
+        config = Config.from_dict(run["config"])
+        runs[seed] = {"iteration": (at - config.seed_episodes) // config.collect_episodes - 1, "seed": config.seed,
+                      "env_name": config.env_name, "action_repeat": config.action_repeat,
+                      "max_episode_steps": config.max_episode_steps, "episodes": config.eval_episodes}
+    return runs
+
+
+def measure_zero_policy(preset: str, data: dict[str, Any], say: Callable[[str], None] = print) -> dict[str, Any]:
+    """Zero actions on the environment seeds of each seed's evaluation at the row's point: mean ± std across seeds."""
+    from planet_colab.baselines import zero_policy_returns
+
+    runs = _zero_policy_runs(data)
+    if not runs:
+        raise ValueError(f"--zero-baseline {preset}: no run has evaluated yet, so there are no evaluation "
+                         "seeds to play again")
+    at = data["benchmark"]["at_episodes"]
+    say(f"Playing {preset}'s evaluations after {at} episodes again with zero actions ({len(runs)} seed(s), "
+        f"{sum(r['episodes'] for r in runs.values())} episodes of physics and rendering) …")
+    for seed, run in runs.items():
+        run["returns"] = zero_policy_returns(Config.from_dict(data["runs"][seed]["config"]), run["iteration"],
+                                             run["episodes"])
+        run["mean"] = float(np.mean(run["returns"]))
+    means = [run["mean"] for run in runs.values()]
+    figure = {"episodes": at, "mean": float(np.mean(means)), "std": float(np.std(means)), "runs": runs}
+    say(f"{preset}, zero actions on the same seeds: {figure['mean']:.1f} (the agents: {data['benchmark']['mean']:.1f})")
+    return figure
+
+
+def add_zero_policies(summary: dict[str, Any], figures: Mapping[str, dict[str, Any]]) -> None:
+    """Put zero-action replays of the row's evaluations (measure_zero_policy) into their presets' benchmark rows."""
+    for preset, figure in figures.items():
+        summary["presets"][preset]["benchmark"]["zero_policy"] = dict(figure)
+
+
 def summarize(root: str | os.PathLike,
               references: Mapping[str, str | os.PathLike] | None = None,
               cpu: str | None = None) -> dict[str, Any]:
@@ -336,6 +377,11 @@ def report_dir(root: str | os.PathLike, out_dir: str | os.PathLike | None = None
     return Path(out_dir) if out_dir is not None else Path(root) / "report"
 
 
+def _has_zero_policy(presets: dict[str, Any]) -> bool:
+    """Whether some preset's benchmark row carries a zero-action replay of its evaluations (a column)."""
+    return any("zero_policy" in d["benchmark"] for d in presets.values())
+
+
 def _has_random_policy(presets: dict[str, Any]) -> bool:
     """Whether some preset's benchmark row carries a measured random policy (the table grows a column)."""
     return any("random_policy" in d["benchmark"] for d in presets.values())
@@ -388,10 +434,10 @@ def _hours(hours: float | None) -> str:
 def _benchmark_rows(summary: dict[str, Any]) -> list[str]:
     """The benchmark table itself (header and a row per preset): the page's and the README's."""
     presets = summary["presets"]
-    random = _has_random_policy(presets)
+    random, zero = _has_random_policy(presets), _has_zero_policy(presets)
     lines = ["| task | episodes | return | PlaNet@100k | Dreamer@100k |" + (" random policy |" if random else "")
-             + " hours per run | CPU |",
-             "|---|---:|---:|---:|---:|" + ("---:|" if random else "") + "---:|---|"]
+             + (" zero actions, same seeds |" if zero else "") + " hours per run | CPU |",
+             "|---|---:|---:|---:|---:|" + ("---:|" if random else "") + ("---:|" if zero else "") + "---:|---|"]
     for preset, data in presets.items():
         b = data["benchmark"]
         if b["episodes"] is None:
@@ -410,6 +456,10 @@ def _benchmark_rows(summary: dict[str, Any]) -> list[str]:
         if random:
             rp = b.get("random_policy")
             row += f" {_pm(rp['mean'], rp['std']) if rp else '–'} |"
+        if zero:
+            zp = b.get("zero_policy")
+            row += (" – |" if not zp else f" {zp['mean']:.1f} |" if len(zp["runs"]) == 1
+                    else f" {_pm(zp['mean'], zp['std'])} |")
         machines = "; ".join(b["machines"]).replace("|", "\\|") or "–"  # a --cpu text may hold a pipe
         cpu = b.get("cpu_hours_per_run")
         hours = _hours(b["hours_per_run"]) + (f" ({_hours(cpu)} CPU)" if cpu is not None else "")
@@ -422,7 +472,7 @@ def _benchmark_table(summary: dict[str, Any]) -> list[str]:
     from planet_colab.baselines import RANDOM_POLICY_EPISODES
 
     presets = summary["presets"]
-    random = _has_random_policy(presets)
+    random, zero = _has_random_policy(presets), _has_zero_policy(presets)
     allowed = ", ".join(summary.get("allowed_differences", ALLOWED_DIFFERENCES))
     lines = [
         "## Benchmark", "",
@@ -432,6 +482,9 @@ def _benchmark_table(summary: dict[str, Any]) -> list[str]:
         "Table 1)"
         + (f"; the random policy: uniform random actions, mean ± std over {RANDOM_POLICY_EPISODES} episodes on "
            "distinct environment seeds at the preset's action repeat and episode length" if random else "")
+        + ("; zero actions, same seeds: a policy that does nothing, played on the environment seeds of the very "
+           "evaluations the return averages (what the environment pays by itself, e.g. when cup_catch starts "
+           "with the ball in the cup), mean ± std across seeds" if zero else "")
         + ". Hours per run: a run's iterations' wall time (train, collect, evaluate, checkpoint) up to that "
         "evaluation, mean over the seeds (seed episodes and start-up not counted), and in brackets the same "
         "iterations' process CPU hours where every seed's metrics rows record them (the work without the "
@@ -587,15 +640,36 @@ def _kept_random_policies(previous: Path, summary: dict[str, Any]) -> dict[str, 
     return kept
 
 
+def _kept_zero_policies(previous: Path, summary: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Zero-action replays of an earlier report in the same place, where the row's evaluations are the same ones."""
+    try:
+        old = json.loads(previous.read_text())["presets"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
+    kept = {}
+    for preset, data in summary["presets"].items():
+        figure = ((old.get(preset) or {}).get("benchmark") or {}).get("zero_policy")
+        if not isinstance(figure, dict) or not isinstance(figure.get("runs"), dict):
+            continue
+        settings = {seed: {k: v for k, v in run.items() if k not in ("returns", "mean")}
+                    for seed, run in figure["runs"].items() if isinstance(run, dict)}
+        if figure.get("episodes") == data["benchmark"]["at_episodes"] and settings == _zero_policy_runs(data):
+            kept[preset] = figure
+    return kept
+
+
 def write_report(root: str | os.PathLike, tensorboard_dir: str | os.PathLike | None = None,
                  say: Callable[[str], None] = print, out_dir: str | os.PathLike | None = None,
                  references: Mapping[str, str | os.PathLike] | None = None,
-                 random_baseline: Sequence[str] = (), cpu: str | None = None) -> dict[str, Any]:
+                 random_baseline: Sequence[str] = (), cpu: str | None = None,
+                 zero_baseline: Sequence[str] = ()) -> dict[str, Any]:
     """Write sweep.{png,md,json} (to out_dir, default root/report) and the TensorBoard files; return the summary.
 
     `random_baseline`: presets whose random policy is measured now (baselines.random_policy_return); one
     already in out_dir's sweep.json, measured on the same environment settings, is kept without it.
     `cpu` names the machine of metrics rows that record none (runs started before rows recorded it).
+    `zero_baseline`: presets whose row's evaluations are played again with zero actions now
+    (measure_zero_policy); one already in out_dir's sweep.json for the same evaluations is kept without it.
     """
     from planet_colab.baselines import random_policy_return
     from planet_colab.frames import save_figure
@@ -614,10 +688,11 @@ def write_report(root: str | os.PathLike, tensorboard_dir: str | os.PathLike | N
     if not summary["presets"]:
         raise ValueError(f"{root} holds no runs (expected {root}/<preset>/seed_<s>/config.json); "
                          "start them with `python -m planet_colab sweep --root DIR …`")
-    missing = [p for p in random_baseline if p not in summary["presets"]]
-    if missing:  # before minutes of measuring the others
-        raise ValueError(f"--random-baseline {missing[0]} has no runs to stand beside: {root} holds "
-                         f"{', '.join(summary['presets'])}")
+    for flag, wanted in (("--random-baseline", random_baseline), ("--zero-baseline", zero_baseline)):
+        missing = [p for p in wanted if p not in summary["presets"]]
+        if missing:  # before minutes of measuring the others
+            raise ValueError(f"{flag} {missing[0]} has no runs to stand beside: {root} holds "
+                             f"{', '.join(summary['presets'])}")
     policies = _kept_random_policies(out / "sweep.json", summary)
     for preset in policies:
         if preset not in random_baseline:
@@ -626,6 +701,14 @@ def write_report(root: str | os.PathLike, tensorboard_dir: str | os.PathLike | N
     for preset in dict.fromkeys(random_baseline):
         policies[preset] = random_policy_return(_random_policy_config(summary["presets"][preset]), say=say)
     add_random_policies(summary, policies)
+    zeros = _kept_zero_policies(out / "sweep.json", summary)
+    for preset in zeros:
+        if preset not in zero_baseline:
+            say(f"{preset}'s zero-action replay kept from {out / 'sweep.json'} (the same evaluations; "
+                f"`--zero-baseline {preset}` measures it again)")
+    for preset in dict.fromkeys(zero_baseline):
+        zeros[preset] = measure_zero_policy(preset, summary["presets"][preset], say)
+    add_zero_policies(summary, zeros)
     markdown = format_markdown(summary, notes=kept_notes(out / "sweep.md"))
     _write_file(out / "sweep.json", (json.dumps(summary, indent=1) + "\n").encode())
     _write_file(out / "sweep.md", markdown.encode())

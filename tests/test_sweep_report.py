@@ -387,6 +387,41 @@ def test_random_baseline_for_a_preset_without_runs_is_one_line_and_measures_noth
     assert not (root / "report").exists()
 
 
+def test_zero_baseline_replays_the_rows_evaluations_with_zero_actions_and_is_kept_while_they_stay(root, tmp_path,
+                                                                                                    capsys):
+    from planet_colab.baselines import zero_policy_returns
+
+    out = tmp_path / "page"
+    assert main(["sweep-report", "--root", str(root), "--out", str(out), "--zero-baseline", "smoke"]) == 0
+    assert "Playing smoke's evaluations after 6 episodes again with zero actions (1 seed(s), 2 episodes" in \
+        capsys.readouterr().out
+    figure = json.loads((out / "sweep.json").read_text())["presets"]["smoke"]["benchmark"]["zero_policy"]
+    # The row's point is seed 0's evaluation after 6 episodes: iteration 3 (2 seed episodes + 4 collected).
+    assert set(figure["runs"]) == {"seed_0"} and figure["runs"]["seed_0"]["iteration"] == 3
+    config = get_config("smoke", seed=0, total_iterations=4)
+    assert figure["runs"]["seed_0"]["returns"] == zero_policy_returns(config, 3, 2)
+    assert figure["runs"]["seed_0"]["returns"] != zero_policy_returns(config, 2, 2)  # another evaluation's seeds
+    assert figure["mean"] == pytest.approx(np.mean(figure["runs"]["seed_0"]["returns"]))
+    markdown = (out / "sweep.md").read_text()
+    assert "| Dreamer@100k | zero actions, same seeds | hours per run |" in markdown
+    assert f"| – | – | {figure['mean']:.1f} |" in markdown and "zero actions, same seeds: a policy that does" in markdown
+
+    # Made again without the option: kept while the row's evaluations are the same ones ...
+    assert main(["sweep-report", "--root", str(root), "--out", str(out)]) == 0
+    assert "smoke's zero-action replay kept from" in capsys.readouterr().out
+    assert json.loads((out / "sweep.json").read_text())["presets"]["smoke"]["benchmark"]["zero_policy"] == figure
+    # ... and dropped once the row stands on other evaluations (seed 1 reached 6 episodes too).
+    (root / "smoke" / "seed_1" / "metrics.jsonl").unlink()
+    (root / "smoke" / "seed_1" / "config.json").unlink()
+    (root / "smoke" / "seed_1").rmdir()
+    _make_run(root, "smoke", 1, {4: -300.0, 6: 0.0}, iterations=4)
+    assert main(["sweep-report", "--root", str(root), "--out", str(out)]) == 0
+    assert "zero-action replay kept" not in capsys.readouterr().out
+    assert "zero_policy" not in json.loads((out / "sweep.json").read_text())["presets"]["smoke"]["benchmark"]
+    assert main(["sweep-report", "--root", str(root), "--out", str(out), "--zero-baseline", "half_cheetah"]) == 2
+    assert "--zero-baseline half_cheetah has no runs to stand beside" in capsys.readouterr().err
+
+
 def test_readme_gets_the_benchmark_rows_between_its_markers_and_nothing_else_changes(tmp_path, capsys):
     root = tmp_path / "bench"
     _make_task_run(root, "cartpole_swingup", 0, 92, {95: 300.0}, row_extra=CPU_ROW)

@@ -17,7 +17,8 @@ read only (nothing is written but `--figure`):
 - **A zero-action policy on the run's evaluation seeds** (`--zero-policy`): every evaluation in
   metrics.jsonl played again with actions of zero, on the same environment seeds (`agent.evaluate`'s
   (seed, "eval", iteration, k)). Where the environment hands out reward by itself (cup_catch sometimes
-  starts with the ball in the cup), the agent's evaluation is only worth what it earns above this.
+  starts with the ball in the cup), the agent's evaluation is only worth what it earns above this
+  (baselines.zero_policy_returns; sweep-report's `--zero-baseline` puts it in the benchmark table).
 
 Prints readable lines, then one JSON object.
 """
@@ -107,44 +108,20 @@ def ahead_of_onsets(model: Any, episodes: Sequence[dict[str, np.ndarray]], confi
     return result
 
 
-class ZeroAgent:
-    """Acts with zeros: what the environment pays for doing nothing (agent.run_episode's agent interface)."""
-
-    def __init__(self, action_shape: tuple[int, ...]) -> None:
-        self.action = np.zeros(action_shape, dtype=np.float32)
-
-    def reset(self) -> None:
-        """Nothing to forget between episodes."""
-
-    def act(self, obs: np.ndarray, *, explore: bool, generator: Any = None) -> np.ndarray:
-        """The zero action, whatever the observation."""
-        return self.action.copy()
-
-
 def zero_policy_on_eval_seeds(config: Config, rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     """Each evaluated row's returns beside a zero-action policy's on the same environment seeds."""
-    from planet_colab.agent import run_episode
+    from planet_colab.baselines import zero_policy_returns
     from planet_colab.env import make_env_from_config
-    from planet_colab.seeding import derive_seed, torch_generator
 
-    evaluated = [row for row in rows if "eval_returns" in row]
     env = make_env_from_config(config)
     try:
-        agent = ZeroAgent(env.action_space.shape)
-        result = []
-        for row in evaluated:
-            zero = []
-            for k in range(len(row["eval_returns"])):
-                keys = (config.seed, "eval", row["iteration"], k)  # agent.evaluate's seeds for this evaluation
-                steps = run_episode(env, agent, env_seed=derive_seed(*keys, "env"), generator=torch_generator(*keys),
-                                    explore=False, max_steps=config.episode_len)
-                zero.append(steps["return"])
-            result.append({"iteration": int(row["iteration"]), "episodes": int(row["episodes"]),
-                           "agent": [round(float(x), 1) for x in row["eval_returns"]],
-                           "zero": [round(float(x), 1) for x in zero]})
+        return [{"iteration": int(row["iteration"]), "episodes": int(row["episodes"]),
+                 "agent": [round(float(x), 1) for x in row["eval_returns"]],
+                 "zero": [round(x, 1) for x in zero_policy_returns(config, int(row["iteration"]),
+                                                                   len(row["eval_returns"]), env)]}
+                for row in rows if "eval_returns" in row]
     finally:
         env.close()
-    return result
 
 
 def save_figure(model: Any, episodes: Sequence[dict[str, np.ndarray]], config: Config, threshold: float,
