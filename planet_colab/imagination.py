@@ -53,6 +53,17 @@ def reconstruct_episode(model: Any, obs: Any, actions: Any, *, config: Config,
     return _to_pixels(out["recon"][:, 0].float())  # (T, 64, 64, 3)
 
 
+def posterior_rewards(model: Any, obs: Any, actions: Any, *, config: Config, generator: Any = None) -> np.ndarray:
+    """The reward head on a stored episode's filtered states, aligned to its rewards: (T - 1,) for r_0 … r_{T-2}."""
+    import torch
+
+    obs_pre, act = _model_inputs(model, obs, actions, config.bit_depth)  # (T, 1, 64, 64, 3), (T, 1, A)
+    with torch.inference_mode():
+        out = model(obs_pre, act, generator=generator)
+    # reward(s_t) predicts r_{t-1}, as in training: predictions 1..T-1 against rewards 0..T-2.
+    return to_numpy(out["reward"][1:, 0].float()).reshape(-1)
+
+
 def open_loop_predict(model: Any, obs: Any, actions: Any, rewards: Any = None, *, config: Config,
                       context: int = 5, horizon: int | None = None, start: int = 0,
                       generator: Any = None) -> dict[str, Any]:

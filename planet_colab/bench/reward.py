@@ -39,24 +39,16 @@ from planet_colab.config import Config
 CONTEXT = 5  # real frames filtered before imagining, as bench openloop and bench learn do
 
 
-def posterior_rewards(model: Any, episode: dict[str, np.ndarray], config: Config) -> np.ndarray:
-    """The reward head on the filtered states of one stored episode, aligned to its rewards: (T - 1,)."""
-    from planet_colab.imagination import _model_inputs
-    from planet_colab.seeding import torch_generator
-
-    obs, actions = _model_inputs(model, episode["obs"], episode["action"], config.bit_depth)
-    with torch.inference_mode():
-        out = model(obs, actions, generator=torch_generator(config.seed, "bench_reward"))
-    # reward(s_t) predicts r_{t-1}, as in training: predictions 1..T-1 against rewards 0..T-2.
-    return out["reward"][1:, 0].float().reshape(-1).numpy()
-
-
 def head_split(model: Any, episodes: Sequence[dict[str, np.ndarray]], config: Config,
                threshold: float) -> dict[str, Any]:
     """Mean predicted and true reward above and at-or-below `threshold`, and the correlation, over episodes."""
+    from planet_colab.imagination import posterior_rewards
+    from planet_colab.seeding import torch_generator
+
     predicted, true = [], []
+    generator = torch_generator(config.seed, "bench_reward")
     for episode in episodes:
-        pred = posterior_rewards(model, episode, config)
+        pred = posterior_rewards(model, episode["obs"], episode["action"], config=config, generator=generator)
         predicted.append(pred)
         true.append(episode["reward"][:len(pred)].astype(np.float32))
     pred, real = np.concatenate(predicted), np.concatenate(true)
