@@ -231,8 +231,8 @@ def _add_sweep_parsers(sub: argparse._SubParsersAction) -> None:
                    "repeatable")
     r.add_argument("--zero-baseline", action="append", default=[], metavar="PRESET",
                    help="play the evaluations of PRESET's table row again with zero actions, on the same "
-                   "environment seeds (what the environment pays for doing nothing); kept by later reports "
-                   "while the row's evaluations stay the same; repeatable")
+                   "environment seeds (what the environment pays for doing nothing); later reports keep it, "
+                   "and play the row's evaluations again when newer ones move it; repeatable")
     r.add_argument("--readme", type=Path, metavar="FILE",
                    help="also put the benchmark table between FILE's <!-- benchmark table … --> markers "
                         "(e.g. README.md), linking the page written to --out")

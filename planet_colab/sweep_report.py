@@ -640,13 +640,14 @@ def _kept_random_policies(previous: Path, summary: dict[str, Any]) -> dict[str, 
     return kept
 
 
-def _kept_zero_policies(previous: Path, summary: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """Zero-action replays of an earlier report in the same place, where the row's evaluations are the same ones."""
+def _earlier_zero_policies(previous: Path, summary: dict[str, Any]) -> tuple[dict[str, dict[str, Any]], list[str]]:
+    """Zero-action replays of an earlier report in the same place: those whose row still stands on the same
+    evaluations (kept), and the presets whose row has moved to other evaluations since (to play again)."""
     try:
         old = json.loads(previous.read_text())["presets"]
     except (OSError, ValueError, KeyError, TypeError):
-        return {}
-    kept = {}
+        return {}, []
+    kept, moved = {}, []
     for preset, data in summary["presets"].items():
         figure = ((old.get(preset) or {}).get("benchmark") or {}).get("zero_policy")
         if not isinstance(figure, dict) or not isinstance(figure.get("runs"), dict):
@@ -655,7 +656,9 @@ def _kept_zero_policies(previous: Path, summary: dict[str, Any]) -> dict[str, di
                     for seed, run in figure["runs"].items() if isinstance(run, dict)}
         if figure.get("episodes") == data["benchmark"]["at_episodes"] and settings == _zero_policy_runs(data):
             kept[preset] = figure
-    return kept
+        elif _zero_policy_runs(data):
+            moved.append(preset)
+    return kept, moved
 
 
 def write_report(root: str | os.PathLike, tensorboard_dir: str | os.PathLike | None = None,
@@ -669,7 +672,8 @@ def write_report(root: str | os.PathLike, tensorboard_dir: str | os.PathLike | N
     already in out_dir's sweep.json, measured on the same environment settings, is kept without it.
     `cpu` names the machine of metrics rows that record none (runs started before rows recorded it).
     `zero_baseline`: presets whose row's evaluations are played again with zero actions now
-    (measure_zero_policy); one already in out_dir's sweep.json for the same evaluations is kept without it.
+    (measure_zero_policy); one already in out_dir's sweep.json is kept without it while its row stands on
+    the same evaluations, and played again (said) once the row has moved to newer ones.
     """
     from planet_colab.baselines import random_policy_return
     from planet_colab.frames import save_figure
@@ -701,12 +705,16 @@ def write_report(root: str | os.PathLike, tensorboard_dir: str | os.PathLike | N
     for preset in dict.fromkeys(random_baseline):
         policies[preset] = random_policy_return(_random_policy_config(summary["presets"][preset]), say=say)
     add_random_policies(summary, policies)
-    zeros = _kept_zero_policies(out / "sweep.json", summary)
+    zeros, moved = _earlier_zero_policies(out / "sweep.json", summary)
     for preset in zeros:
         if preset not in zero_baseline:
             say(f"{preset}'s zero-action replay kept from {out / 'sweep.json'} (the same evaluations; "
                 f"`--zero-baseline {preset}` measures it again)")
-    for preset in dict.fromkeys(zero_baseline):
+    for preset in moved:
+        if preset not in zero_baseline:
+            say(f"{preset}'s row stands on newer evaluations than {out / 'sweep.json'}'s zero-action replay: "
+                "playing them again")
+    for preset in dict.fromkeys([*zero_baseline, *moved]):
         zeros[preset] = measure_zero_policy(preset, summary["presets"][preset], say)
     add_zero_policies(summary, zeros)
     markdown = format_markdown(summary, notes=kept_notes(out / "sweep.md"))

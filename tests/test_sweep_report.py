@@ -387,7 +387,7 @@ def test_random_baseline_for_a_preset_without_runs_is_one_line_and_measures_noth
     assert not (root / "report").exists()
 
 
-def test_zero_baseline_replays_the_rows_evaluations_with_zero_actions_and_is_kept_while_they_stay(root, tmp_path,
+def test_zero_baseline_replays_the_rows_evaluations_with_zero_actions_kept_while_they_stay_replayed_after(root, tmp_path,
                                                                                                     capsys):
     from planet_colab.baselines import zero_policy_returns
 
@@ -410,14 +410,17 @@ def test_zero_baseline_replays_the_rows_evaluations_with_zero_actions_and_is_kep
     assert main(["sweep-report", "--root", str(root), "--out", str(out)]) == 0
     assert "smoke's zero-action replay kept from" in capsys.readouterr().out
     assert json.loads((out / "sweep.json").read_text())["presets"]["smoke"]["benchmark"]["zero_policy"] == figure
-    # ... and dropped once the row stands on other evaluations (seed 1 reached 6 episodes too).
+    # ... and played again, unasked, once the row stands on other evaluations (seed 1 reached 6 episodes too).
     (root / "smoke" / "seed_1" / "metrics.jsonl").unlink()
     (root / "smoke" / "seed_1" / "config.json").unlink()
     (root / "smoke" / "seed_1").rmdir()
     _make_run(root, "smoke", 1, {4: -300.0, 6: 0.0}, iterations=4)
     assert main(["sweep-report", "--root", str(root), "--out", str(out)]) == 0
-    assert "zero-action replay kept" not in capsys.readouterr().out
-    assert "zero_policy" not in json.loads((out / "sweep.json").read_text())["presets"]["smoke"]["benchmark"]
+    text = capsys.readouterr().out
+    assert "zero-action replay kept" not in text and "smoke's row stands on newer evaluations" in text
+    moved = json.loads((out / "sweep.json").read_text())["presets"]["smoke"]["benchmark"]["zero_policy"]
+    assert set(moved["runs"]) == {"seed_0", "seed_1"} and moved["runs"]["seed_0"] == figure["runs"]["seed_0"]
+    assert moved["runs"]["seed_1"]["returns"] == zero_policy_returns(get_config("smoke", seed=1, total_iterations=4), 3, 2)
     assert main(["sweep-report", "--root", str(root), "--out", str(out), "--zero-baseline", "half_cheetah"]) == 2
     assert "--zero-baseline half_cheetah has no runs to stand beside" in capsys.readouterr().err
 
