@@ -305,6 +305,14 @@ class FastRollout:
             setattr(self, name, tensor)
         self.buf[:, :, self.o] = 1
         self.buf[:, :, -1] = 1
+        # A bf16 GEMM on a column slice may read past the slice's last column (oneDNN on this AMX CPU
+        # does for some shapes, e.g. K = 33 at 32+ rows) and multiply it by zero padding: finite values
+        # there change nothing, a NaN or Inf left by the buffer's earlier use poisons the product. So
+        # what a step reads beside its slices before writing it is made finite: the GRU input x of each
+        # imagined state (written one step after the state's deter is read) and the last state's
+        # action (never written).
+        self.buf[1:, :, self.o + 1 + D:-1] = 0
+        self.buf[horizon, :, :A] = 0
         self.buf[0, :, A:A + S] = start.stoch
         self.buf[0, :, self.o + 1:self.o + 1 + D] = start.deter
 

@@ -122,3 +122,19 @@ def test_rollouts_alive_at_once_never_share_buffers_and_a_freed_ones_are_reused(
     with torch.no_grad():  # buffers made in inference mode stay writable outside it
         again = FastRollout(model, start, 4, torch.bfloat16)(actions, torch.Generator().manual_seed(1))
     assert torch.equal(again, alone)
+
+
+def test_a_rollout_never_reads_what_its_reused_buffers_held_before():
+    """bf16 GEMMs on column slices may read past the slice (oneDNN, AMX): a NaN left in a reused buffer
+    must not reach the returns. Every float buffer of the pooled set is filled with NaN first."""
+    model, _, start, actions = _world_model_and_start(2, 32)
+    with torch.inference_mode():
+        clean = FastRollout(model, start, 4, torch.bfloat16)(actions, torch.Generator().manual_seed(1))
+        dirty = FastRollout(model, start, 4, torch.bfloat16)
+        for name in ("buf", "t_x", "t_rz", "t_xn", "t_hn", "t_hid", "t_stats", "t_n32", "t_mean32", "t_std32",
+                     "t_eps", "t_hidden1", "t_hidden2"):
+            getattr(dirty, name).fill_(float("nan"))
+        del dirty  # its set goes back to the pool, NaN everywhere
+        again = FastRollout(model, start, 4, torch.bfloat16)
+        assert again.buf.isnan().any()  # the NaN-filled set was taken (its constant and start columns rewritten)
+        torch.testing.assert_close(again(actions, torch.Generator().manual_seed(1)), clean, rtol=0, atol=0)
