@@ -621,14 +621,19 @@ def _random_policy_config(data: dict[str, Any]) -> Config:
     return Config.from_dict(first["config"]).replace(seed=0)
 
 
-def _kept_random_policies(previous: Path, summary: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """Random-policy figures of an earlier report in the same place, where measured as they would be now."""
-    from planet_colab.baselines import RANDOM_POLICY_EPISODES
-
+def _earlier_presets(previous: Path) -> dict[str, Any]:
+    """The presets of an earlier report's sweep.json in the same place ({} when there is none to read)."""
     try:
         old = json.loads(previous.read_text())["presets"]
     except (OSError, ValueError, KeyError, TypeError):
         return {}
+    return old if isinstance(old, dict) else {}
+
+
+def _kept_random_policies(old: dict[str, Any], summary: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Random-policy figures of an earlier report's presets `old`, where measured as they would be now."""
+    from planet_colab.baselines import RANDOM_POLICY_EPISODES
+
     kept = {}
     for preset, data in summary["presets"].items():
         figure = ((old.get(preset) or {}).get("benchmark") or {}).get("random_policy")
@@ -640,13 +645,10 @@ def _kept_random_policies(previous: Path, summary: dict[str, Any]) -> dict[str, 
     return kept
 
 
-def _earlier_zero_policies(previous: Path, summary: dict[str, Any]) -> tuple[dict[str, dict[str, Any]], list[str]]:
-    """Zero-action replays of an earlier report in the same place: those whose row still stands on the same
+def _earlier_zero_policies(old: dict[str, Any], summary: dict[str, Any]
+                           ) -> tuple[dict[str, dict[str, Any]], list[str]]:
+    """Zero-action replays of an earlier report's presets `old`: those whose row still stands on the same
     evaluations (kept), and the presets whose row has moved to other evaluations since (to play again)."""
-    try:
-        old = json.loads(previous.read_text())["presets"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return {}, []
     kept, moved = {}, []
     for preset, data in summary["presets"].items():
         figure = ((old.get(preset) or {}).get("benchmark") or {}).get("zero_policy")
@@ -654,9 +656,10 @@ def _earlier_zero_policies(previous: Path, summary: dict[str, Any]) -> tuple[dic
             continue
         settings = {seed: {k: v for k, v in run.items() if k not in ("returns", "mean")}
                     for seed, run in figure["runs"].items() if isinstance(run, dict)}
-        if figure.get("episodes") == data["benchmark"]["at_episodes"] and settings == _zero_policy_runs(data):
+        now = _zero_policy_runs(data)
+        if figure.get("episodes") == data["benchmark"]["at_episodes"] and settings == now:
             kept[preset] = figure
-        elif _zero_policy_runs(data):
+        elif now:
             moved.append(preset)
     return kept, moved
 
@@ -697,7 +700,8 @@ def write_report(root: str | os.PathLike, tensorboard_dir: str | os.PathLike | N
         if missing:  # before minutes of measuring the others
             raise ValueError(f"{flag} {missing[0]} has no runs to stand beside: {root} holds "
                              f"{', '.join(summary['presets'])}")
-    policies = _kept_random_policies(out / "sweep.json", summary)
+    earlier = _earlier_presets(out / "sweep.json")  # read once for both kinds of baseline it may hold
+    policies = _kept_random_policies(earlier, summary)
     for preset in policies:
         if preset not in random_baseline:
             say(f"{preset}'s random policy kept from {out / 'sweep.json'} "
@@ -705,7 +709,7 @@ def write_report(root: str | os.PathLike, tensorboard_dir: str | os.PathLike | N
     for preset in dict.fromkeys(random_baseline):
         policies[preset] = random_policy_return(_random_policy_config(summary["presets"][preset]), say=say)
     add_random_policies(summary, policies)
-    zeros, moved = _earlier_zero_policies(out / "sweep.json", summary)
+    zeros, moved = _earlier_zero_policies(earlier, summary)
     for preset in zeros:
         if preset not in zero_baseline:
             say(f"{preset}'s zero-action replay kept from {out / 'sweep.json'} (the same evaluations; "

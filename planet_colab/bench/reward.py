@@ -77,11 +77,14 @@ def ahead_of_onsets(model: Any, episodes: Sequence[dict[str, np.ndarray]], confi
 
     horizon, result = config.horizon, {}
     generator = torch_generator(config.seed, "bench_reward_ahead")
+    found = []  # each episode's onsets, found once rather than once per lead
+    for episode in episodes:
+        reward = episode["reward"].astype(np.float32)
+        found.append((episode, reward, onsets(reward, threshold, quiet)))
     for lead in leads:
         pairs = []
-        for episode in episodes:
-            reward = episode["reward"].astype(np.float32)
-            for t in onsets(reward, threshold, quiet):
+        for episode, reward, starts in found:
+            for t in starts:
                 # The last filtered frame is o_{t-lead}; the imagined steps predict r_{t-lead} onwards.
                 start = t - lead - CONTEXT + 1
                 if start < 0 or start + CONTEXT + horizon > len(reward):
