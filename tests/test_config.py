@@ -132,7 +132,7 @@ def test_task_presets_are_the_cpu_recipe_and_the_papers_sizes_are_one_switch_awa
     config = get_config(task)
     # The recipe that learned cartpole here (docs/results/cost.md says what cheaper ones cost in learning),
     # with more gradient steps per episode where the benchmark showed the task needs them (its sweep.md).
-    train_steps = {"cup_catch": 200}.get(task, 100)
+    train_steps = {"cup_catch": 200, "finger_spin": 200}.get(task, 100)
     assert (config.batch_size, config.seq_len, config.train_steps, config.cnn_depth) == (16, 25, train_steps, 32)
     assert (config.free_nats, config.kl_balance) == (1.0, 0.8)
     assert (config.candidates, config.optim_iters, config.top_k, config.plan_warm_start) == (500, 5, 50, False)
