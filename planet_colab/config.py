@@ -237,13 +237,14 @@ PRESETS.update({
     "cartpole_swingup": _paper_task("dmc:cartpole-swingup", 8),
     "reacher_easy": _paper_task("dmc:reacher-easy", 4),
     "cheetah_run": _paper_task("dmc:cheetah-run", 4),
-    # 200 gradient steps per episode, as cup_catch: at 100 the benchmark's seed 1 ended at 91.1 after
+    # 200 gradient steps per episode, as cup_catch (below): at 100 the benchmark's seed 1 ended at 91.1 after
     # 100 episodes (PlaNet: 136), its model not foreseeing what the finger's flick does to the spinner;
     # at 200 the same seed led at 25 and 45 episodes (19.9 and 65.5 against 0.3 and 18.0; sweep.md's notes).
     "finger_spin": _paper_task("dmc:finger-spin", 2, train_steps=200),
     # 200 gradient steps per episode: at 100 the model never drew the ball and the benchmark's seed 1
     # ended at the do-nothing level (97.9 against zero actions' 99.1 on the same seeds); at 200 the same
-    # seed caught swinging balls from its first evaluation on (docs/results/benchmark/sweep.md's notes).
+    # seed caught four swinging balls in its first evaluation, where the 100-step run caught none in five
+    # (docs/results/benchmark/sweep.md's notes).
     "cup_catch": _paper_task("dmc:ball_in_cup-catch", 4, train_steps=200),
     "walker_walk": _paper_task("dmc:walker-walk", 2),
     # Gymnasium's HalfCheetah-v5, drawn at 64×64 by its tracking camera (camera 0, as for the suite).
