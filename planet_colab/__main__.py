@@ -233,6 +233,10 @@ def _add_sweep_parsers(sub: argparse._SubParsersAction) -> None:
                    help="play the evaluations of PRESET's table row again with zero actions, on the same "
                    "environment seeds (what the environment pays for doing nothing); later reports keep it, "
                    "and play the row's evaluations again when newer ones move it; repeatable")
+    r.add_argument("--forget", action="append", default=[], metavar="PRESET/seed_S",
+                   help="leave out a finished run that --out's earlier sweep.json holds and ROOT no longer does "
+                   "(such runs are kept by default: a machine that went with its disk takes no result along); "
+                   "repeatable")
     r.add_argument("--readme", type=Path, metavar="FILE",
                    help="also put the benchmark table between FILE's <!-- benchmark table … --> markers "
                         "(e.g. README.md), linking the page written to --out")
@@ -274,7 +278,7 @@ def cmd_sweep_report(args: argparse.Namespace) -> int:
         check_readme(args.readme)  # before minutes of measuring a random policy
     summary = write_report(args.root, tensorboard_dir=args.tensorboard_dir, out_dir=args.out,
                            references=references, random_baseline=args.random_baseline, cpu=args.cpu,
-                           zero_baseline=args.zero_baseline)
+                           zero_baseline=args.zero_baseline, forget=args.forget)
     if args.readme is not None:
         from planet_colab.sweep_report import report_dir, update_readme
 

@@ -256,14 +256,21 @@ def add_zero_policies(summary: dict[str, Any], figures: Mapping[str, dict[str, A
 
 def summarize(root: str | os.PathLike,
               references: Mapping[str, str | os.PathLike] | None = None,
-              cpu: str | None = None) -> dict[str, Any]:
+              cpu: str | None = None,
+              kept: Mapping[str, Mapping[str, dict[str, Any]]] | None = None) -> dict[str, Any]:
     """Every run's evaluations and config, each preset's across-seed curve, benchmark row and references, as
-    JSON-able data; `cpu` names the machine of metrics rows that record none."""
+    JSON-able data; `cpu` names the machine of metrics rows that record none; `kept` adds finished runs of
+    an earlier report whose directories are no longer under the root ({preset: {"seed_<s>": run}})."""
     presets = {}
-    for preset, seeds in find_runs(root).items():
-        runs = {f"seed_{seed}": _run_summary(run_dir, Path(root), cpu) for seed, run_dir in seeds.items()}
+    found = find_runs(root)
+    for preset in sorted(set(found) | set(kept or {})):
+        runs = {f"seed_{seed}": _run_summary(run_dir, Path(root), cpu)
+                for seed, run_dir in found.get(preset, {}).items()}
+        runs.update({name: dict(run) for name, run in (kept or {}).get(preset, {}).items() if name not in runs})
+        runs = dict(sorted(runs.items(), key=lambda item: int(item[0][len("seed_"):])))
+        seeds = [int(name[len("seed_"):]) for name in runs]
         differences = preset_differences({seed: run["config"] for seed, run in runs.items()}, preset)
-        presets[preset] = {"seeds": list(seeds), "runs": runs, "curve": _curve(runs),
+        presets[preset] = {"seeds": seeds, "runs": runs, "curve": _curve(runs),
                            "at_preset_defaults": not differences, "preset_differences": differences}
         presets[preset]["benchmark"] = _benchmark(preset, presets[preset])
     for preset, path in (references or {}).items():
@@ -398,14 +405,19 @@ def _status(summary: dict[str, Any]) -> str:
     runs = [(f"{preset}/{seed}", run) for preset, data in summary["presets"].items()
             for seed, run in data["runs"].items()]
     finished = [name for name, run in runs if run["iterations_done"] >= run["total_iterations"]]
+    kept = [name for name, run in runs if run.get("kept_from_earlier_report")]
+    said = (f" {plural(len(kept), 'run')} ({', '.join(kept)}) {'is' if len(kept) == 1 else 'are'} kept from "
+            "the earlier report: finished, but no longer under the root (a machine that went with its disk), "
+            "so the figures are that report's." if kept else "")
     if _all_finished(summary):
-        return f"All {len(runs)} run{'s' if len(runs) != 1 else ''} finished their iterations."
+        return f"All {len(runs)} run{'s' if len(runs) != 1 else ''} finished their iterations.{said}"
     going = [f"{name} at iteration {run['iterations_done']} of {run['total_iterations']}"
              for name, run in runs if 0 < run["iterations_done"] < run["total_iterations"]]
     waiting = [name for name, run in runs if run["iterations_done"] == 0]
     parts = going + ([f"no iteration yet: {', '.join(waiting)}"] if waiting else [])
     return (f"**In progress:** {len(finished)} of {len(runs)} runs finished; {'; '.join(parts)}. The same "
-            "`python -m planet_colab sweep …` command resumes them, and `sweep-report` makes this page again.")
+            "`python -m planet_colab sweep …` command resumes them, and `sweep-report` makes this page again."
+            + said)
 
 
 def _preset_table(data: dict[str, Any]) -> list[str]:
@@ -554,7 +566,8 @@ def format_markdown(summary: dict[str, Any], notes: str = EMPTY_NOTES, png: str 
             last = _pm(run["eval_mean"][-1], run["eval_std"][-1]) if k is not None else "–"
             best = (f"{_pm(run['eval_mean'][k], run['eval_std'][k])} at {run['episodes'][k]}"
                     if k is not None else "–")
-            lines.append(f"| {preset}/{seed} | {run['iterations_done']} of {run['total_iterations']} "
+            kept = " (kept from the earlier report)" if run.get("kept_from_earlier_report") else ""
+            lines.append(f"| {preset}/{seed}{kept} | {run['iterations_done']} of {run['total_iterations']} "
                          f"| {run['episodes_done']} | {last} | {best} |")
     for preset, data in summary["presets"].items():
         lines += ["", f"## {preset}", "", *_preset_table(data)]
@@ -664,11 +677,61 @@ def _earlier_zero_policies(old: dict[str, Any], summary: dict[str, Any]
     return kept, moved
 
 
+# What an earlier report must hold of a run to stand in for its directory (what _run_summary writes).
+RUN_FIELDS = ("run_dir", "iterations_done", "total_iterations", "episodes_done", "episodes", "eval_mean", "eval_std",
+              "hours", "machines", "config")
+
+
+def _earlier_runs(old: dict[str, Any], found: dict[str, dict[int, Path]], forget: Sequence[str] = ()
+                  ) -> tuple[dict[str, dict[str, dict[str, Any]]], list[str]]:
+    """Runs of an earlier report's presets `old` whose directories are no longer under the root: the finished
+    ones, kept ({preset: {"seed_<s>": run}}), and the names of the unfinished ones (left out: their figures
+    would read as a run that the sweep command resumes). A run named in `forget` ("preset/seed_<s>") is neither."""
+    kept: dict[str, dict[str, dict[str, Any]]] = {}
+    unfinished = []
+    for preset, data in old.items():
+        runs = data.get("runs") if isinstance(data, dict) else None
+        for name, run in (runs if isinstance(runs, dict) else {}).items():
+            seed = name[len("seed_"):] if name.startswith("seed_") else ""
+            if not seed.isdigit() or int(seed) in found.get(preset, {}) or f"{preset}/{name}" in forget:
+                continue
+            if not isinstance(run, dict) or any(field not in run for field in RUN_FIELDS):
+                continue  # not a run this code wrote: nothing to keep it from
+            try:
+                Config.from_dict(run["config"])
+            except (TypeError, ValueError):
+                continue
+            if run["iterations_done"] >= run["total_iterations"]:
+                kept.setdefault(preset, {})[name] = {**run, "kept_from_earlier_report": True}
+            else:
+                unfinished.append(f"{preset}/{name} (iteration {run['iterations_done']} of {run['total_iterations']})")
+    return kept, unfinished
+
+
+def _check_forget(forget: Sequence[str], old: dict[str, Any], found: dict[str, dict[int, Path]], root: Path) -> None:
+    """A one-line ValueError for a --forget that names no run of the earlier report, or one still under the root."""
+    for name in forget:
+        preset, _, seed = name.partition("/")
+        number = seed[len("seed_"):] if seed.startswith("seed_") else ""
+        if number.isdigit() and int(number) in found.get(preset, {}):
+            raise ValueError(f"--forget {name}: that run is still under {root}, and a report shows every run "
+                             "there (move its directory out of the root to leave it out)")
+        if name not in _run_names(old):
+            raise ValueError(f"--forget {name}: the earlier report holds no such run (PRESET/seed_<s>, e.g. "
+                             f"{next(iter(_run_names(old)), 'cartpole_swingup/seed_1')})")
+
+
+def _run_names(old: dict[str, Any]) -> list[str]:
+    """Every "preset/seed_<s>" of an earlier report's presets."""
+    return [f"{preset}/{name}" for preset, data in old.items() if isinstance(data, dict)
+            for name in (data.get("runs") or {})]
+
+
 def write_report(root: str | os.PathLike, tensorboard_dir: str | os.PathLike | None = None,
                  say: Callable[[str], None] = print, out_dir: str | os.PathLike | None = None,
                  references: Mapping[str, str | os.PathLike] | None = None,
                  random_baseline: Sequence[str] = (), cpu: str | None = None,
-                 zero_baseline: Sequence[str] = ()) -> dict[str, Any]:
+                 zero_baseline: Sequence[str] = (), forget: Sequence[str] = ()) -> dict[str, Any]:
     """Write sweep.{png,md,json} (to out_dir, default root/report) and the TensorBoard files; return the summary.
 
     `random_baseline`: presets whose random policy is measured now (baselines.random_policy_return); one
@@ -677,6 +740,8 @@ def write_report(root: str | os.PathLike, tensorboard_dir: str | os.PathLike | N
     `zero_baseline`: presets whose row's evaluations are played again with zero actions now
     (measure_zero_policy); one already in out_dir's sweep.json is kept without it while its row stands on
     the same evaluations, and played again (said) once the row has moved to newer ones.
+    A finished run of out_dir's sweep.json whose directory is no longer under the root (a runtime that died
+    with its disk) is kept from there and marked so; `forget` ("preset/seed_<s>") leaves such a run out.
     """
     from planet_colab.baselines import random_policy_return
     from planet_colab.frames import save_figure
@@ -691,7 +756,18 @@ def write_report(root: str | os.PathLike, tensorboard_dir: str | os.PathLike | N
             if folder is not None else None
         if existing is not None and not existing.is_dir():
             raise ValueError(f"{flag} {folder} cannot be a folder: {existing} is a file")
-    summary = summarize(root, references, cpu=cpu)  # the one scan of the root's runs, after the cheap checks
+    earlier = _earlier_presets(out / "sweep.json")  # read once: runs and both kinds of baseline it may hold
+    found = find_runs(root)
+    _check_forget(forget, earlier, found, root)
+    kept, unfinished = _earlier_runs(earlier, found, forget)
+    for name in unfinished:
+        say(f"{name} is in {out / 'sweep.json'} but no longer under {root}, and it had not finished: left out "
+            "of this report (the sweep command starts it again)")
+    for preset, runs in kept.items():
+        for name in runs:
+            say(f"{preset}/{name} kept from {out / 'sweep.json'}: finished, and no longer under {root} "
+                f"(`--forget {preset}/{name}` leaves it out)")
+    summary = summarize(root, references, cpu=cpu, kept=kept)  # after the cheap checks
     if not summary["presets"]:
         raise ValueError(f"{root} holds no runs (expected {root}/<preset>/seed_<s>/config.json); "
                          "start them with `python -m planet_colab sweep --root DIR …`")
@@ -700,7 +776,6 @@ def write_report(root: str | os.PathLike, tensorboard_dir: str | os.PathLike | N
         if missing:  # before minutes of measuring the others
             raise ValueError(f"{flag} {missing[0]} has no runs to stand beside: {root} holds "
                              f"{', '.join(summary['presets'])}")
-    earlier = _earlier_presets(out / "sweep.json")  # read once for both kinds of baseline it may hold
     policies = _kept_random_policies(earlier, summary)
     for preset in policies:
         if preset not in random_baseline:

@@ -102,6 +102,50 @@ def test_a_published_run_stands_beside_the_seeds_and_hand_notes_survive_a_new_re
         write_report(root, out_dir=out, say=lambda line: None)
 
 
+def test_a_finished_run_whose_directory_went_with_its_machine_is_kept_and_an_unfinished_one_left_out(
+        root, tmp_path, tmp_path_factory, capsys):
+    import shutil
+
+    out, gone = tmp_path / "docs", tmp_path_factory.mktemp("elsewhere")
+    _make_run(root, "smoke", 2, {4: -400.0, 6: -50.0}, iterations=4)
+    assert main(["sweep-report", "--root", str(root), "--out", str(out)]) == 0
+    first = json.loads((out / "sweep.json").read_text())["presets"]["smoke"]
+    # The machine goes with seeds 0 (finished) and 1 (at iteration 3 of 4); seed 2 is still on disk.
+    for seed in (0, 1):
+        shutil.move(root / "smoke" / f"seed_{seed}", gone / f"seed_{seed}")
+    capsys.readouterr()
+    assert main(["sweep-report", "--root", str(root), "--out", str(out)]) == 0
+    said = capsys.readouterr().out
+    assert f"smoke/seed_0 kept from {out / 'sweep.json'}: finished, and no longer under {root}" in said
+    assert f"smoke/seed_1 (iteration 3 of 4) is in {out / 'sweep.json'} but no longer under {root}" in said
+    smoke = json.loads((out / "sweep.json").read_text())["presets"]["smoke"]
+    assert smoke["seeds"] == [0, 2] and smoke["runs"]["seed_0"] == {**first["runs"]["seed_0"],
+                                                                   "kept_from_earlier_report": True}
+    assert smoke["curve"] == [{"episodes": 4, "mean": -300.0, "std": 100.0, "seeds": 2},
+                              {"episodes": 6, "mean": -75.0, "std": 25.0, "seeds": 2}]
+    assert smoke["benchmark"]["seeds"] == 2
+    markdown = (out / "sweep.md").read_text()
+    assert "| smoke/seed_0 (kept from the earlier report) | 4 of 4 |" in markdown and "smoke/seed_1" not in markdown
+    assert "All 2 runs finished their iterations. 1 run (smoke/seed_0) is kept from the earlier report" in markdown
+
+    # Kept again by the next report (from the page that kept it); an empty root still has a page to make.
+    shutil.move(root / "smoke" / "seed_2", gone / "seed_2")
+    assert main(["sweep-report", "--root", str(root), "--out", str(out)]) == 0
+    assert json.loads((out / "sweep.json").read_text())["presets"]["smoke"]["seeds"] == [0, 2]
+
+    # A run under the root is the truth: a new seed 0 replaces the kept one; --forget leaves one out.
+    _make_run(root, "smoke", 0, {3: -10.0}, iterations=1)
+    assert main(["sweep-report", "--root", str(root), "--out", str(out), "--forget", "smoke/seed_2"]) == 0
+    smoke = json.loads((out / "sweep.json").read_text())["presets"]["smoke"]
+    assert smoke["seeds"] == [0] and smoke["runs"]["seed_0"]["eval_mean"] == [-10.0]
+    assert "kept_from_earlier_report" not in smoke["runs"]["seed_0"]
+    for forget, message in (("smoke/seed_0", f"--forget smoke/seed_0: that run is still under {root}"),
+                            ("smoke/seed_9", "--forget smoke/seed_9: the earlier report holds no such run")):
+        assert main(["sweep-report", "--root", str(root), "--out", str(out), "--forget", forget]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and message in err and err.count("\n") == 1, err
+
+
 def test_a_finished_sweep_says_so(tmp_path):
     from planet_colab.sweep_report import format_markdown
 
