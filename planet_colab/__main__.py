@@ -66,7 +66,8 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--paper-sizes", action="store_true",
                    help="PlaNet's own training and planning sizes (batch 50 × 50, 100 steps, 3 free nats, CEM "
                         "1000 × 10) instead of the preset's CPU recipe; --set still wins")
-    t.add_argument("--no-progress", action="store_true", help="plain lines instead of progress bars")
+    t.add_argument("--no-progress", action="store_true",
+                   help="plain lines instead of progress bars (the default when stderr is not a terminal)")
     t.add_argument("--take-over", action="store_true",
                    help="take the run over from another trainer that still holds its owner lease")
     t.add_argument("--threads", type=_positive_int, help=THREADS_HELP)
@@ -120,7 +121,10 @@ def cmd_train(args: argparse.Namespace) -> int:
               f"{run_dir} (--preset NAME picks another: {', '.join(sorted(PRESETS))})")
     if run.is_new:
         print(describe_cost(run.config))
-    result = train_planner(run, progress=not args.no_progress, take_over=args.take_over)
+    # Bars redraw a line with carriage returns: in a log file (`nohup … > log`) they pile up into one
+    # endless line, so a stream that is not a terminal gets the plain line per iteration instead.
+    progress = not args.no_progress and sys.stderr.isatty()
+    result = train_planner(run, progress=progress, take_over=args.take_over)
     total = run.config.total_iterations
     if result["start_iteration"] >= total:
         print(f"{run_dir} had already finished its {total} iteration(s); `--iterations N` (more than {total}) "

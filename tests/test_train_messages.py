@@ -73,3 +73,18 @@ def test_paper_sizes_put_a_run_on_planets_own_sizes_and_set_still_wins(tmp_path,
     config = Config.load(run / "config.json")
     assert (config.free_nats, config.kl_balance, config.plan_warm_start) == (3.0, 0.5, False)  # the paper's
     assert (config.batch_size, config.seq_len, config.candidates) == (4, 6, 16)  # --set's
+
+
+def test_progress_bars_only_on_a_terminal_and_a_log_file_gets_one_plain_line_per_iteration(tmp_path, monkeypatch,
+                                                                                         capsys):
+    import sys
+
+    run = tmp_path / "run"
+    small = ["--preset", "smoke", "--run-dir", str(run), "--set", "eval_every=100"]
+    assert cli(["train", *small, "--iterations", "1"]) == 0  # pytest's streams are no terminal, as a log file
+    captured = capsys.readouterr()
+    assert "\r" not in captured.err + captured.out
+    assert any(line.startswith("iter    1/1") for line in captured.out.splitlines()), captured.out
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    assert cli(["train", "--run-dir", str(run), "--iterations", "2"]) == 0
+    assert "\r" in capsys.readouterr().err  # a terminal gets the bars
