@@ -699,9 +699,10 @@ def _earlier_runs(old: dict[str, Any], found: dict[str, dict[int, Path]], forget
                 continue  # not a run this code wrote: nothing to keep it from
             try:
                 Config.from_dict(run["config"])
+                finished = run["iterations_done"] >= run["total_iterations"]
             except (TypeError, ValueError):
-                continue
-            if run["iterations_done"] >= run["total_iterations"]:
+                continue  # a damaged entry: nothing to keep
+            if finished:
                 kept.setdefault(preset, {})[name] = {**run, "kept_from_earlier_report": True}
             else:
                 unfinished.append(f"{preset}/{name} (iteration {run['iterations_done']} of {run['total_iterations']})")
@@ -724,7 +725,7 @@ def _check_forget(forget: Sequence[str], old: dict[str, Any], found: dict[str, d
 def _run_names(old: dict[str, Any]) -> list[str]:
     """Every "preset/seed_<s>" of an earlier report's presets."""
     return [f"{preset}/{name}" for preset, data in old.items() if isinstance(data, dict)
-            for name in (data.get("runs") or {})]
+            and isinstance(data.get("runs"), dict) for name in data["runs"]]
 
 
 def write_report(root: str | os.PathLike, tensorboard_dir: str | os.PathLike | None = None,

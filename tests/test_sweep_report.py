@@ -146,6 +146,21 @@ def test_a_finished_run_whose_directory_went_with_its_machine_is_kept_and_an_unf
         assert err.startswith("error: ") and message in err and err.count("\n") == 1, err
 
 
+def test_damaged_entries_of_an_earlier_report_are_not_kept_and_break_nothing(root, tmp_path):
+    out = tmp_path / "docs"
+    assert main(["sweep-report", "--root", str(root), "--out", str(out)]) == 0
+    earlier = json.loads((out / "sweep.json").read_text())
+    good = earlier["presets"]["smoke"]["runs"]["seed_0"]
+    earlier["presets"]["smoke"]["runs"].update({
+        "seed_5": {**good, "iterations_done": "four"}, "seed_6": {**good, "config": {"no_such_field": 1}},
+        "seed_7": "text", "seed_8": {k: v for k, v in good.items() if k != "eval_mean"}})
+    earlier["presets"]["pendulum"] = {"runs": ["not", "a", "dict"]}
+    (out / "sweep.json").write_text(json.dumps(earlier))
+    assert main(["sweep-report", "--root", str(root), "--out", str(out)]) == 0
+    summary = json.loads((out / "sweep.json").read_text())
+    assert list(summary["presets"]) == ["smoke"] and summary["presets"]["smoke"]["seeds"] == [0, 1]
+
+
 def test_a_finished_sweep_says_so(tmp_path):
     from planet_colab.sweep_report import format_markdown
 
