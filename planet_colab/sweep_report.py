@@ -53,6 +53,12 @@ ALLOWED_DIFFERENCES = ("seed", "total_iterations", "checkpoint_every", "checkpoi
 NOT_RECORDED = "not recorded"
 
 
+def _seed_number(name: str) -> int | None:
+    """The seed of a run's name "seed_<s>" (its directory's and its sweep.json key), None for any other name."""
+    number = name[len("seed_"):] if name.startswith("seed_") else ""
+    return int(number) if number.isdigit() else None
+
+
 def find_runs(root: str | os.PathLike) -> dict[str, dict[int, Path]]:
     """{preset: {seed: run_dir}} for every `root/<preset>/seed_<s>` holding a config.json."""
     runs: dict[str, dict[int, Path]] = {}
@@ -61,9 +67,9 @@ def find_runs(root: str | os.PathLike) -> dict[str, dict[int, Path]]:
         return runs
     for preset_dir in sorted(p for p in root.iterdir() if p.is_dir()):
         for run_dir in preset_dir.glob("seed_*"):
-            seed = run_dir.name[len("seed_"):]
-            if seed.isdigit() and (run_dir / "config.json").is_file():
-                runs.setdefault(preset_dir.name, {})[int(seed)] = run_dir
+            seed = _seed_number(run_dir.name)
+            if seed is not None and (run_dir / "config.json").is_file():
+                runs.setdefault(preset_dir.name, {})[seed] = run_dir
     return {p: dict(sorted(seeds.items())) for p, seeds in runs.items()}
 
 
@@ -267,8 +273,8 @@ def summarize(root: str | os.PathLike,
         runs = {f"seed_{seed}": _run_summary(run_dir, Path(root), cpu)
                 for seed, run_dir in found.get(preset, {}).items()}
         runs.update({name: dict(run) for name, run in (kept or {}).get(preset, {}).items() if name not in runs})
-        runs = dict(sorted(runs.items(), key=lambda item: int(item[0][len("seed_"):])))
-        seeds = [int(name[len("seed_"):]) for name in runs]
+        runs = dict(sorted(runs.items(), key=lambda item: _seed_number(item[0])))
+        seeds = [_seed_number(name) for name in runs]
         differences = preset_differences({seed: run["config"] for seed, run in runs.items()}, preset)
         presets[preset] = {"seeds": seeds, "runs": runs, "curve": _curve(runs),
                            "at_preset_defaults": not differences, "preset_differences": differences}
@@ -692,8 +698,8 @@ def _earlier_runs(old: dict[str, Any], found: dict[str, dict[int, Path]], forget
     for preset, data in old.items():
         runs = data.get("runs") if isinstance(data, dict) else None
         for name, run in (runs if isinstance(runs, dict) else {}).items():
-            seed = name[len("seed_"):] if name.startswith("seed_") else ""
-            if not seed.isdigit() or int(seed) in found.get(preset, {}) or f"{preset}/{name}" in forget:
+            seed = _seed_number(name)
+            if seed is None or seed in found.get(preset, {}) or f"{preset}/{name}" in forget:
                 continue
             if not isinstance(run, dict) or any(field not in run for field in RUN_FIELDS):
                 continue  # not a run this code wrote: nothing to keep it from
@@ -711,15 +717,15 @@ def _earlier_runs(old: dict[str, Any], found: dict[str, dict[int, Path]], forget
 
 def _check_forget(forget: Sequence[str], old: dict[str, Any], found: dict[str, dict[int, Path]], root: Path) -> None:
     """A one-line ValueError for a --forget that names no run of the earlier report, or one still under the root."""
+    names = _run_names(old)
     for name in forget:
         preset, _, seed = name.partition("/")
-        number = seed[len("seed_"):] if seed.startswith("seed_") else ""
-        if number.isdigit() and int(number) in found.get(preset, {}):
+        if _seed_number(seed) in found.get(preset, {}):
             raise ValueError(f"--forget {name}: that run is still under {root}, and a report shows every run "
                              "there (move its directory out of the root to leave it out)")
-        if name not in _run_names(old):
+        if name not in names:
             raise ValueError(f"--forget {name}: the earlier report holds no such run (PRESET/seed_<s>, e.g. "
-                             f"{next(iter(_run_names(old)), 'cartpole_swingup/seed_1')})")
+                             f"{next(iter(names), 'cartpole_swingup/seed_1')})")
 
 
 def _run_names(old: dict[str, Any]) -> list[str]:
