@@ -26,14 +26,14 @@ import time
 import torch
 
 from planet_colab.__main__ import OneLineParser
-from planet_colab.config import PRECISIONS, get_config
+from planet_colab.config import PRECISIONS, Config, get_config
 from planet_colab.losses import make_optimizer, train_step
 from planet_colab.models import WorldModel
 from planet_colab.precision import autocast_dtype, resolve_precision, select_device
 
 
 def step_flops(model: WorldModel, optimizer: torch.optim.Optimizer, batch: tuple, device: torch.device,
-               config) -> int:
+               config: Config) -> int:
     """Matmul and convolution FLOPs of one train step, forward and backward (weights are updated once)."""
     from torch.utils.flop_counter import FlopCounterMode
 
