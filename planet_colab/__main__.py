@@ -79,6 +79,11 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--set", dest="overrides", nargs="*", default=[], metavar="KEY=VALUE",
                    help="plan with other planner settings for this evaluation only (not saved), e.g. --set "
                         "candidates=1000 optim_iters=10 top_k=100; keys: " + ", ".join(PLANNER_FIELDS))
+    e.add_argument("--seeds-of-iteration", type=_positive_int, metavar="N",
+                   help="play the environment seeds of the run's own evaluation after iteration N (as `info` "
+                        "and the training lines number them), so that the returns can be set beside it")
+    e.add_argument("--explore", action="store_true",
+                   help="add the training's exploration noise (a diagnostic; evaluations are noise-free)")
     e.add_argument("--threads", type=_positive_int, help=THREADS_HELP)
     i = sub.add_parser("info", help="what a run directory holds")
     _add_run_choice(i, "the run directory to describe")
@@ -154,19 +159,25 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     agent = run.restore_agent()
     model, device, ckpt = agent.model, agent.device, agent.checkpoint
     planner = CEMPlanner.from_config(config, agent.planner.action_dim, precision=agent.precision)
-    result = evaluate(model, planner, config, num_episodes=args.episodes,
-                      seed_key="cli", device=device, record_frames=args.video is not None)
+    # The training loop keys its evaluation after iteration N (1-based) by N - 1 (train.evaluate_iteration).
+    seed_key = "cli" if args.seeds_of_iteration is None else args.seeds_of_iteration - 1
+    result = evaluate(model, planner, config, num_episodes=args.episodes, seed_key=seed_key, device=device,
+                      record_frames=args.video is not None, explore=args.explore)
     warm = ", warm-started" if config.plan_warm_start else ""
+    noise = f", exploration noise {config.expl_noise:g}" if args.explore else ""
+    seeds = "" if args.seeds_of_iteration is None else f" on the seeds of the evaluation after iteration {args.seeds_of_iteration}"
     print(f"After iteration {ckpt['iteration'] + 1}: return {result['mean']:.1f} ± {result['std']:.1f} "
-          f"over {args.episodes} episode{'s' if args.episodes > 1 else ''} (CEM {config.candidates} × "
-          f"{config.optim_iters}, top {config.top_k}, horizon {config.horizon}{warm})")
+          f"over {args.episodes} episode{'s' if args.episodes > 1 else ''}{seeds} (CEM {config.candidates} × "
+          f"{config.optim_iters}, top {config.top_k}, horizon {config.horizon}{warm}{noise}); "
+          f"mean |action| {result['mean_abs_action']:.3f}")
     if args.video is not None:
         path = save_video(result["frames"][0], args.video)
         frames = len(result["frames"][0])
         print(f"Wrote {path} ({frames} frames at {FILE_SCALE}× size, {path.suffix[1:].upper()})")
     # Last line: one JSON object, for scripts.
     print(json.dumps({"mean": result["mean"], "std": result["std"],
-                      "returns": [float(r) for r in result["returns"]],
+                      "returns": [float(r) for r in result["returns"]], "mean_abs_action": result["mean_abs_action"],
+                      "explore": args.explore, "seeds_of_iteration": args.seeds_of_iteration,
                       "planner": {k: getattr(config, k) for k in PLANNER_FIELDS}}))
     return 0
 

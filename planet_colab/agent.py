@@ -157,36 +157,39 @@ def collect_experience(env: Any, model: torch.nn.Module, planner: Any, storage: 
 
 def evaluate(model: torch.nn.Module, planner: Any, config: Config, *, num_episodes: int, seed_key: int | str,
              env: Any = None, device: torch.device | str | None = None, record_frames: bool = False,
-             progress: bool = False) -> dict[str, Any]:
+             progress: bool = False, explore: bool = False) -> dict[str, Any]:
     """`num_episodes` noise-free episodes, each on its own env seed from (config.seed, "eval", seed_key, k).
 
     Uses `env` when given, else makes (and closes) the config's environment. Returns dict(mean, std,
-    returns, lengths) and, with `record_frames`, frames: one (T+1, 64, 64, 3) uint8 array per episode
-    (the observations the agent saw, for a video).
+    returns, lengths, mean_abs_action) and, with `record_frames`, frames: one (T+1, 64, 64, 3) uint8 array
+    per episode (the observations the agent saw, for a video). `explore` adds the training's exploration
+    noise (a diagnostic: the training loop's evaluations are noise-free).
     """
     num_episodes = positive_int("num_episodes", num_episodes)
     own_env = env is None
     if own_env:
         env = make_env_from_config(config)
     agent = Agent(model, planner, config, device)
-    returns, lengths, frames = [], [], []
+    returns, lengths, frames, abs_actions = [], [], [], []
     try:
         with _ActingMode(model):
             for k in range(num_episodes):
                 keys = (config.seed, "eval", seed_key, k)
                 steps = run_episode(env, agent, env_seed=derive_seed(*keys, "env"),
-                                    generator=torch_generator(*keys, device=agent.device), explore=False,
+                                    generator=torch_generator(*keys, device=agent.device), explore=explore,
                                     max_steps=config.episode_len, record_frames=record_frames,
                                     progress=progress, desc=f"evaluate ep {k}")
                 returns.append(steps["return"])
                 lengths.append(len(steps["reward"]))
+                abs_actions.append(np.abs(np.asarray(steps["action"], dtype=np.float64)).mean())
                 if record_frames:
                     frames.append(steps["frames"])
     finally:
         if own_env:
             env.close()
+    # How hard the agent acts: a CEM mean of a still-wide elite set is shrunk toward zero (docs/results/benchmark).
     result: dict[str, Any] = {"mean": float(np.mean(returns)), "std": float(np.std(returns)),
-                              "returns": returns, "lengths": lengths}
+                              "returns": returns, "lengths": lengths, "mean_abs_action": float(np.mean(abs_actions))}
     if record_frames:
         result["frames"] = frames
     return result

@@ -237,3 +237,20 @@ def test_info_on_a_damaged_metrics_file_names_the_file_and_line(trained_run, tmp
     assert cli(["info", "--run-dir", str(run)]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and f"{run / 'metrics.jsonl'}, line 3," in err
+
+
+def test_evaluate_replays_the_runs_own_evaluation_and_can_add_the_exploration_noise(trained_run, capsys):
+    import json
+
+    rows = [json.loads(line) for line in (trained_run / "metrics.jsonl").read_text().splitlines()]
+    logged = rows[-1]["eval_returns"]  # the evaluation after iteration 2
+    results = {}
+    for extra in ([], ["--explore"]):
+        assert cli(["evaluate", "--run-dir", str(trained_run), "--episodes", str(len(logged)),
+                    "--seeds-of-iteration", "2", *extra]) == 0
+        out = capsys.readouterr().out
+        assert "on the seeds of the evaluation after iteration 2" in out and "mean |action|" in out
+        results[bool(extra)] = json.loads(out.strip().splitlines()[-1])
+    assert results[False]["returns"] == pytest.approx(logged, rel=1e-6)  # the same episodes, played again
+    assert results[True]["explore"] and results[True]["returns"] != pytest.approx(logged, rel=1e-6)
+    assert 0 < results[False]["mean_abs_action"] <= 1
