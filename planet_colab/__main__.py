@@ -165,7 +165,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                       record_frames=args.video is not None, explore=args.explore)
     warm = ", warm-started" if config.plan_warm_start else ""
     noise = f", exploration noise {config.expl_noise:g}" if args.explore else ""
-    seeds = "" if args.seeds_of_iteration is None else f" on the seeds of the evaluation after iteration {args.seeds_of_iteration}"
+    seeds = ("" if args.seeds_of_iteration is None
+             else f" on the seeds of the evaluation after iteration {args.seeds_of_iteration}")
     print(f"After iteration {ckpt['iteration'] + 1}: return {result['mean']:.1f} ± {result['std']:.1f} "
           f"over {args.episodes} episode{'s' if args.episodes > 1 else ''}{seeds} (CEM {config.candidates} × "
           f"{config.optim_iters}, top {config.top_k}, horizon {config.horizon}{warm}{noise}); "
@@ -176,7 +177,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         print(f"Wrote {path} ({frames} frames at {FILE_SCALE}× size, {path.suffix[1:].upper()})")
     # Last line: one JSON object, for scripts.
     print(json.dumps({"mean": result["mean"], "std": result["std"],
-                      "returns": [float(r) for r in result["returns"]], "mean_abs_action": result["mean_abs_action"],
+                      "returns": [float(r) for r in result["returns"]],
+                      "mean_abs_action": result["mean_abs_action"],
                       "explore": args.explore, "seeds_of_iteration": args.seeds_of_iteration,
                       "planner": {k: getattr(config, k) for k in PLANNER_FIELDS}}))
     return 0

@@ -158,7 +158,7 @@ def collect_experience(env: Any, model: torch.nn.Module, planner: Any, storage: 
 def evaluate(model: torch.nn.Module, planner: Any, config: Config, *, num_episodes: int, seed_key: int | str,
              env: Any = None, device: torch.device | str | None = None, record_frames: bool = False,
              progress: bool = False, explore: bool = False) -> dict[str, Any]:
-    """`num_episodes` noise-free episodes, each on its own env seed from (config.seed, "eval", seed_key, k).
+    """`num_episodes` episodes (noise-free unless `explore`), each on its env seed from (config.seed, "eval", seed_key, k).
 
     Uses `env` when given, else makes (and closes) the config's environment. Returns dict(mean, std,
     returns, lengths, mean_abs_action) and, with `record_frames`, frames: one (T+1, 64, 64, 3) uint8 array
@@ -189,7 +189,8 @@ def evaluate(model: torch.nn.Module, planner: Any, config: Config, *, num_episod
             env.close()
     # How hard the agent acts: a CEM mean of a still-wide elite set is shrunk toward zero (docs/results/benchmark).
     result: dict[str, Any] = {"mean": float(np.mean(returns)), "std": float(np.std(returns)),
-                              "returns": returns, "lengths": lengths, "mean_abs_action": float(np.mean(abs_actions))}
+                              "returns": returns, "lengths": lengths,
+                              "mean_abs_action": float(np.mean(abs_actions))}
     if record_frames:
         result["frames"] = frames
     return result
