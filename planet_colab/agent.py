@@ -158,7 +158,7 @@ def collect_experience(env: Any, model: torch.nn.Module, planner: Any, storage: 
 def evaluate(model: torch.nn.Module, planner: Any, config: Config, *, num_episodes: int, seed_key: int | str,
              env: Any = None, device: torch.device | str | None = None, record_frames: bool = False,
              progress: bool = False, explore: bool = False) -> dict[str, Any]:
-    """`num_episodes` episodes (noise-free unless `explore`), each on its env seed from (config.seed, "eval", seed_key, k).
+    """`num_episodes` episodes (noise-free unless `explore`), on env seeds from (config.seed, "eval", seed_key, k).
 
     Uses `env` when given, else makes (and closes) the config's environment. Returns dict(mean, std,
     returns, lengths, mean_abs_action) and, with `record_frames`, frames: one (T+1, 64, 64, 3) uint8 array
