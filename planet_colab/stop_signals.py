@@ -10,6 +10,10 @@ instants need care, and this module owns them:
 - A checkpoint write. A KeyboardInterrupt inside torch's zip writer leaves the zip half-written, and
   torch's clean-up then fails with an error that replaces the stop. `stops_deferred` holds a signal
   until the write and its rename are done, then raises it.
+- A finaliser. A KeyboardInterrupt raised while Python runs a `__del__` (numpy's NpzFile closing
+  an episode file during garbage collection, say) is printed as "Exception ignored" and dropped: the
+  stop would be lost. So the handler also requests a stop (stop_request.py) before it raises, and the
+  loops' next `check_stop` raises it again; the request ends with the command (`stops_raise`).
 - The exit. CPython remembers a KeyboardInterrupt that ended any `exec`/`eval` of source text (such
   as the functions `dataclasses` generates during imports), even one caught long before, and then
   kills itself with SIGINT after `main` returned (under `python -m`): exit -2 instead of 130. `forget_interrupted_exec`
@@ -27,11 +31,15 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
+from planet_colab.stop_request import clear_stop_request, request_stop
+
 _held: list[int] = []  # signals that arrived while stops were held, oldest first
 
 
 def raise_interrupt(signum: int, frame: Any) -> None:
-    """Signal handler: stop as Ctrl-C does (KeyboardInterrupt)."""
+    """Signal handler: stop as Ctrl-C does (KeyboardInterrupt), and at the loops' next check if a
+    finaliser swallows it."""
+    request_stop()
     raise KeyboardInterrupt
 
 
@@ -61,21 +69,21 @@ def stops_raise() -> Iterator[None]:
     if not _in_main_thread():
         yield
         return
-    wanted = {signal.SIGINT: signal.default_int_handler, signal.SIGTERM: raise_interrupt}
     mine = {signal.SIGINT: (signal.default_int_handler, _hold), signal.SIGTERM: (signal.SIG_DFL, _hold)}
-    before = {sig: signal.getsignal(sig) for sig in wanted}
-    for sig, handler in wanted.items():
-        if before[sig] in mine[sig]:
-            signal.signal(sig, handler)
+    before = {sig: signal.getsignal(sig) for sig in mine}
+    installed = [sig for sig in mine if before[sig] in mine[sig]]
+    for sig in installed:
+        signal.signal(sig, raise_interrupt)
     try:
         if _held:
             _held.clear()
             raise KeyboardInterrupt
         yield
     finally:
-        for sig, handler in before.items():
-            if handler in mine[sig]:
-                signal.signal(sig, handler)
+        for sig in installed:
+            signal.signal(sig, before[sig])
+        if installed:
+            clear_stop_request()  # the command is over, and its stop with it
 
 
 @contextlib.contextmanager

@@ -85,6 +85,36 @@ def test_a_stop_during_a_checkpoint_write_saves_it_then_exits_130_with_one_line(
     assert all(torch.equal(mine[k], calm[k]) for k in calm)
 
 
+class _StopsWhileClosing:
+    """An object whose finaliser is where a stop lands (numpy's NpzFile closing an episode file, say)."""
+
+    def __del__(self) -> None:
+        os.kill(os.getpid(), signal.SIGINT)
+        sum(range(10_000))  # the handler runs here, and Python drops what it raises inside a finaliser
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+def test_a_stop_that_lands_in_a_finaliser_still_stops_at_the_next_step(tmp_path, monkeypatch, capsys):
+    import planet_colab.train as train_module
+
+    real, finalised = train_module.train_iteration, []
+
+    def train_iteration(state, dataset, config, iteration, on_step):
+        if iteration == 1:
+            _StopsWhileClosing()  # dropped at once: its finaliser swallows the KeyboardInterrupt
+            finalised.append(iteration)
+        return real(state, dataset, config, iteration, on_step)
+
+    monkeypatch.setattr(train_module, "train_iteration", train_iteration)
+    assert main([*ARGS, "--iterations", "3", "--run-dir", str(tmp_path)]) == 130
+    out, err = capsys.readouterr()
+    stopped = [line for line in (out + err).splitlines() if "Stopped" in line]
+    assert finalised == [1] and stopped == [
+        "Stopped: the newest checkpoint is after iteration 1; run again to resume."], out + err
+    monkeypatch.undo()  # the stop ended with its command: the next one runs to the end
+    assert main([*ARGS, "--iterations", "3", "--run-dir", str(tmp_path)]) == 0
+
+
 def _save(run_dir: Path, iteration: int) -> None:
     torch.manual_seed(iteration)
     model = torch.nn.Linear(64, 64)
