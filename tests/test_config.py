@@ -135,7 +135,9 @@ def test_task_presets_are_the_cpu_recipe_and_the_papers_sizes_are_one_switch_awa
     train_steps = {"cup_catch": 200, "finger_spin": 200}.get(task, 100)
     assert (config.batch_size, config.seq_len, config.train_steps, config.cnn_depth) == (16, 25, train_steps, 32)
     assert (config.free_nats, config.kl_balance) == (1.0, 0.8)
-    assert (config.candidates, config.optim_iters, config.top_k, config.plan_warm_start) == (500, 5, 50, False)
+    # PlaNet's 10 refits where the action has six dimensions: at 5 the plan's mean action was shrunk (config.py).
+    refits = {"cheetah_run": 10, "walker_walk": 10, "half_cheetah": 10}.get(task, 5)
+    assert (config.candidates, config.optim_iters, config.top_k, config.plan_warm_start) == (500, refits, 50, False)
     paper = get_config(task, **PAPER_SIZES)
     assert (paper.batch_size, paper.seq_len, paper.train_steps, paper.cnn_depth) == (50, 50, 100, 32)
     assert (paper.candidates, paper.optim_iters, paper.top_k, paper.plan_warm_start) == (1000, 10, 100, False)
