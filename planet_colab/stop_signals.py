@@ -87,6 +87,21 @@ def stops_raise() -> Iterator[None]:
 
 
 @contextlib.contextmanager
+def interrupts_outlive_finalisers() -> Iterator[None]:
+    """While the block runs, a Ctrl-C (a notebook's Stop) that a finaliser swallows still stops the loops at
+    their next check; only where SIGINT has Python's own handler (a notebook cell, a script), SIGTERM untouched."""
+    if not _in_main_thread() or signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        yield  # the command line's handler does this already (stops_raise); someone else's is left alone
+        return
+    signal.signal(signal.SIGINT, raise_interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        clear_stop_request()
+
+
+@contextlib.contextmanager
 def stops_deferred() -> Iterator[None]:
     """Hold SIGINT/SIGTERM while the block runs (a checkpoint being written); raise KeyboardInterrupt after
     it when one came. Only handlers that raise KeyboardInterrupt are held; other threads are not affected."""

@@ -22,6 +22,7 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from planet_colab import stop_signals
 from planet_colab.agent import build_agent_parts, collect_experience, evaluate
 from planet_colab.checkpointer import Checkpointer
 from planet_colab.config import Config
@@ -67,7 +68,7 @@ def train_planner(run: Run | Config, run_dir: Any = None, *, device: torch.devic
         if run_dir is None:
             raise ValueError("run_dir is needed when train_planner is given a Config (or pass a Run)")
         run = Run.open(run_dir, config=run)
-    with run.own(take_over=take_over):
+    with stop_signals.interrupts_outlive_finalisers(), run.own(take_over=take_over):
         return OnlineLoop(run, device=device, progress=progress, phase=phase).iterate(callback)
 
 

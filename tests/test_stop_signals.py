@@ -115,6 +115,31 @@ def test_a_stop_that_lands_in_a_finaliser_still_stops_at_the_next_step(tmp_path,
     assert main([*ARGS, "--iterations", "3", "--run-dir", str(tmp_path)]) == 0
 
 
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+def test_a_notebooks_stop_that_lands_in_a_finaliser_still_stops_and_saves(tmp_path, monkeypatch, capsys):
+    # A notebook cell (and pytest) runs with Python's own SIGINT handler, which Colab's Stop button reaches.
+    import planet_colab.train as train_module
+    from planet_colab.stop_request import check_stop
+
+    real = train_module.train_iteration
+
+    def train_iteration(state, dataset, config, iteration, on_step):
+        if iteration == 1:
+            _StopsWhileClosing()
+        return real(state, dataset, config, iteration, on_step)
+
+    monkeypatch.setattr(train_module, "train_iteration", train_iteration)
+    config = get_config("smoke", total_iterations=3, checkpoint_every=1, eval_every=2)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    with pytest.raises(KeyboardInterrupt):
+        train_module.train_planner(config, tmp_path, progress=False)
+    assert "Stopped: the newest checkpoint is after iteration 1" in capsys.readouterr().out
+    assert load_checkpoint(tmp_path)["iteration"] == 0
+    # The cell is over: Python's handler is back and nothing is left to stop the next cell.
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    check_stop()
+
+
 def _save(run_dir: Path, iteration: int) -> None:
     torch.manual_seed(iteration)
     model = torch.nn.Linear(64, 64)
