@@ -7,6 +7,7 @@ import argparse
 import json
 import os
 import sys
+import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -84,6 +85,9 @@ def _parser() -> argparse.ArgumentParser:
                         "and the training lines number them), so that the returns can be set beside it")
     e.add_argument("--explore", action="store_true",
                    help="add the training's exploration noise (a diagnostic; evaluations are noise-free)")
+    e.add_argument("--no-progress", action="store_true",
+                   help="a plain line per episode instead of progress bars (the default when stderr is not a "
+                        "terminal)")
     e.add_argument("--threads", type=_positive_int, help=THREADS_HELP)
     i = sub.add_parser("info", help="what a run directory holds")
     _add_run_choice(i, "the run directory to describe")
@@ -161,8 +165,18 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     planner = CEMPlanner.from_config(config, agent.planner.action_dim, precision=agent.precision)
     # The training loop keys its evaluation after iteration N (1-based) by N - 1 (train.evaluate_iteration).
     seed_key = "cli" if args.seeds_of_iteration is None else args.seeds_of_iteration - 1
+    progress = not args.no_progress and sys.stderr.isatty()
+    started = time.monotonic()
+
+    def said(k: int, episode_return: float, length: int) -> None:
+        # In a log file the bars would pile up into one line: an episode of a six-action task takes minutes.
+        if not progress:
+            print(f"episode {k + 1} of {args.episodes}: return {episode_return:.1f} ({length} steps, "
+                  f"{time.monotonic() - started:.0f} s so far)", flush=True)
+
     result = evaluate(model, planner, config, num_episodes=args.episodes, seed_key=seed_key, device=device,
-                      record_frames=args.video is not None, explore=args.explore)
+                      record_frames=args.video is not None, explore=args.explore, progress=progress,
+                      on_episode=said)
     warm = ", warm-started" if config.plan_warm_start else ""
     noise = f", exploration noise {config.expl_noise:g}" if args.explore else ""
     seeds = ("" if args.seeds_of_iteration is None

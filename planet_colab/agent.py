@@ -7,7 +7,7 @@ so a resumed run re-collects bit for bit what an uninterrupted run would have co
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -157,13 +157,15 @@ def collect_experience(env: Any, model: torch.nn.Module, planner: Any, storage: 
 
 def evaluate(model: torch.nn.Module, planner: Any, config: Config, *, num_episodes: int, seed_key: int | str,
              env: Any = None, device: torch.device | str | None = None, record_frames: bool = False,
-             progress: bool = False, explore: bool = False) -> dict[str, Any]:
+             progress: bool = False, explore: bool = False,
+             on_episode: Callable[[int, float, int], None] | None = None) -> dict[str, Any]:
     """`num_episodes` episodes (noise-free unless `explore`), on env seeds from (config.seed, "eval", seed_key, k).
 
     Uses `env` when given, else makes (and closes) the config's environment. Returns dict(mean, std,
     returns, lengths, mean_abs_action) and, with `record_frames`, frames: one (T+1, 64, 64, 3) uint8 array
     per episode (the observations the agent saw, for a video). `explore` adds the training's exploration
-    noise (a diagnostic: the training loop's evaluations are noise-free).
+    noise (a diagnostic: the training loop's evaluations are noise-free). `on_episode(k, return, length)`
+    hears each episode as it ends.
     """
     num_episodes = positive_int("num_episodes", num_episodes)
     own_env = env is None
@@ -182,6 +184,8 @@ def evaluate(model: torch.nn.Module, planner: Any, config: Config, *, num_episod
                 returns.append(steps["return"])
                 lengths.append(len(steps["reward"]))
                 abs_actions.append(np.abs(np.asarray(steps["action"], dtype=np.float64)).mean())
+                if on_episode is not None:
+                    on_episode(k, returns[-1], lengths[-1])
                 if record_frames:
                     frames.append(steps["frames"])
     finally:

@@ -254,3 +254,15 @@ def test_evaluate_replays_the_runs_own_evaluation_and_can_add_the_exploration_no
     assert results[False]["returns"] == pytest.approx(logged, rel=1e-6)  # the same episodes, played again
     assert results[True]["explore"] and results[True]["returns"] != pytest.approx(logged, rel=1e-6)
     assert 0 < results[False]["mean_abs_action"] <= 1
+
+
+def test_evaluate_says_each_episode_as_it_ends_in_a_log(trained_run, capsys):
+    # A six-action task's episode takes minutes to plan: a log (not a terminal) gets a line per episode.
+    import json
+
+    assert cli(["evaluate", "--run-dir", str(trained_run), "--episodes", "2"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    returns = json.loads(out[-1])["returns"]
+    episodes = [line for line in out if line.startswith("episode ")]
+    assert [line.split(":")[0] for line in episodes] == ["episode 1 of 2", "episode 2 of 2"]
+    assert [f"return {r:.1f}" in line for line, r in zip(episodes, returns)] == [True, True]
