@@ -236,9 +236,10 @@ def _paper_task(env_name: str, action_repeat: int, train_steps: int = 100, optim
 # Six action dimensions (cheetah_run, walker_walk, half_cheetah) plan with PlaNet's 10 refits: after 5 refits
 # over 12 steps × 6 dimensions the elite mean, the action taken, is still shrunk toward zero (walker's
 # mean |a| 0.24 against 0.37–0.40 with 10), leaving 12.5% of the paper's 1000 × 10 predicted return where
-# 10 refits leave 0.7%; on the same walker model 10 refits played 132.7 against 102.5, and cheetah_run
-# seed 2, which stalled on the free-nats clamp at 5 refits (89.9 at 25 episodes, 87.4 at 100), scored
-# 157.7 at 25 with 10 (docs/results/benchmark/sweep.md's notes). One and two dimensions keep 5.
+# 10 refits leave 0.7%; on walker's model after 40 iterations 10 refits played 132.7 against 102.5 (after
+# 80, alike: 182.9 against 191.0), and the gain is in what a young model collects: cheetah_run seed 2,
+# which stalled on the free-nats clamp at 5 refits (89.9 at 25 episodes, 87.4 at 100), scored 157.7 at 25
+# with 10 (docs/results/benchmark/sweep.md's notes). One and two dimensions keep 5.
 SIX_DIM_REFITS = 10
 
 
