@@ -168,15 +168,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     progress = not args.no_progress and sys.stderr.isatty()
     started = time.monotonic()
 
-    def said(k: int, episode_return: float, length: int) -> None:
-        # In a log file the bars would pile up into one line: an episode of a six-action task takes minutes.
-        if not progress:
-            print(f"episode {k + 1} of {args.episodes}: return {episode_return:.1f} ({length} steps, "
-                  f"{time.monotonic() - started:.0f} s so far)", flush=True)
+    def say_episode(k: int, episode_return: float, length: int) -> None:
+        print(f"episode {k + 1} of {args.episodes}: return {episode_return:.1f} ({length} steps, "
+              f"{time.monotonic() - started:.0f} s so far)", flush=True)
 
+    # In a log file the bars would pile up into one line: an episode of a six-action task takes minutes.
     result = evaluate(model, planner, config, num_episodes=args.episodes, seed_key=seed_key, device=device,
                       record_frames=args.video is not None, explore=args.explore, progress=progress,
-                      on_episode=said)
+                      on_episode=None if progress else say_episode)
     warm = ", warm-started" if config.plan_warm_start else ""
     noise = f", exploration noise {config.expl_noise:g}" if args.explore else ""
     seeds = ("" if args.seeds_of_iteration is None

@@ -93,8 +93,8 @@ class _StopsWhileClosing:
         sum(range(10_000))  # the handler runs here, and Python drops what it raises inside a finaliser
 
 
-@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
-def test_a_stop_that_lands_in_a_finaliser_still_stops_at_the_next_step(tmp_path, monkeypatch, capsys):
+def _stop_in_a_finaliser_at_iteration_2(monkeypatch) -> list[int]:
+    """Make the second iteration drop a _StopsWhileClosing before it trains; returns where it was dropped."""
     import planet_colab.train as train_module
 
     real, finalised = train_module.train_iteration, []
@@ -106,6 +106,12 @@ def test_a_stop_that_lands_in_a_finaliser_still_stops_at_the_next_step(tmp_path,
         return real(state, dataset, config, iteration, on_step)
 
     monkeypatch.setattr(train_module, "train_iteration", train_iteration)
+    return finalised
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+def test_a_stop_that_lands_in_a_finaliser_still_stops_at_the_next_step(tmp_path, monkeypatch, capsys):
+    finalised = _stop_in_a_finaliser_at_iteration_2(monkeypatch)
     assert main([*ARGS, "--iterations", "3", "--run-dir", str(tmp_path)]) == 130
     out, err = capsys.readouterr()
     stopped = [line for line in (out + err).splitlines() if "Stopped" in line]
@@ -121,14 +127,7 @@ def test_a_notebooks_stop_that_lands_in_a_finaliser_still_stops_and_saves(tmp_pa
     import planet_colab.train as train_module
     from planet_colab.stop_request import check_stop
 
-    real = train_module.train_iteration
-
-    def train_iteration(state, dataset, config, iteration, on_step):
-        if iteration == 1:
-            _StopsWhileClosing()
-        return real(state, dataset, config, iteration, on_step)
-
-    monkeypatch.setattr(train_module, "train_iteration", train_iteration)
+    _stop_in_a_finaliser_at_iteration_2(monkeypatch)
     config = get_config("smoke", total_iterations=3, checkpoint_every=1, eval_every=2)
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
     with pytest.raises(KeyboardInterrupt):
