@@ -6,6 +6,7 @@ Iterations are counted from 1 as the training log prints them; checkpoint files 
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -26,13 +27,21 @@ def _progress(config: Config, ckpt: dict | None, rows: list[dict[str, Any]]) -> 
     return text
 
 
+def kl_itself(row: dict[str, Any]) -> str:
+    """The text " [KL 0.54]" where the free-nats clamp lifted the row's KL term above the KL itself, else ""."""
+    kl = row.get("kl")  # rows written before it was recorded have none
+    if kl is None or not math.isfinite(kl) or abs(row["kl_loss"] - kl) < 0.005:
+        return ""
+    return f" [KL {kl:.2f}]"
+
+
 def _last_results(rows: list[dict[str, Any]]) -> list[tuple[str, str]]:
     if not rows:
         return [("last", "none yet (no iteration finished)"), ("evaluation", "none yet"), ("time", "none yet")]
     last = rows[-1]
     lines = [("last", f"iteration {last['iteration'] + 1}: collect return {last['collect_return']:.1f}, "
                       f"loss {last['loss']:.2f} (obs {last['obs_loss']:.2f}, reward {last['reward_loss']:.3f}, "
-                      f"kl {last['kl_loss']:.2f})")]
+                      f"kl {last['kl_loss']:.2f}{kl_itself(last)})")]
     evals = [r for r in rows if "eval_mean" in r]
     if evals:
         best = max(evals, key=lambda r: r["eval_mean"])

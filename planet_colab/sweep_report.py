@@ -40,7 +40,7 @@ __all__ = ["find_runs", "read_reference", "summarize", "plot_sweep", "format_mar
 TB_HINT = "pip install tensorboard  (Colab has it)"
 # metrics.jsonl key -> TensorBoard tag; the step of every point is the number of episodes stored.
 TB_TAGS = {"eval_mean": "return/eval", "collect_return": "return/collect", "loss": "loss/total",
-           "obs_loss": "loss/obs", "reward_loss": "loss/reward", "kl_loss": "loss/kl",
+           "obs_loss": "loss/obs", "reward_loss": "loss/reward", "kl_loss": "loss/kl", "kl": "train/kl_itself",
            "grad_norm": "train/grad_norm", "seconds": "time/seconds_per_iteration"}
 # The benchmark table's point: the published figures are returns after 100k environment steps, which is
 # 100 episodes of the suite's 1000 steps; a run is read at its last scheduled evaluation at or before it.

@@ -23,6 +23,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from planet_colab import stop_signals
+from planet_colab.summary import kl_itself
 from planet_colab.agent import build_agent_parts, collect_experience, evaluate
 from planet_colab.checkpointer import Checkpointer
 from planet_colab.config import Config
@@ -42,7 +43,9 @@ __all__ = ["train_planner", "train_step", "collect_experience", "evaluate", "bui
            "read_metrics", "TrainingStalled"]
 
 PhaseCallback = Callable[[str, int, int], None]
-LOSS_KEYS = ("loss", "obs_loss", "reward_loss", "kl_loss", "grad_norm")
+# kl_loss is the loss term, max(KL, free_nats) per step; kl is the KL itself. A kl_loss of 1.00 with 1 free nat
+# says only that the KL was at or under the free nats, where it gets no gradient: kl says how far under.
+LOSS_KEYS = ("loss", "obs_loss", "reward_loss", "kl_loss", "kl", "grad_norm")
 STALL_LIMIT = 3  # iterations in a row that applied no gradient step before the run stops
 
 
@@ -180,7 +183,7 @@ def format_row(row: dict[str, Any], total: int) -> str:
                  "(non-finite loss or gradient; weights unchanged)")
     else:
         text += (f"loss {row['loss']:8.2f} (obs {row['obs_loss']:7.2f} rew {row['reward_loss']:6.3f} "
-                 f"kl {row['kl_loss']:5.2f})")
+                 f"kl {row['kl_loss']:5.2f}{kl_itself(row)})")
         if row["skipped_steps"]:
             text += f" {row['skipped_steps']} of {row['train_steps'] + row['skipped_steps']} steps skipped"
     text += f"  return {row['collect_return']:8.1f}  {row['seconds']:5.1f}s"

@@ -28,7 +28,9 @@ __all__ = [
 
 # Phases of one iteration as timed by train_planner (seconds), drawn as stacked bars.
 TIME_KEYS = ("train_s", "collect_s", "eval_s", "io_s", "checkpoint_s")
-LOSS_CURVES = ("obs_loss", "reward_loss", "kl_loss")
+# metrics key -> legend label; "kl_loss" is the loss term, max(KL, free nats) per step, "kl" the KL itself
+# (recorded since 2026-12-06): where it runs under the free nats the KL gets no gradient at all.
+LOSS_CURVES = {"obs_loss": "obs", "reward_loss": "reward", "kl_loss": "kl", "kl": "KL itself"}
 # Before about this many iterations a world model predicts blur: the open-loop figure says so, lest it look broken.
 EARLY_ITERATIONS = 10
 
@@ -83,10 +85,10 @@ def _draw_curves(fig: Figure, rows: Sequence[Mapping[str, Any]], title: str | No
             ax.set_yticks([])
         return
 
-    for key in LOSS_CURVES:
+    for key, label in LOSS_CURVES.items():
         x, y = _series(rows, key)
         if len(x):
-            ax_loss.plot(x, y, marker=".", label=key.removesuffix("_loss"))
+            ax_loss.plot(x, y, marker=".", label=label, **({"linestyle": "--"} if key == "kl" else {}))
     ax_loss.set_title("world-model losses (per iteration mean)")
     if ax_loss.lines:
         _legend_beside(ax_loss)

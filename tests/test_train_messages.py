@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import shutil
 
+import pytest
+
 from planet_colab.__main__ import main as cli
 from planet_colab.config import Config
 
@@ -88,3 +90,20 @@ def test_progress_bars_only_on_a_terminal_and_a_log_file_gets_one_plain_line_per
     monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
     assert cli(["train", "--run-dir", str(run), "--iterations", "2"]) == 0
     assert "\r" in capsys.readouterr().err  # a terminal gets the bars
+
+
+def test_where_the_free_nats_hold_the_kl_term_up_the_iteration_line_and_info_give_the_kl_itself(tmp_path, capsys):
+    from planet_colab.train import read_metrics
+
+    held, free = tmp_path / "held", tmp_path / "free"
+    assert cli(["train", "--preset", "smoke", "--run-dir", str(held), *SMALL, "free_nats=50"]) == 0
+    assert cli(["info", "--run-dir", str(held)]) == 0
+    out = capsys.readouterr().out
+    row = read_metrics(held)[-1]
+    # The loss term is the clamp's 50; the KL under it gets no gradient, and the line says how far under it is.
+    assert row["kl_loss"] == 50.0 and 0.0 < row["kl"] < 50.0
+    assert out.count(f"[KL {row['kl']:.2f}]") == 2  # the iteration line and info's "last"
+    assert cli(["train", "--preset", "smoke", "--run-dir", str(free), *SMALL, "free_nats=0"]) == 0
+    out = capsys.readouterr().out
+    row = read_metrics(free)[-1]
+    assert row["kl_loss"] == pytest.approx(row["kl"]) and "[KL" not in out

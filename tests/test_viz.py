@@ -45,6 +45,9 @@ def test_learning_curves_draw_losses_returns_and_timings(tmp_path):
     assert_png(fig, tmp_path / "curves.png")
     losses, returns, timing, _ = fig.axes
     assert [line.get_label() for line in losses.lines] == ["obs", "reward", "kl"]
+    rows = [{**row, "kl": 0.5} for row in metrics_rows()]  # rows since the KL itself is recorded beside its term
+    losses = viz.plot_learning_curves(rows, title="smoke").axes[0]
+    assert [line.get_label() for line in losses.lines] == ["obs", "reward", "kl", "KL itself"]
     assert [t.get_text() for t in timing.get_legend().get_texts()] == ["train", "collect", "eval", "io",
                                                                         "checkpoint"]
     assert any("evaluation" in t.get_text() for t in returns.get_legend().get_texts())
