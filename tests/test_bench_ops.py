@@ -4,6 +4,8 @@ import json
 
 import pytest
 
+from skip_reasons import DMC_EXTRA
+
 from planet_colab.__main__ import UsageError
 from planet_colab.bench.ops import main
 
@@ -24,3 +26,15 @@ def test_the_ops_of_a_step_or_plan_are_listed_by_their_cpu_time(capsys, what, ex
 def test_a_bad_set_is_a_one_line_usage_error():
     with pytest.raises(UsageError, match="candidates expects"):
         main(["--set", "candidates=zero"])
+
+
+def test_a_plan_is_measured_at_the_presets_own_action_size():
+    pytest.importorskip("dm_control", reason=DMC_EXTRA)
+    import io
+    from contextlib import redirect_stdout
+
+    out = io.StringIO()
+    with redirect_stdout(out):  # walker_walk has six actions: a plan of one would understate its cost
+        main(["--what", "plan", "--preset", "walker_walk", "--repeats", "1",
+              "--set", "candidates=20", "optim_iters=2", "top_k=4"])
+    assert json.loads(out.getvalue().strip().splitlines()[-1])["action_dim"] == 6

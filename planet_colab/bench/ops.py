@@ -83,6 +83,17 @@ def _plan_work(config: Any, action_dim: int, precision: str) -> Callable[[], Non
     return plan
 
 
+def _action_dim(config: Any) -> int:
+    """The action size of `config`'s environment (built once, then closed)."""
+    from planet_colab.env import make_env_from_config
+
+    env = make_env_from_config(config, seed=0)
+    try:
+        return int(env.action_space.shape[0])
+    finally:
+        env.close()
+
+
 def main(argv: list[str] | None = None) -> None:
     """Parse options, time the work untimed and op by op, print the tables and a final JSON line."""
     from planet_colab.__main__ import _set_changes
@@ -94,17 +105,20 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--set", dest="overrides", nargs="*", default=[], metavar="KEY=VALUE",
                    help="config changes, as train's --set (batch_size, candidates, …)")
     p.add_argument("--precision", choices=PRECISIONS, default="auto")
-    p.add_argument("--action-dim", type=int, default=1)
+    p.add_argument("--action-dim", type=int, default=None,
+                   help="the model's action size (default: the preset's environment's, e.g. 6 for walker_walk)")
     p.add_argument("--repeats", type=int, default=3, help="timed steps or plans (after one warm-up)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--top", type=int, default=15, help="rows per table")
     args = p.parse_args(argv)
     for name in ("action_dim", "repeats", "threads", "top"):
-        if getattr(args, name) <= 0:
+        if getattr(args, name) is not None and getattr(args, name) <= 0:
             p.error(f"--{name.replace('_', '-')} must be positive")
     torch.set_num_threads(args.threads)
     config = get_config(args.preset, precision=args.precision).replace(**_set_changes(args.overrides))
     precision = resolve_precision(config.precision, torch.device("cpu"))
+    if args.action_dim is None:  # the planner's cost grows with it: measure the preset's own
+        args.action_dim = _action_dim(config)
     if args.what == "train":  # train_step runs its config's precision itself
         work = _train_work(config, config.batch_size, config.seq_len, args.action_dim)
         what = f"train step (batch {config.batch_size} × {config.seq_len})"
