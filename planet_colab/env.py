@@ -181,6 +181,15 @@ def make_env_from_config(config: Config, seed: int | None = None) -> PixelEnv:
                     max_episode_steps=config.max_episode_steps)
 
 
+def action_size(config: Config) -> int:
+    """The number of action dimensions of `config`'s environment (built once, then closed)."""
+    env = make_env_from_config(config, seed=0)
+    try:
+        return int(np.prod(env.action_space.shape))
+    finally:
+        env.close()
+
+
 def record_step(steps: dict[str, list], obs: Any, action: Any, reward: SupportsFloat, terminated: bool) -> None:
     """Append a step as an episode stores it: the obs seen, the action taken, its reward, whether it ended there."""
     steps["obs"].append(obs)

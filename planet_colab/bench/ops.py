@@ -83,20 +83,10 @@ def _plan_work(config: Any, action_dim: int, precision: str) -> Callable[[], Non
     return plan
 
 
-def _action_dim(config: Any) -> int:
-    """The action size of `config`'s environment (built once, then closed)."""
-    from planet_colab.env import make_env_from_config
-
-    env = make_env_from_config(config, seed=0)
-    try:
-        return int(env.action_space.shape[0])
-    finally:
-        env.close()
-
-
 def main(argv: list[str] | None = None) -> None:
     """Parse options, time the work untimed and op by op, print the tables and a final JSON line."""
     from planet_colab.__main__ import _set_changes
+    from planet_colab.env import action_size
     from planet_colab.precision import resolve_precision
 
     p = OneLineParser(prog="python -m planet_colab.bench ops", description=__doc__)
@@ -118,7 +108,7 @@ def main(argv: list[str] | None = None) -> None:
     config = get_config(args.preset, precision=args.precision).replace(**_set_changes(args.overrides))
     precision = resolve_precision(config.precision, torch.device("cpu"))
     if args.action_dim is None:  # the planner's cost grows with it: measure the preset's own
-        args.action_dim = _action_dim(config)
+        args.action_dim = action_size(config)
     if args.what == "train":  # train_step runs its config's precision itself
         work = _train_work(config, config.batch_size, config.seq_len, args.action_dim)
         what = f"train step (batch {config.batch_size} × {config.seq_len})"

@@ -78,11 +78,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--rounds", type=int, default=3, help="timed rounds (the best is reported)")
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--action-dim", type=int, default=1)
+    p.add_argument("--action-dim", type=int, default=None,
+                   help="the model's action size (default: the preset's environment's)")
     p.add_argument("--plain-layers", action="store_true", help="plain nn conv layers, not the CPU kernels")
     args = p.parse_args(argv)
     for name in ("batch", "seq", "steps", "rounds", "threads", "action_dim"):
-        if getattr(args, name) <= 0:
+        if getattr(args, name) is not None and getattr(args, name) <= 0:
             p.error(f"--{name.replace('_', '-')} must be positive")
     if args.seq < 2:
         p.error("--seq must be at least 2")
@@ -90,6 +91,10 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(args.threads)
     device = select_device()
     config = get_config(args.preset, precision=args.precision)
+    if args.action_dim is None:
+        from planet_colab.env import action_size
+
+        args.action_dim = action_size(config)
     precision = resolve_precision(config.precision, device)
     torch.manual_seed(0)
     model = WorldModel(args.action_dim, config).to(device)
