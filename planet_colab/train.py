@@ -23,7 +23,6 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from planet_colab import stop_signals
-from planet_colab.summary import kl_itself
 from planet_colab.agent import build_agent_parts, collect_experience, evaluate
 from planet_colab.checkpointer import Checkpointer
 from planet_colab.config import Config
@@ -36,6 +35,7 @@ from planet_colab.run_config import RunError
 from planet_colab.seeding import numpy_rng, torch_generator
 from planet_colab.storage import DamagedEpisodeError, EpisodeStorage, episode_number
 from planet_colab.stop_request import check_stop
+from planet_colab.summary import kl_itself
 from planet_colab.threads import apply_threads
 from planet_colab.words import plural
 

@@ -21,7 +21,7 @@ from typing import Any, Callable
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from planet_colab.__main__ import OneLineParser
+from planet_colab.__main__ import OneLineParser, _positive_int
 from planet_colab.config import PRECISIONS, get_config
 
 
@@ -95,14 +95,14 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--set", dest="overrides", nargs="*", default=[], metavar="KEY=VALUE",
                    help="config changes, as train's --set (batch_size, candidates, …)")
     p.add_argument("--precision", choices=PRECISIONS, default="auto")
-    p.add_argument("--action-dim", type=int, default=None,
+    p.add_argument("--action-dim", type=_positive_int, default=None,
                    help="the model's action size (default: the preset's environment's, e.g. 6 for walker_walk)")
     p.add_argument("--repeats", type=int, default=3, help="timed steps or plans (after one warm-up)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--top", type=int, default=15, help="rows per table")
     args = p.parse_args(argv)
-    for name in ("action_dim", "repeats", "threads", "top"):
-        if getattr(args, name) is not None and getattr(args, name) <= 0:
+    for name in ("repeats", "threads", "top"):
+        if getattr(args, name) <= 0:
             p.error(f"--{name.replace('_', '-')} must be positive")
     torch.set_num_threads(args.threads)
     config = get_config(args.preset, precision=args.precision).replace(**_set_changes(args.overrides))

@@ -25,7 +25,7 @@ import time
 
 import torch
 
-from planet_colab.__main__ import OneLineParser
+from planet_colab.__main__ import OneLineParser, _positive_int
 from planet_colab.config import PRECISIONS, Config, get_config
 from planet_colab.losses import make_optimizer, train_step
 from planet_colab.models import WorldModel
@@ -78,12 +78,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--rounds", type=int, default=3, help="timed rounds (the best is reported)")
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--action-dim", type=int, default=None,
+    p.add_argument("--action-dim", type=_positive_int, default=None,
                    help="the model's action size (default: the preset's environment's)")
     p.add_argument("--plain-layers", action="store_true", help="plain nn conv layers, not the CPU kernels")
     args = p.parse_args(argv)
-    for name in ("batch", "seq", "steps", "rounds", "threads", "action_dim"):
-        if getattr(args, name) is not None and getattr(args, name) <= 0:
+    for name in ("batch", "seq", "steps", "rounds", "threads"):
+        if getattr(args, name) <= 0:
             p.error(f"--{name.replace('_', '-')} must be positive")
     if args.seq < 2:
         p.error("--seq must be at least 2")
