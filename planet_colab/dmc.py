@@ -118,6 +118,12 @@ class DMCEnv(gym.Env):
         truncated = bool(ts.last() and not terminated)
         return np.zeros(0, np.float32), float(ts.reward or 0.0), terminated, truncated, {}
 
+    def task_state(self) -> dict[str, np.ndarray]:
+        """The suite's own low-dimensional observation of the current step (positions, velocities, …), by name."""
+        if self._time_step is None:
+            raise ValueError("the task has no state before its first reset")
+        return {key: np.asarray(value, np.float64).ravel() for key, value in self._time_step.observation.items()}
+
     def render(self) -> np.ndarray:
         """Camera 0 drawn directly at image_size × image_size (uint8 RGB)."""
         try:

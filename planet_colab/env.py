@@ -190,6 +190,18 @@ def action_size(config: Config) -> int:
         env.close()
 
 
+def physical_state(env: gym.Env) -> dict[str, np.ndarray]:
+    """The task's low-dimensional state now, by name: a suite task's observations, else the env's state vector."""
+    inner = env.unwrapped
+    if hasattr(inner, "task_state"):
+        return inner.task_state()
+    if hasattr(inner, "_get_obs"):  # gymnasium's MuJoCo and Pendulum: the vector a state-based agent sees
+        return {"obs": np.asarray(inner._get_obs(), np.float64).ravel()}
+    if getattr(inner, "state", None) is not None:
+        return {"state": np.asarray(inner.state, np.float64).ravel()}
+    raise ValueError(f"{env.spec.id if env.spec else inner}: no low-dimensional state to read")
+
+
 def record_step(steps: dict[str, list], obs: Any, action: Any, reward: SupportsFloat, terminated: bool) -> None:
     """Append a step as an episode stores it: the obs seen, the action taken, its reward, whether it ended there."""
     steps["obs"].append(obs)

@@ -62,6 +62,22 @@ def test_dmc_reset_with_a_seed_repeats_the_episode():
 
 
 @needs_dmc
+def test_a_suite_tasks_physical_state_is_its_own_observation_of_the_frame_drawn():
+    """bench probe's labels: cup_catch's position is (cup x, cup z, ball x, ball z), and it moves with the frame."""
+    from planet_colab.env import physical_state
+
+    env = make_env("dmc:ball_in_cup-catch", action_repeat=4, max_episode_steps=40)
+    env.reset(seed=3)
+    first = physical_state(env)
+    np.testing.assert_array_equal(first["position"], env.unwrapped._env.physics.data.qpos)
+    env.step(np.ones(2, np.float32))
+    later = physical_state(env)
+    env.close()
+    assert {key: value.shape for key, value in first.items()} == {"position": (4,), "velocity": (4,)}
+    assert not np.array_equal(first["position"], later["position"])  # the state of this step, not a stale one
+
+
+@needs_dmc
 def test_half_cheetah_renders_64x64_uint8_frames_headless():
     pytest.importorskip("mujoco", reason=DMC_EXTRA)
     from planet_colab.rendering import SHADOW_MAP_SIZE

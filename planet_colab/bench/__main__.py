@@ -6,7 +6,7 @@ import importlib
 import sys
 
 BENCHES = ("data", "train", "plan", "learn", "oracle", "openloop", "env", "precision", "iteration", "warm", "versus",
-           "ops", "reward")
+           "ops", "reward", "probe")
 
 
 def _usage() -> str:

@@ -1,0 +1,212 @@
+"""Does a run's latent state know the task's physical state? `python -m planet_colab.bench probe --run-dir DIR`.
+
+For a task that falls short of its target (issue 24, item 4): a model that never learns where the
+ball is cannot plan a catch, however good its planner. This asks the state directly, read only:
+
+1. **The true state of every stored step.** Each of the newest `--episodes` episodes is played again
+   in its environment from its own seed (the seed episodes' (seed, "seed_episode", n) and the
+   collected ones' (seed, "collect", iteration, k), as the loop drew them) with its stored actions,
+   and every replayed frame is checked against the stored one: an episode whose frames differ (another
+   MuJoCo, a damaged file) is left out, so each label belongs to the frame it is paired with. The
+   labels are the task's own low-dimensional state (`env.physical_state`: a suite task's observation
+   dict, e.g. cup_catch's `position` = cup x, cup z, ball x, ball z; gymnasium's state vector).
+2. **The state the model filters from those frames**: deterministic state and posterior mean, with the
+   newest checkpoint (fp32, no dequantisation noise), and with the run's untrained initial weights as a
+   control (what a random recurrent network's features hold already).
+3. **A linear (ridge) probe** per coordinate, fit on all but the newest `--held-out` episodes (its
+   penalty picked on the last fifth of those) and scored on the held-out ones: R² (1 = the state
+   holds it exactly, 0 = no better than the held-out mean), mean |error| beside the coordinate's spread.
+
+Prints a table, then one JSON object.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from planet_colab.__main__ import OneLineParser, _positive_int
+from planet_colab.config import Config
+
+PENALTIES = (0.1, 1.0, 10.0, 100.0, 1000.0)  # ridge penalties tried, on standardised features
+REPLAY_TOLERANCE = 2.0  # mean |difference| (of 255) a replayed frame may have from the stored one
+
+
+def episode_env_seed(config: Config, number: int) -> int:
+    """The environment seed stored episode `number` was played from (seed episodes first, then each iteration's)."""
+    from planet_colab.seeding import derive_seed
+
+    if number <= config.seed_episodes:
+        return derive_seed(config.seed, "seed_episode", number, "env")
+    iteration, k = divmod(number - config.seed_episodes - 1, config.collect_episodes)
+    return derive_seed(config.seed, "collect", iteration, k, "env")
+
+
+def replay_states(env: Any, env_seed: int, episode: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], float]:
+    """The physical state at each stored frame, by name ((T, n) arrays), and the worst frame's mean |difference|.
+
+    Stops at the first frame further than REPLAY_TOLERANCE from the stored one (the difference says so).
+    """
+    from planet_colab.env import physical_state
+
+    frames, actions = episode["obs"], episode["action"]
+    states: dict[str, list[np.ndarray]] = {}
+    worst = 0.0
+    obs, _ = env.reset(seed=env_seed)
+    for t in range(len(frames)):
+        if t:
+            obs, *_ = env.step(actions[t - 1])
+        worst = max(worst, float(np.abs(obs.astype(np.int16) - frames[t]).mean()))
+        if worst > REPLAY_TOLERANCE:
+            break
+        for key, value in physical_state(env).items():
+            states.setdefault(key, []).append(value)
+    return {key: np.stack(values) for key, values in states.items()}, worst
+
+
+def filtered_features(model: Any, episode: dict[str, np.ndarray], config: Config, generator: torch.Generator
+                      ) -> np.ndarray:
+    """(T, deter + stoch) the model's filtered state per frame: the deterministic part and the posterior mean."""
+    from planet_colab.models import preprocess_obs
+
+    obs = torch.from_numpy(episode["obs"])
+    actions = torch.from_numpy(episode["action"].astype(np.float32).reshape(len(obs), -1))
+    features = []
+    with torch.inference_mode():
+        embeds = torch.cat([model.encode(preprocess_obs(chunk, config.bit_depth, noise=False))
+                            for chunk in obs.split(250)])
+        state, prev = model.initial_state(1), torch.zeros(1, actions.shape[1])
+        for t in range(len(obs)):
+            state, _, (post_mean, _) = model.obs_step(state, prev, embeds[t:t + 1], generator=generator)
+            features.append(torch.cat([state.deter, post_mean], -1)[0].float())
+            prev = actions[t:t + 1]
+    return torch.stack(features).numpy().astype(np.float64)
+
+
+def _ridge(x: np.ndarray, y: np.ndarray, penalty: float) -> np.ndarray:
+    """Weights (F + 1, n) of a ridge fit of y on [x, 1], the intercept unpenalised (x standardised, y centred)."""
+    w = np.linalg.solve(x.T @ x + penalty * np.eye(x.shape[1]), x.T @ (y - y.mean(0)))
+    return np.vstack([w, y.mean(0)])
+
+
+def _r2(pred: np.ndarray, true: np.ndarray) -> np.ndarray:
+    """Per-column R² of `pred` against `true` (nan where `true` is constant)."""
+    total = ((true - true.mean(0)) ** 2).sum(0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(total > 0, 1 - ((pred - true) ** 2).sum(0) / total, np.nan)
+
+
+def ridge_probe(train_x: Sequence[np.ndarray], train_y: Sequence[np.ndarray], test_x: np.ndarray,
+                test_y: np.ndarray) -> dict[str, np.ndarray]:
+    """Fit y ≈ x·W per column on the training episodes (penalty chosen on their last fifth), score on test.
+
+    Returns r2, abs_error (mean |pred − true|), spread (test's std) and penalty, each per column of y.
+    """
+    if len(train_x) < 2:
+        raise ValueError("the probe needs at least 2 training episodes (one to choose its penalty on)")
+    cut = len(train_x) - max(1, len(train_x) // 5)
+    x_all = np.concatenate(train_x)
+    mean, std = x_all.mean(0), x_all.std(0) + 1e-8
+    scale = lambda x: (x - mean) / std  # noqa: E731 - standardised with the training frames' statistics
+    fit_x, fit_y = scale(np.concatenate(train_x[:cut])), np.concatenate(train_y[:cut])
+    val_x, val_y = scale(np.concatenate(train_x[cut:])), np.concatenate(train_y[cut:])
+    scores = []
+    for penalty in PENALTIES:
+        w = _ridge(fit_x, fit_y, penalty)
+        scores.append(np.nan_to_num(_r2(val_x @ w[:-1] + w[-1], val_y), nan=-np.inf))
+    chosen = np.asarray(PENALTIES)[np.argmax(np.stack(scores), 0)]
+    all_x, all_y, test = scale(x_all), np.concatenate(train_y), scale(test_x)
+    pred = np.empty_like(test_y)
+    for penalty in np.unique(chosen):
+        columns = chosen == penalty
+        w = _ridge(all_x, all_y[:, columns], penalty)
+        pred[:, columns] = test @ w[:-1] + w[-1]
+    return {"r2": _r2(pred, test_y), "abs_error": np.abs(pred - test_y).mean(0), "spread": test_y.std(0),
+            "penalty": chosen}
+
+
+def coordinate_names(states: dict[str, np.ndarray]) -> list[str]:
+    """One name per scalar of the state dict: `key[i]`, or `key` for a scalar entry."""
+    return [key if value.shape[1] == 1 else f"{key}[{i}]" for key, value in states.items()
+            for i in range(value.shape[1])]
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Replay a run's newest episodes for their physical states and probe the model's state for them; print JSON."""
+    p = OneLineParser(prog="python -m planet_colab.bench probe", description=__doc__)
+    p.add_argument("--run-dir", type=Path, required=True, help="a trained run (read only)")
+    p.add_argument("--episodes", type=_positive_int, default=24, help="newest stored episodes to replay and probe")
+    p.add_argument("--held-out", type=_positive_int, default=4,
+                   help="of those, the newest ones the probe is scored on")
+    p.add_argument("--threads", type=_positive_int, default=1)
+    args = p.parse_args(argv)
+    if args.episodes < args.held_out + 2:
+        p.error(f"--episodes must be at least --held-out + 2 ({args.held_out + 2}): the probe's penalty is "
+                "chosen on one training episode and fit on another")
+
+    from planet_colab.agent import build_agent_parts
+    from planet_colab.env import make_env_from_config
+    from planet_colab.run import Run
+    from planet_colab.seeding import torch_generator
+    from planet_colab.storage import episode_number
+    from planet_colab.threads import apply_threads
+
+    apply_threads(args.threads)
+    started = time.perf_counter()
+    run = Run.open(args.run_dir, new_ok=False)
+    config = run.config
+    trained = run.restore_agent(torch.device("cpu"))
+    untrained = build_agent_parts(config, torch.device("cpu"))[0]  # the run's own initial weights
+    iteration = int(trained.checkpoint["iteration"]) + 1
+
+    env = make_env_from_config(config)
+    episodes, skipped, worst, names = [], [], 0.0, []
+    try:
+        for path, episode in run.storage.newest_episodes(args.episodes):
+            number = episode_number(path)
+            states, diff = replay_states(env, episode_env_seed(config, number), episode)
+            if diff > REPLAY_TOLERANCE:
+                skipped.append(number)
+                continue
+            worst = max(worst, diff)
+            episodes.append((number, episode, np.concatenate(list(states.values()), 1)))
+            names = names or coordinate_names(states)
+    finally:
+        env.close()
+    if skipped:
+        print(f"left out {len(skipped)} episode(s) whose replay did not reproduce the stored frames "
+              f"(mean |difference| above {REPLAY_TOLERANCE:g} of 255): {', '.join(map(str, skipped))}")
+    if len(episodes) < args.held_out + 2:
+        raise ValueError(f"only {len(episodes)} of the newest {args.episodes} episodes replayed; the probe needs "
+                         f"--held-out {args.held_out} + 2")
+
+    split = len(episodes) - args.held_out
+    result: dict[str, Any] = {}
+    for label, parts_model in (("trained", trained.model), ("untrained", untrained)):
+        model = parts_model.eval()
+        generator = torch_generator(config.seed, "bench_probe")
+        x = [filtered_features(model, episode, config, generator) for _, episode, _ in episodes]
+        y = [labels for _, _, labels in episodes]
+        result[label] = ridge_probe(x[:split], y[:split], np.concatenate(x[split:]), np.concatenate(y[split:]))
+
+    frames = [len(labels) for _, _, labels in episodes]
+    print(f"{run.run_dir} after iteration {iteration}: probe fit on {split} episodes ({sum(frames[:split])} frames, "
+          f"numbers {episodes[0][0]}-{episodes[split - 1][0]}), scored on the newest {args.held_out} "
+          f"({sum(frames[split:])} frames); replayed frames within {worst:.2f} of 255 of the stored ones")
+    print(f"{'coordinate':<16} {'R² trained':>10} {'R² untrained':>12} {'|error|':>9} {'spread':>9}")
+    coordinates = {}
+    for i, name in enumerate(names):
+        row = {"r2": float(result["trained"]["r2"][i]), "r2_untrained": float(result["untrained"]["r2"][i]),
+               "abs_error": float(result["trained"]["abs_error"][i]), "spread": float(result["trained"]["spread"][i])}
+        coordinates[name] = {k: None if np.isnan(v) else round(v, 4) for k, v in row.items()}  # nan: constant
+        print(f"{name:<16} {row['r2']:>10.2f} {row['r2_untrained']:>12.2f} {row['abs_error']:>9.3f} "
+              f"{row['spread']:>9.3f}")
+    print(json.dumps({"bench": "probe", "run_dir": str(run.run_dir), "iteration": iteration,
+                      "env_name": config.env_name, "train_episodes": split, "held_out": args.held_out,
+                      "left_out": skipped, "replay_max_difference": round(worst, 3), "coordinates": coordinates,
+                      "seconds": round(time.perf_counter() - started, 1)}))
