@@ -66,7 +66,7 @@ def test_the_bench_reads_the_run_without_writing_and_leaves_out_an_episode_that_
     assert out["left_out"] == [3] and out["train_episodes"] == 3 and out["held_out"] == 2
     assert set(out["coordinates"]) == {"obs[0]", "obs[1]", "obs[2]"}
     for row in out["coordinates"].values():
-        assert set(row) == {"r2", "r2_untrained", "abs_error", "spread"} and row["spread"] > 0
+        assert set(row) == {"r2", "r2_embedding", "r2_untrained", "abs_error", "spread"} and row["spread"] > 0
 
 
 def test_too_few_episodes_is_a_usage_error(trained):

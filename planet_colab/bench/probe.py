@@ -11,8 +11,9 @@ ball is cannot plan a catch, however good its planner. This asks the state direc
    labels are the task's own low-dimensional state (`env.physical_state`: a suite task's observation
    dict, e.g. cup_catch's `position` = cup x, cup z, ball x, ball z; gymnasium's state vector).
 2. **The state the model filters from those frames**: deterministic state and posterior mean, with the
-   newest checkpoint (fp32, no dequantisation noise), and with the run's untrained initial weights as a
-   control (what a random recurrent network's features hold already).
+   newest checkpoint (fp32, no dequantisation noise); the encoder's embedding of each frame alone (does
+   the encoder see it, and the posterior leave it out?); and the state filtered with the run's untrained
+   initial weights, a control for what a random recurrent network's features hold already.
 3. **A linear (ridge) probe** per coordinate, fit on all but the newest `--held-out` episodes (its
    penalty picked on the last fifth of those) and scored on the held-out ones: R² (1 = the state
    holds it exactly, 0 = no better than the held-out mean), mean |error| beside the coordinate's spread.
@@ -70,8 +71,9 @@ def replay_states(env: Any, env_seed: int, episode: dict[str, np.ndarray]) -> tu
 
 
 def filtered_features(model: Any, episode: dict[str, np.ndarray], config: Config, generator: torch.Generator
-                      ) -> np.ndarray:
-    """(T, deter + stoch) the model's filtered state per frame: the deterministic part and the posterior mean."""
+                      ) -> tuple[np.ndarray, np.ndarray]:
+    """The model's filtered state per frame, (T, deter + stoch): the deterministic part and the posterior mean;
+    and the encoder's embedding of each frame alone, (T, embed)."""
     from planet_colab.models import preprocess_obs
 
     obs = torch.from_numpy(episode["obs"])
@@ -85,7 +87,7 @@ def filtered_features(model: Any, episode: dict[str, np.ndarray], config: Config
             state, _, (post_mean, _) = model.obs_step(state, prev, embeds[t:t + 1], generator=generator)
             features.append(torch.cat([state.deter, post_mean], -1)[0].float())
             prev = actions[t:t + 1]
-    return torch.stack(features).numpy().astype(np.float64)
+    return torch.stack(features).numpy().astype(np.float64), embeds.float().numpy().astype(np.float64)
 
 
 def _ridge(x: np.ndarray, y: np.ndarray, penalty: float) -> np.ndarray:
@@ -149,6 +151,8 @@ def main(argv: list[str] | None = None) -> None:
         p.error(f"--episodes must be at least --held-out + 2 ({args.held_out + 2}): the probe's penalty is "
                 "chosen on one training episode and fit on another")
 
+    from tqdm.auto import tqdm
+
     from planet_colab.agent import build_agent_parts
     from planet_colab.env import make_env_from_config
     from planet_colab.run import Run
@@ -167,7 +171,7 @@ def main(argv: list[str] | None = None) -> None:
     env = make_env_from_config(config)
     episodes, skipped, worst, names = [], [], 0.0, []
     try:
-        for path, episode in run.storage.newest_episodes(args.episodes):
+        for path, episode in tqdm(run.storage.newest_episodes(args.episodes), desc="replaying", unit="episode"):
             number = episode_number(path)
             states, diff = replay_states(env, episode_env_seed(config, number), episode)
             if diff > REPLAY_TOLERANCE:
@@ -187,25 +191,32 @@ def main(argv: list[str] | None = None) -> None:
 
     split = len(episodes) - args.held_out
     result: dict[str, Any] = {}
-    for label, parts_model in (("trained", trained.model), ("untrained", untrained)):
-        model = parts_model.eval()
+    y = [labels for _, _, labels in episodes]
+    for label, model in (("trained", trained.model), ("untrained", untrained)):
         generator = torch_generator(config.seed, "bench_probe")
-        x = [filtered_features(model, episode, config, generator) for _, episode, _ in episodes]
-        y = [labels for _, _, labels in episodes]
-        result[label] = ridge_probe(x[:split], y[:split], np.concatenate(x[split:]), np.concatenate(y[split:]))
+        features = [filtered_features(model.eval(), episode, config, generator)
+                    for _, episode, _ in tqdm(episodes, desc=f"filtering ({label})", unit="episode")]
+        for kind, x in (("state", [f[0] for f in features]), ("embedding", [f[1] for f in features])):
+            if label == "trained" or kind == "state":
+                result[f"{kind}_{label}"] = ridge_probe(x[:split], y[:split], np.concatenate(x[split:]),
+                                                        np.concatenate(y[split:]))
 
     frames = [len(labels) for _, _, labels in episodes]
     print(f"{run.run_dir} after iteration {iteration}: probe fit on {split} episodes ({sum(frames[:split])} frames, "
           f"numbers {episodes[0][0]}-{episodes[split - 1][0]}), scored on the newest {args.held_out} "
           f"({sum(frames[split:])} frames); replayed frames within {worst:.2f} of 255 of the stored ones")
-    print(f"{'coordinate':<16} {'R² trained':>10} {'R² untrained':>12} {'|error|':>9} {'spread':>9}")
+    print("R² of a linear probe on held-out frames: from the trained model's state, from its encoder's embedding of\n"
+          "the frame alone, and from the untrained model's state; |error| of the first, beside the spread")
+    print(f"{'coordinate':<16} {'state':>7} {'embedding':>9} {'untrained':>9} {'|error|':>9} {'spread':>9}")
     coordinates = {}
     for i, name in enumerate(names):
-        row = {"r2": float(result["trained"]["r2"][i]), "r2_untrained": float(result["untrained"]["r2"][i]),
-               "abs_error": float(result["trained"]["abs_error"][i]), "spread": float(result["trained"]["spread"][i])}
+        state = result["state_trained"]
+        row = {"r2": float(state["r2"][i]), "r2_embedding": float(result["embedding_trained"]["r2"][i]),
+               "r2_untrained": float(result["state_untrained"]["r2"][i]), "abs_error": float(state["abs_error"][i]),
+               "spread": float(state["spread"][i])}
         coordinates[name] = {k: None if np.isnan(v) else round(v, 4) for k, v in row.items()}  # nan: constant
-        print(f"{name:<16} {row['r2']:>10.2f} {row['r2_untrained']:>12.2f} {row['abs_error']:>9.3f} "
-              f"{row['spread']:>9.3f}")
+        print(f"{name:<16} {row['r2']:>7.2f} {row['r2_embedding']:>9.2f} {row['r2_untrained']:>9.2f} "
+              f"{row['abs_error']:>9.3f} {row['spread']:>9.3f}")
     print(json.dumps({"bench": "probe", "run_dir": str(run.run_dir), "iteration": iteration,
                       "env_name": config.env_name, "train_episodes": split, "held_out": args.held_out,
                       "left_out": skipped, "replay_max_difference": round(worst, 3), "coordinates": coordinates,
