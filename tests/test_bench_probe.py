@@ -26,8 +26,12 @@ def test_the_probe_finds_what_the_features_hold_and_not_what_they_do_not():
     x = [rng.normal(size=(50, 12)) for _ in range(6)]
     held = rng.normal(size=(80, 12))
     weights = rng.normal(size=(12, 1))
-    # Column 0 is a linear read of the features (plus a little noise); column 1 is unrelated to them.
-    label = lambda f: np.hstack([f @ weights + 0.05 * rng.normal(size=(len(f), 1)), rng.normal(size=(len(f), 1))])  # noqa: E731
+
+    def label(features):
+        """Column 0 is a linear read of the features (plus a little noise); column 1 is unrelated to them."""
+        return np.hstack([features @ weights + 0.05 * rng.normal(size=(len(features), 1)),
+                          rng.normal(size=(len(features), 1))])
+
     out = ridge_probe(x, [label(f) for f in x], held, label(held))
     assert out["r2"][0] > 0.95 and out["abs_error"][0] < 0.1 * out["spread"][0]
     assert out["r2"][1] < 0.1

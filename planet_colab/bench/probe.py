@@ -114,7 +114,10 @@ def ridge_probe(train_x: Sequence[np.ndarray], train_y: Sequence[np.ndarray], te
     cut = len(train_x) - max(1, len(train_x) // 5)
     x_all = np.concatenate(train_x)
     mean, std = x_all.mean(0), x_all.std(0) + 1e-8
-    scale = lambda x: (x - mean) / std  # noqa: E731 - standardised with the training frames' statistics
+
+    def scale(x: np.ndarray) -> np.ndarray:  # standardised with the training frames' statistics
+        return (x - mean) / std
+
     fit_x, fit_y = scale(np.concatenate(train_x[:cut])), np.concatenate(train_y[:cut])
     val_x, val_y = scale(np.concatenate(train_x[cut:])), np.concatenate(train_y[cut:])
     scores = []
