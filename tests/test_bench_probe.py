@@ -78,3 +78,29 @@ def test_too_few_episodes_is_a_usage_error(trained):
 
     with pytest.raises(UsageError, match="--episodes must be at least --held-out \\+ 2"):
         probe.main(["--run-dir", str(trained), "--episodes", "3", "--held-out", "2"])
+
+
+def test_an_encoder_whose_relus_died_is_named_as_such(trained, capsys, monkeypatch):
+    """An embedding that is one vector for every frame means a model that sees nothing: the bench says so."""
+    import torch
+
+    from planet_colab.run import Run
+
+    main_args = ["--run-dir", str(trained), "--episodes", "6", "--held-out", "2"]
+    probe.main(main_args)
+    healthy = capsys.readouterr().out
+    restore = Run.restore_agent
+
+    def with_a_dead_encoder(self, device=None):
+        parts = restore(self, device)
+        last = [m for m in parts.model.encoder if isinstance(m, torch.nn.Conv2d)][-1]
+        torch.nn.init.zeros_(last.weight)
+        torch.nn.init.constant_(last.bias, -1.0)  # every unit of the last ReLU below zero for every frame
+        return parts
+
+    monkeypatch.setattr(Run, "restore_agent", with_a_dead_encoder)
+    probe.main(main_args)
+    dead = capsys.readouterr().out
+    encoder = json.loads(dead.strip().splitlines()[-1])["encoder"]
+    assert encoder["trained"] == {"spread": 0.0, "silent": 1.0} and encoder["untrained"]["spread"] > 0
+    assert "the encoder's ReLUs are dead" in dead and "the encoder's ReLUs are dead" not in healthy

@@ -36,6 +36,9 @@ from planet_colab.config import Config
 
 PENALTIES = (0.1, 1.0, 10.0, 100.0, 1000.0)  # ridge penalties tried, on standardised features
 REPLAY_TOLERANCE = 2.0  # mean |difference| (of 255) a replayed frame may have from the stored one
+# Below this the embedding is one vector for every frame: dead encoders measured 0.00000-0.0001 (cup_catch and
+# cheetah_run seed 2 of the benchmark), live ones 0.035-0.07, fresh default-initialised ones ~0.001.
+SILENT_SPREAD = 3e-4
 
 
 def episode_env_seed(config: Config, number: int) -> int:
@@ -135,6 +138,12 @@ def ridge_probe(train_x: Sequence[np.ndarray], train_y: Sequence[np.ndarray], te
             "penalty": chosen}
 
 
+def embedding_spread(embeds: np.ndarray) -> dict[str, float]:
+    """How much the encoder's output (N, E) varies across frames (std per dimension, mean), and the share of its
+    dimensions never positive (the last ReLU's dead units)."""
+    return {"spread": float(embeds.std(0).mean()), "silent": float((embeds.max(0) <= 0).mean())}
+
+
 def coordinate_names(states: dict[str, np.ndarray]) -> list[str]:
     """One name per scalar of the state dict: `key[i]`, or `key` for a scalar entry."""
     return [key if value.shape[1] == 1 else f"{key}[{i}]" for key, value in states.items()
@@ -194,11 +203,13 @@ def main(argv: list[str] | None = None) -> None:
 
     split = len(episodes) - args.held_out
     result: dict[str, Any] = {}
+    encoder: dict[str, dict[str, float]] = {}
     y = [labels for _, _, labels in episodes]
     for label, model in (("trained", trained.model), ("untrained", untrained)):
         generator = torch_generator(config.seed, "bench_probe")
         features = [filtered_features(model.eval(), episode, config, generator)
                     for _, episode, _ in tqdm(episodes, desc=f"filtering ({label})", unit="episode")]
+        encoder[label] = embedding_spread(np.concatenate([f[1] for f in features]))
         for kind, x in (("state", [f[0] for f in features]), ("embedding", [f[1] for f in features])):
             if label == "trained" or kind == "state":
                 result[f"{kind}_{label}"] = ridge_probe(x[:split], y[:split], np.concatenate(x[split:]),
@@ -208,6 +219,13 @@ def main(argv: list[str] | None = None) -> None:
     print(f"{run.run_dir} after iteration {iteration}: probe fit on {split} episodes ({sum(frames[:split])} frames, "
           f"numbers {episodes[0][0]}-{episodes[split - 1][0]}), scored on the newest {args.held_out} "
           f"({sum(frames[split:])} frames); replayed frames within {worst:.2f} of 255 of the stored ones")
+    alive, fresh = encoder["trained"], encoder["untrained"]
+    print(f"encoder: its embedding varies across these frames by {alive['spread']:.2g} (std per dimension, mean; the "
+          f"untrained weights' {fresh['spread']:.2g}), {alive['silent'] * 100:.0f}% of its dimensions are never "
+          f"positive (untrained {fresh['silent'] * 100:.0f}%)")
+    if alive["spread"] < SILENT_SPREAD:
+        print("  the embedding is the same for every frame: the encoder's ReLUs are dead, the model sees nothing "
+              "and runs on the actions alone")
     print("R² of a linear probe on held-out frames: from the trained model's state, from its encoder's embedding of\n"
           "the frame alone, and from the untrained model's state; |error| of the first, beside the spread")
     print(f"{'coordinate':<16} {'state':>7} {'embedding':>9} {'untrained':>9} {'|error|':>9} {'spread':>9}")
@@ -222,5 +240,7 @@ def main(argv: list[str] | None = None) -> None:
               f"{row['abs_error']:>9.3f} {row['spread']:>9.3f}")
     print(json.dumps({"bench": "probe", "run_dir": str(run.run_dir), "iteration": iteration,
                       "env_name": config.env_name, "train_episodes": split, "held_out": args.held_out,
-                      "left_out": skipped, "replay_max_difference": round(worst, 3), "coordinates": coordinates,
+                      "left_out": skipped, "replay_max_difference": round(worst, 3),
+                      "encoder": {k: {m: round(v, 6) for m, v in e.items()} for k, e in encoder.items()},
+                      "coordinates": coordinates,
                       "seconds": round(time.perf_counter() - started, 1)}))
