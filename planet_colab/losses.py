@@ -80,14 +80,23 @@ def _check_batch(model: WorldModel, obs_b: Tensor, act_b: Tensor, rew_b: Tensor)
                          f"{tuple(rew_b.shape) if isinstance(rew_b, Tensor) else type(rew_b).__name__}")
 
 
+def embedding_spread(embed: Tensor) -> float:
+    """How much the encoder's output varies across a batch's frames: std per dimension, mean over dimensions.
+
+    ~0 means one embedding for every frame (ReLUs dead for every input): the model sees nothing and
+    follows the actions alone (docs/results/benchmark/sweep.md, cup_catch)."""
+    with torch.no_grad():
+        return float(embed.detach().float().reshape(-1, embed.shape[-1]).std(0).mean())
+
+
 def train_step(model: WorldModel, optimizer: torch.optim.Optimizer, obs_b: Tensor, act_b: Tensor,
                rew_b: Tensor, device: torch.device | str, *, config: Config,
                generator: torch.Generator | None = None,
                scaler: torch.amp.GradScaler | None = None) -> dict[str, float]:
     """One gradient step on a time-first batch (obs in [0,1]); returns the losses as Python floats.
 
-    Keys: obs_loss, reward_loss, kl (mean KL before the clamp), kl_loss, loss, grad_norm (before
-    clipping to config.grad_clip_norm), skipped (1.0 when the update was not applied). A non-finite
+    Keys: obs_loss, reward_loss, kl (mean KL before the clamp), kl_loss, loss, embed_spread
+    (`embedding_spread` of the batch), grad_norm (before clipping to config.grad_clip_norm), skipped (1.0 when the update was not applied). A non-finite
     loss or gradient norm skips the update with a warning, leaving weights and Adam state untouched.
     Randomness (dequantisation noise, latent samples) comes only from `generator` when given.
     With precision fp16 and no `scaler`, one is created and kept on the optimizer (attribute
@@ -113,6 +122,7 @@ def train_step(model: WorldModel, optimizer: torch.optim.Optimizer, obs_b: Tenso
         out = model(obs_pre, act, generator=generator)
     terms = world_model_loss(out, obs_pre, rew, config)  # fp32, outside autocast
     result = {k: float(v.detach()) for k, v in terms.items()}
+    result["embed_spread"] = embedding_spread(out["embed"])
     result["grad_norm"] = math.nan
     result["skipped"] = 1.0
 

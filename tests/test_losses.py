@@ -11,7 +11,7 @@ from planet_colab.losses import gaussian_kl, make_optimizer, train_step, world_m
 from planet_colab.models import WorldModel
 
 A = 1
-KEYS = {"obs_loss", "reward_loss", "kl", "kl_loss", "loss", "grad_norm", "skipped"}
+KEYS = {"obs_loss", "reward_loss", "kl", "kl_loss", "loss", "grad_norm", "skipped", "embed_spread"}
 
 
 def fresh(cfg=None, seed=0):
@@ -204,3 +204,20 @@ def test_train_step_takes_its_hyperparameters_from_the_config_it_is_given():
     res = train_step(model, opt, *data(), "cpu", config=model.config.replace(free_nats=50.0),
                      generator=torch.Generator().manual_seed(0))
     assert res["kl_loss"] == 50.0
+
+
+def test_a_train_step_reports_how_much_the_encoder_tells_frames_apart():
+    """embed_spread is ~0 exactly when every frame gets the same embedding (dead ReLUs: a blind model)."""
+    config = get_config("smoke")
+    torch.manual_seed(0)
+    obs = torch.rand(config.seq_len, config.batch_size, 64, 64, 3)
+    act = torch.rand(config.seq_len, config.batch_size, 1) * 2 - 1
+    rew = torch.rand(config.seq_len, config.batch_size)
+    model = WorldModel(1, config)
+    live = train_step(model, make_optimizer(model, config), obs, act, rew, "cpu", config=config)
+    last = [m for m in model.encoder if isinstance(m, torch.nn.Conv2d)][-1]
+    with torch.no_grad():
+        last.weight.zero_()
+        last.bias.fill_(-1.0)  # the last ReLU below zero for every frame
+    dead = train_step(model, make_optimizer(model, config), obs, act, rew, "cpu", config=config)
+    assert live["embed_spread"] > 1e-4 and dead["embed_spread"] == 0.0

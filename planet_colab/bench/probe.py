@@ -141,7 +141,9 @@ def ridge_probe(train_x: Sequence[np.ndarray], train_y: Sequence[np.ndarray], te
 def embedding_spread(embeds: np.ndarray) -> dict[str, float]:
     """How much the encoder's output (N, E) varies across frames (std per dimension, mean), and the share of its
     dimensions never positive (the last ReLU's dead units)."""
-    return {"spread": float(embeds.std(0).mean()), "silent": float((embeds.max(0) <= 0).mean())}
+    from planet_colab.losses import embedding_spread as spread
+
+    return {"spread": spread(torch.from_numpy(embeds)), "silent": float((embeds.max(0) <= 0).mean())}
 
 
 def coordinate_names(states: dict[str, np.ndarray]) -> list[str]:
