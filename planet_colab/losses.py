@@ -96,8 +96,9 @@ def train_step(model: WorldModel, optimizer: torch.optim.Optimizer, obs_b: Tenso
     """One gradient step on a time-first batch (obs in [0,1]); returns the losses as Python floats.
 
     Keys: obs_loss, reward_loss, kl (mean KL before the clamp), kl_loss, loss, embed_spread
-    (`embedding_spread` of the batch), grad_norm (before clipping to config.grad_clip_norm), skipped (1.0 when the update was not applied). A non-finite
-    loss or gradient norm skips the update with a warning, leaving weights and Adam state untouched.
+    (`embedding_spread` of the batch), grad_norm (before clipping to config.grad_clip_norm), skipped
+    (1.0 when the update was not applied). A non-finite loss or gradient norm skips the update with a
+    warning, leaving weights and Adam state untouched.
     Randomness (dequantisation noise, latent samples) comes only from `generator` when given.
     With precision fp16 and no `scaler`, one is created and kept on the optimizer (attribute
     `planet_grad_scaler`) so its scale persists across steps. Every hyperparameter comes from `config`.
