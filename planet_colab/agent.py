@@ -121,6 +121,11 @@ class _ActingMode:
         self.model.train(self.was_training)
 
 
+def collect_env_seed(config: Config, iteration: int, k: int) -> int:
+    """The environment seed of iteration `iteration`'s k-th collected episode."""
+    return derive_seed(config.seed, "collect", iteration, k, "env")
+
+
 def collect_experience(env: Any, model: torch.nn.Module, planner: Any, storage: Any, num_episodes: int,
                        config: Config, *, iteration: int, device: torch.device | str | None = None,
                        progress: bool = True, first_episode: int = 0,
@@ -143,7 +148,7 @@ def collect_experience(env: Any, model: torch.nn.Module, planner: Any, storage: 
     with _ActingMode(model):
         for j, k in enumerate(range(int(first_episode), int(first_episode) + num_episodes)):
             keys = (config.seed, "collect", int(iteration), k)
-            steps = run_episode(env, agent, env_seed=derive_seed(*keys, "env"),
+            steps = run_episode(env, agent, env_seed=collect_env_seed(config, int(iteration), k),
                                 generator=torch_generator(*keys, device=agent.device), explore=True,
                                 max_steps=config.episode_len, progress=progress,
                                 desc=f"collect it {iteration} ep {k}")

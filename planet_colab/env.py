@@ -224,6 +224,11 @@ def run_random_episode(env: PixelEnv, rng: np.random.Generator, env_seed: int | 
         obs = next_obs
 
 
+def seed_episode_env_seed(seed: int, k: int) -> int:
+    """The environment seed of random seed episode k of a run seeded `seed`."""
+    return derive_seed(seed, "seed_episode", k, "env")
+
+
 def collect_seed_episodes(config: Config, storage: EpisodeStorage, seed: int | None = None,
                           *, progress: bool = True) -> int:
     """Store random-policy episodes 1..config.seed_episodes that are missing; return how many were collected.
@@ -244,7 +249,7 @@ def collect_seed_episodes(config: Config, storage: EpisodeStorage, seed: int | N
         for k in missing:
             check_stop()
             steps = run_random_episode(env, numpy_rng(base, "seed_episode", k, "actions"),
-                                       env_seed=derive_seed(base, "seed_episode", k, "env"))
+                                       env_seed=seed_episode_env_seed(base, k))
             storage.add_episode(steps["obs"], steps["action"], steps["reward"], steps["terminal"], index=k)
             if bar is not None:
                 bar.update(1)

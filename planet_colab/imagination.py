@@ -42,24 +42,25 @@ def _to_pixels(x: Any) -> np.ndarray:
     return np.clip(np.round((to_numpy(x).astype(np.float32) + 0.5) * 255.0), 0, 255).astype(np.uint8)
 
 
-def reconstruct_episode(model: Any, obs: Any, actions: Any, *, config: Config,
-                        generator: Any = None) -> np.ndarray:
-    """Filter a stored episode with the model and decode every posterior state: (T, 64, 64, 3) uint8."""
+def filter_episode(model: Any, obs: Any, actions: Any, *, config: Config, generator: Any = None) -> dict[str, Any]:
+    """A stored episode filtered as training filters it (no dequantisation noise): WorldModel's outputs, batch 1."""
     import torch
 
     obs_pre, act = _model_inputs(model, obs, actions, config.bit_depth)  # (T, 1, 64, 64, 3), (T, 1, A)
     with torch.no_grad():
-        out = model(obs_pre, act, generator=generator)
+        return model(obs_pre, act, generator=generator)
+
+
+def reconstruct_episode(model: Any, obs: Any, actions: Any, *, config: Config,
+                        generator: Any = None) -> np.ndarray:
+    """Filter a stored episode with the model and decode every posterior state: (T, 64, 64, 3) uint8."""
+    out = filter_episode(model, obs, actions, config=config, generator=generator)
     return _to_pixels(out["recon"][:, 0].float())  # (T, 64, 64, 3)
 
 
 def posterior_rewards(model: Any, obs: Any, actions: Any, *, config: Config, generator: Any = None) -> np.ndarray:
     """The reward head on a stored episode's filtered states, aligned to its rewards: (T - 1,) for r_0 … r_{T-2}."""
-    import torch
-
-    obs_pre, act = _model_inputs(model, obs, actions, config.bit_depth)  # (T, 1, 64, 64, 3), (T, 1, A)
-    with torch.inference_mode():
-        out = model(obs_pre, act, generator=generator)
+    out = filter_episode(model, obs, actions, config=config, generator=generator)
     # reward(s_t) predicts r_{t-1}, as in training: predictions 1..T-1 against rewards 0..T-2.
     return to_numpy(out["reward"][1:, 0].float()).reshape(-1)
 

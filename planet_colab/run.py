@@ -227,6 +227,13 @@ class Run:
         first = self.config.seed_episodes + iteration * self.config.collect_episodes + 1
         return list(range(first, first + self.config.collect_episodes))
 
+    def collected_by(self, number: int) -> tuple[int, int] | None:
+        """(iteration, k): episode `number` is that iteration's k-th (episode_numbers' inverse); None for a seed one."""
+        if number <= self.config.seed_episodes:
+            return None
+        iteration, k = divmod(number - self.config.seed_episodes - 1, self.config.collect_episodes)
+        return iteration, k
+
     def collect_seed_episodes(self, progress: bool = True) -> list[int]:
         """Collect the missing random seed episodes (exactly: their seeds derive from their numbers).
 

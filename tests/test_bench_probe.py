@@ -48,11 +48,11 @@ def test_every_stored_episode_replays_to_its_own_frames_and_another_seed_does_no
     assert len(stored) == run.config.seed_episodes + 4 * run.config.collect_episodes  # seed and collected ones
     try:
         for path, episode in stored:
-            states, diff = replay_states(env, episode_env_seed(run.config, episode_number(path)), episode)
+            states, diff = replay_states(env, episode_env_seed(run, episode_number(path)), episode)
             assert diff == 0.0 and len(states["obs"]) == len(episode["obs"])
             cos, sin = states["obs"][:, 0], states["obs"][:, 1]  # Pendulum's state: cos θ, sin θ, θ'
             np.testing.assert_allclose(cos ** 2 + sin ** 2, 1.0, rtol=1e-5)
-        _, diff = replay_states(env, episode_env_seed(run.config, 1), stored[-1][1])
+        _, diff = replay_states(env, episode_env_seed(run, 1), stored[-1][1])
         assert diff > probe.REPLAY_TOLERANCE  # the labels of another episode are caught, not paired with these frames
     finally:
         env.close()
@@ -63,7 +63,7 @@ def test_the_bench_reads_the_run_without_writing_and_leaves_out_an_episode_that_
     before = sorted((p.relative_to(trained), p.stat().st_mtime_ns) for p in trained.rglob("*"))
     seeds = probe.episode_env_seed
     # Episode 3 played from episode 1's seed: its frames no longer match, so it must be left out.
-    monkeypatch.setattr(probe, "episode_env_seed", lambda config, n: seeds(config, 1 if n == 3 else n))
+    monkeypatch.setattr(probe, "episode_env_seed", lambda run, n: seeds(run, 1 if n == 3 else n))
     probe.main(["--run-dir", str(trained), "--episodes", "6", "--held-out", "2"])
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert sorted((p.relative_to(trained), p.stat().st_mtime_ns) for p in trained.rglob("*")) == before

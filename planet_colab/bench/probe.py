@@ -41,14 +41,13 @@ REPLAY_TOLERANCE = 2.0  # mean |difference| (of 255) a replayed frame may have f
 SILENT_SPREAD = 3e-4
 
 
-def episode_env_seed(config: Config, number: int) -> int:
-    """The environment seed stored episode `number` was played from (seed episodes first, then each iteration's)."""
-    from planet_colab.seeding import derive_seed
+def episode_env_seed(run: Any, number: int) -> int:
+    """The environment seed stored episode `number` of `run` was played from, as the loop drew it."""
+    from planet_colab.agent import collect_env_seed
+    from planet_colab.env import seed_episode_env_seed
 
-    if number <= config.seed_episodes:
-        return derive_seed(config.seed, "seed_episode", number, "env")
-    iteration, k = divmod(number - config.seed_episodes - 1, config.collect_episodes)
-    return derive_seed(config.seed, "collect", iteration, k, "env")
+    origin = run.collected_by(number)
+    return seed_episode_env_seed(run.config.seed, number) if origin is None else collect_env_seed(run.config, *origin)
 
 
 def replay_states(env: Any, env_seed: int, episode: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], float]:
@@ -77,20 +76,11 @@ def filtered_features(model: Any, episode: dict[str, np.ndarray], config: Config
                       ) -> tuple[np.ndarray, np.ndarray]:
     """The model's filtered state per frame, (T, deter + stoch): the deterministic part and the posterior mean;
     and the encoder's embedding of each frame alone, (T, embed)."""
-    from planet_colab.models import preprocess_obs
+    from planet_colab.imagination import filter_episode
 
-    obs = torch.from_numpy(episode["obs"])
-    actions = torch.from_numpy(episode["action"].astype(np.float32).reshape(len(obs), -1))
-    features = []
-    with torch.inference_mode():
-        embeds = torch.cat([model.encode(preprocess_obs(chunk, config.bit_depth, noise=False))
-                            for chunk in obs.split(250)])
-        state, prev = model.initial_state(1), torch.zeros(1, actions.shape[1])
-        for t in range(len(obs)):
-            state, _, (post_mean, _) = model.obs_step(state, prev, embeds[t:t + 1], generator=generator)
-            features.append(torch.cat([state.deter, post_mean], -1)[0].float())
-            prev = actions[t:t + 1]
-    return torch.stack(features).numpy().astype(np.float64), embeds.float().numpy().astype(np.float64)
+    out = filter_episode(model, episode["obs"], episode["action"], config=config, generator=generator)
+    state = torch.cat([out["deter"][:, 0], out["post_mean"][:, 0]], -1)
+    return state.float().double().numpy(), out["embed"][:, 0].float().double().numpy()
 
 
 def _ridge(x: np.ndarray, y: np.ndarray, penalty: float) -> np.ndarray:
@@ -138,12 +128,12 @@ def ridge_probe(train_x: Sequence[np.ndarray], train_y: Sequence[np.ndarray], te
             "penalty": chosen}
 
 
-def embedding_spread(embeds: np.ndarray) -> dict[str, float]:
-    """How much the encoder's output (N, E) varies across frames (std per dimension, mean), and the share of its
-    dimensions never positive (the last ReLU's dead units)."""
-    from planet_colab.losses import embedding_spread as spread
+def encoder_health(embeds: np.ndarray) -> dict[str, float]:
+    """losses.embedding_spread of the encoder's outputs (N, E), and the share of its dimensions never positive
+    (the last ReLU's dead units)."""
+    from planet_colab.losses import embedding_spread
 
-    return {"spread": spread(torch.from_numpy(embeds)), "silent": float((embeds.max(0) <= 0).mean())}
+    return {"spread": embedding_spread(torch.from_numpy(embeds)), "silent": float((embeds.max(0) <= 0).mean())}
 
 
 def coordinate_names(states: dict[str, np.ndarray]) -> list[str]:
@@ -187,7 +177,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         for path, episode in tqdm(run.storage.newest_episodes(args.episodes), desc="replaying", unit="episode"):
             number = episode_number(path)
-            states, diff = replay_states(env, episode_env_seed(config, number), episode)
+            states, diff = replay_states(env, episode_env_seed(run, number), episode)
             if diff > REPLAY_TOLERANCE:
                 skipped.append(number)
                 continue
@@ -204,18 +194,21 @@ def main(argv: list[str] | None = None) -> None:
                          f"--held-out {args.held_out} + 2")
 
     split = len(episodes) - args.held_out
+    y = [labels for _, _, labels in episodes]
+
+    def probe_on(x: list[np.ndarray]) -> dict[str, np.ndarray]:
+        return ridge_probe(x[:split], y[:split], np.concatenate(x[split:]), np.concatenate(y[split:]))
+
     result: dict[str, Any] = {}
     encoder: dict[str, dict[str, float]] = {}
-    y = [labels for _, _, labels in episodes]
     for label, model in (("trained", trained.model), ("untrained", untrained)):
         generator = torch_generator(config.seed, "bench_probe")
-        features = [filtered_features(model.eval(), episode, config, generator)
-                    for _, episode, _ in tqdm(episodes, desc=f"filtering ({label})", unit="episode")]
-        encoder[label] = embedding_spread(np.concatenate([f[1] for f in features]))
-        for kind, x in (("state", [f[0] for f in features]), ("embedding", [f[1] for f in features])):
-            if label == "trained" or kind == "state":
-                result[f"{kind}_{label}"] = ridge_probe(x[:split], y[:split], np.concatenate(x[split:]),
-                                                        np.concatenate(y[split:]))
+        states, embeds = zip(*[filtered_features(model.eval(), episode, config, generator)
+                               for _, episode, _ in tqdm(episodes, desc=f"filtering ({label})", unit="episode")])
+        encoder[label] = encoder_health(np.concatenate(embeds))
+        result[f"state_{label}"] = probe_on(list(states))
+        if label == "trained":  # the embedding alone: does the encoder see it, and the posterior leave it out?
+            result["embedding_trained"] = probe_on(list(embeds))
 
     frames = [len(labels) for _, _, labels in episodes]
     print(f"{run.run_dir} after iteration {iteration}: probe fit on {split} episodes ({sum(frames[:split])} frames, "
