@@ -16,12 +16,16 @@ from planet_colab.safeio import read_text, write_atomic
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
-# Fields that change the model's parameters, the stored data's shapes, or which stored episode
-# belongs to which iteration: a run directory started with one value cannot be resumed with another.
+# Fields that change the model's parameters or what they compute, the stored data's shapes, or which
+# stored episode belongs to which iteration: a run directory started with one value cannot be resumed
+# with another.
 SHAPE_FIELDS = (
-    "env_name", "action_repeat", "max_episode_steps", "image_size",
-    "cnn_depth", "deter_dim", "stoch_dim", "hidden_dim", "seed_episodes", "collect_episodes",
+    "env_name", "action_repeat", "max_episode_steps", "image_size", "cnn_depth", "encoder_activation",
+    "deter_dim", "stoch_dim", "hidden_dim", "seed_episodes", "collect_episodes",
 )
+
+# The conv encoder's nonlinearity (models.WorldModel): PlaNet's ReLU, or ELU, which cannot go silent.
+ENCODER_ACTIVATIONS = ("relu", "elu")
 
 # Fields that only say how a trained model plans: `evaluate --set` may change them for one evaluation
 # (a stronger planner on the same model) without touching the run.
@@ -43,6 +47,8 @@ class Config:
 
     # World model (models.py)
     cnn_depth: int = 32  # encoder channels 32-64-128-256 -> embedding 1024
+    # Missing from a config.json written before the field existed, which means the ReLU those runs used.
+    encoder_activation: str = "relu"
     deter_dim: int = 200
     stoch_dim: int = 30
     hidden_dim: int = 200
@@ -124,6 +130,8 @@ class Config:
         need(integer(self.bit_depth) and 1 <= self.bit_depth <= 8,
              f"bit_depth must be an integer in 1..8, got {self.bit_depth!r}")
         need(self.precision in PRECISIONS, f"precision must be one of {PRECISIONS}, got {self.precision!r}")
+        need(self.encoder_activation in ENCODER_ACTIVATIONS,
+             f"encoder_activation must be one of {ENCODER_ACTIVATIONS}, got {self.encoder_activation!r}")
         for name in ("learning_rate", "adam_eps", "grad_clip_norm", "min_std", "checkpoint_minutes"):
             value = getattr(self, name)
             need(number(value) and value > 0, f"{name} must be > 0, got {value!r}")

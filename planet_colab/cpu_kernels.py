@@ -47,11 +47,11 @@ from torch import Tensor, nn
 
 # ---- the conv stacks ---------------------------------------------------------------------------
 def encode(encoder: nn.Sequential, obs_pre: Tensor) -> Tensor:
-    """WorldModel's encoder (conv, ReLU)×4 on (N, 64, 64, 3) → (N, 32·depth) flattened in (H, W, C) order."""
+    """WorldModel's encoder (conv, activation)×4 on (N, 64, 64, 3) → (N, 32·depth) flattened in (H, W, C) order."""
     dtype = _compute_dtype(obs_pre.device)
     x = obs_pre.to(dtype).permute(0, 3, 1, 2)  # (N, 3, 64, 64), channels-last strides: no copy
-    for conv in encoder[::2]:
-        x = torch.relu(_conv(x, conv))
+    for conv, act in zip(encoder[::2], encoder[1::2]):
+        x = act(_conv(x, conv))
     return x.permute(0, 2, 3, 1).flatten(1)
 
 

@@ -95,11 +95,12 @@ class WorldModel(nn.Module):
         self.min_std = float(config.min_std)
 
         # 64 → 31 → 14 → 6 → 2; 8d channels × 2 × 2 = 32d = embed_dim
+        act = {"relu": nn.ReLU, "elu": nn.ELU}[config.encoder_activation]
         self.encoder = nn.Sequential(
-            nn.Conv2d(3, d, 4, 2), nn.ReLU(),
-            nn.Conv2d(d, 2 * d, 4, 2), nn.ReLU(),
-            nn.Conv2d(2 * d, 4 * d, 4, 2), nn.ReLU(),
-            nn.Conv2d(4 * d, 8 * d, 4, 2), nn.ReLU(),
+            nn.Conv2d(3, d, 4, 2), act(),
+            nn.Conv2d(d, 2 * d, 4, 2), act(),
+            nn.Conv2d(2 * d, 4 * d, 4, 2), act(),
+            nn.Conv2d(4 * d, 8 * d, 4, 2), act(),
         )
         # 1 → 5 → 13 → 30 → 64
         self.decoder_in = nn.Linear(D + S, 32 * d)

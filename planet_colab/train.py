@@ -28,7 +28,7 @@ from planet_colab.checkpointer import Checkpointer
 from planet_colab.config import Config
 from planet_colab.dataset import EpisodeDataset, collate_episode_batch, project_episode_ram
 from planet_colab.env import make_env_from_config
-from planet_colab.losses import train_step
+from planet_colab.losses import SILENT_SPREAD, train_step
 from planet_colab.precision import machine_record
 from planet_colab.run import Run, TrainingState, read_metrics
 from planet_colab.run_config import RunError
@@ -48,6 +48,7 @@ PhaseCallback = Callable[[str, int, int], None]
 # embed_spread ~0 says the encoder gives every frame the same embedding (dead ReLUs): the model sees nothing.
 LOSS_KEYS = ("loss", "obs_loss", "reward_loss", "kl_loss", "kl", "grad_norm", "embed_spread")
 STALL_LIMIT = 3  # iterations in a row that applied no gradient step before the run stops
+SILENT_LIMIT = 2  # iterations in a row with a silent encoder before the run says so (the first may be dying)
 
 
 class TrainingStalled(RunError):
@@ -209,6 +210,19 @@ def check_progress(metrics: list[dict[str, Any]], dataset: EpisodeDataset, confi
         f"or learning_rate {config.learning_rate:g} too high (lower it with --set learning_rate=...)")
 
 
+def silent_encoder_warning(metrics: list[dict[str, Any]], config: Config) -> str | None:
+    """A one-line warning when the last SILENT_LIMIT iterations' encoder gave every frame the same embedding."""
+    recent = [r.get("embed_spread", math.nan) for r in metrics[-SILENT_LIMIT:]]
+    if len(recent) < SILENT_LIMIT or not all(spread < SILENT_SPREAD for spread in recent):  # NaN: not measured
+        return None
+    cure = ("a ReLU that is never positive gets no gradient, so it stays silent: start a new run with --set "
+            "encoder_activation=elu" if config.encoder_activation == "relu" else
+            "check the stored frames with python -m planet_colab.bench probe --run-dir <run>")
+    return (f"Warning: the encoder gives every frame the same embedding (embed_spread {recent[-1]:.1e} in the last "
+            f"{SILENT_LIMIT} iterations, below {SILENT_SPREAD:g}): the model sees nothing and plans on the actions "
+            f"alone; {cure}")
+
+
 class OnlineLoop:
     """One training session of a run: its restored state, its metrics so far, its checkpoint schedule."""
 
@@ -224,6 +238,7 @@ class OnlineLoop:
         run.write_metrics(self.metrics)
         self.checkpoints = Checkpointer(run, self.state)
         self._reported: set[int] = set()
+        self._said_silent = False
         self.bar: Any = None
         start, where = self.state.start_iteration, f"{self.state.device}, {self.state.precision}"
         stored = run.storage.num_episodes
@@ -250,6 +265,10 @@ class OnlineLoop:
                 if callback is not None:
                     callback(row)
                 check_progress(self.metrics, dataset, config)
+                silent = silent_encoder_warning(self.metrics, config)
+                if silent is not None and not self._said_silent:
+                    self._said_silent = True  # once per session: a dead encoder stays dead
+                    self.say(silent)
         except KeyboardInterrupt as stop:
             # Colab's Stop button and Ctrl-C: keep what is finished, say so once.
             self.say(("\n" if self.progress else "") + self.checkpoints.save_on_stop(self.metrics))

@@ -103,4 +103,4 @@ def test_an_encoder_whose_relus_died_is_named_as_such(trained, capsys, monkeypat
     dead = capsys.readouterr().out
     encoder = json.loads(dead.strip().splitlines()[-1])["encoder"]
     assert encoder["trained"] == {"spread": 0.0, "silent": 1.0} and encoder["untrained"]["spread"] > 0
-    assert "the encoder's ReLUs are dead" in dead and "the encoder's ReLUs are dead" not in healthy
+    assert "the encoder (relu) is silent" in dead and "is silent" not in healthy

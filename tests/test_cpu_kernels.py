@@ -9,11 +9,12 @@ from planet_colab.models import RSSMState, WorldModel, preprocess_obs
 from planet_colab.planner import CEMPlanner, imagined_returns
 
 
-def test_fast_conv_paths_match_the_reference_layers_and_their_gradients():
+@pytest.mark.parametrize("activation", ["relu", "elu"])
+def test_fast_conv_paths_match_the_reference_layers_and_their_gradients(activation):
     # On CPU encode/decode use sub-pixel and matmul forms of the conv layers; they must equal the
-    # plain nn.Conv2d / nn.ConvTranspose2d stacks, gradients included.
+    # plain nn.Conv2d / nn.ConvTranspose2d stacks (with the encoder's own activation), gradients included.
     torch.manual_seed(0)
-    m = WorldModel(1, get_config("smoke", cnn_depth=8))
+    m = WorldModel(1, get_config("smoke", cnn_depth=8, encoder_activation=activation))
     x = (torch.rand(3, 64, 64, 3) - 0.5).requires_grad_()
     state = RSSMState(torch.randn(3, m.deter_dim), torch.randn(3, m.stoch_dim))
     ref_e = m.encoder(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1).flatten(1)

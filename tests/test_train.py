@@ -236,6 +236,30 @@ def test_iterations_that_skip_every_step_are_flagged_and_the_run_stops_naming_th
     assert out.count("ALL 3 TRAIN STEPS SKIPPED") == 3 and "loss     0.00" not in out
 
 
+def test_an_encoder_that_went_silent_is_said_once_with_the_cure(tmp_path, capsys, monkeypatch):
+    train.train_planner(smoke(total_iterations=4), tmp_path / "healthy", progress=False)
+    assert "same embedding" not in capsys.readouterr().out
+    from planet_colab.models import WorldModel
+
+    built = WorldModel.__init__
+
+    def silent(self, *args, **kwargs):
+        built(self, *args, **kwargs)
+        last = self.encoder[-2]
+        torch.nn.init.zeros_(last.weight)
+        torch.nn.init.constant_(last.bias, -1.0)  # its ReLU never positive: no gradient ever reaches it
+
+    monkeypatch.setattr(WorldModel, "__init__", silent)
+    train.train_planner(smoke(total_iterations=4), tmp_path / "dead", progress=False)
+    out = capsys.readouterr().out
+    assert all(r["embed_spread"] == 0 for r in train.read_metrics(tmp_path / "dead"))
+    assert out.count("the encoder gives every frame the same embedding") == 1
+    assert "--set encoder_activation=elu" in out
+    lines = out.splitlines()  # after the second silent iteration, not the first (which may still be dying)
+    said = next(i for i, line in enumerate(lines) if "same embedding" in line)
+    assert sum(line.startswith("iter ") for line in lines[:said]) == 2
+
+
 # ------------------------------------------------------------------ one owner, one line, exit codes
 
 def _cli(*args: str, launcher: tuple[str, int] | None = None) -> subprocess.Popen:

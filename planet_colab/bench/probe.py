@@ -36,9 +36,6 @@ from planet_colab.config import Config
 
 PENALTIES = (0.1, 1.0, 10.0, 100.0, 1000.0)  # ridge penalties tried, on standardised features
 REPLAY_TOLERANCE = 2.0  # mean |difference| (of 255) a replayed frame may have from the stored one
-# Below this the embedding is one vector for every frame: dead encoders measured 0.00000-0.0001 (cup_catch and
-# cheetah_run seed 2 of the benchmark), live ones 0.035-0.07, fresh default-initialised ones ~0.001.
-SILENT_SPREAD = 3e-4
 
 
 def episode_env_seed(run: Any, number: int) -> int:
@@ -159,6 +156,7 @@ def main(argv: list[str] | None = None) -> None:
 
     from planet_colab.agent import build_agent_parts
     from planet_colab.env import make_env_from_config
+    from planet_colab.losses import SILENT_SPREAD
     from planet_colab.run import Run
     from planet_colab.seeding import torch_generator
     from planet_colab.storage import episode_number
@@ -219,8 +217,8 @@ def main(argv: list[str] | None = None) -> None:
           f"untrained weights' {fresh['spread']:.2g}), {alive['silent'] * 100:.0f}% of its dimensions are never "
           f"positive (untrained {fresh['silent'] * 100:.0f}%)")
     if alive["spread"] < SILENT_SPREAD:
-        print("  the embedding is the same for every frame: the encoder's ReLUs are dead, the model sees nothing "
-              "and runs on the actions alone")
+        print(f"  the embedding is the same for every frame: the encoder ({config.encoder_activation}) is silent, the "
+              "model sees nothing and runs on the actions alone")
     print("R² of a linear probe on held-out frames: from the trained model's state, from its encoder's embedding of\n"
           "the frame alone, and from the untrained model's state; |error| of the first, beside the spread")
     print(f"{'coordinate':<16} {'state':>7} {'embedding':>9} {'untrained':>9} {'|error|':>9} {'spread':>9}")
