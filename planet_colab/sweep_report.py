@@ -169,14 +169,16 @@ def benchmark_episodes(config: Config, limit: int = BENCHMARK_EPISODES) -> int |
 
 def preset_differences(configs: Mapping[str, Mapping[str, Any]], preset: str) -> dict[str, dict[str, Any]]:
     """{field: {"preset": default, run: value, …}} where a run's config differs from `get_config(preset)`
-    outside ALLOWED_DIFFERENCES (empty: every run is at the preset's defaults)."""
-    from planet_colab.config import PRESETS, get_config
+    outside ALLOWED_DIFFERENCES (empty: every run is at the preset's defaults). A field a run's config lacks
+    (written before the field existed) reads as Config's default, which is what loading that config gives."""
+    from planet_colab.config import PRESETS, Config, get_config
 
     if preset not in PRESETS:  # a preset this code no longer has: nothing to be at the defaults of
         return {"preset": {"preset": None, **{run: c.get("preset") for run, c in configs.items()}}}
-    defaults = get_config(preset).to_dict()
+    defaults, unset = get_config(preset).to_dict(), Config().to_dict()
     differences: dict[str, dict[str, Any]] = {}
     for run, config in configs.items():
+        config = {**unset, **config}
         for field in sorted(set(defaults) | set(config)):
             if field not in ALLOWED_DIFFERENCES and config.get(field) != defaults.get(field):
                 differences.setdefault(field, {"preset": defaults.get(field)})[run] = config.get(field)

@@ -386,6 +386,23 @@ def test_at_preset_defaults_names_the_fields_that_differ(tmp_path):
     assert "precision): `walker_walk`." in markdown
 
 
+def test_a_config_written_before_a_field_existed_reads_as_that_fields_default(tmp_path, monkeypatch):
+    # A preset that moved to ELU after a run started: the run's config.json lacks encoder_activation, and
+    # loading it gives ReLU (Config's default), so the report says the run differs, with the value it ran.
+    from planet_colab import config as config_module
+
+    root = tmp_path / "sweep"
+    run_dir = _make_task_run(root, "walker_walk", 0, 2, {})
+    saved = json.loads((run_dir / "config.json").read_text())
+    del saved["encoder_activation"]
+    (run_dir / "config.json").write_text(json.dumps(saved))
+    assert summarize(root)["presets"]["walker_walk"]["at_preset_defaults"] is True
+    monkeypatch.setitem(config_module.PRESETS, "walker_walk",
+                        {**config_module.PRESETS["walker_walk"], "encoder_activation": "elu"})
+    walker = summarize(root)["presets"]["walker_walk"]
+    assert walker["preset_differences"] == {"encoder_activation": {"preset": "elu", "seed_0": "relu"}}
+
+
 def test_the_published_json_names_no_path_of_this_machine(tmp_path, monkeypatch):
     from test_published_paths import MACHINE_PATH
 
