@@ -89,7 +89,7 @@ SILENT_SPREAD = 3e-4
 def embedding_spread(embed: Tensor) -> float:
     """How much the encoder's output varies across a batch's frames: std per dimension, mean over dimensions.
 
-    ~0 means one embedding for every frame (ReLUs dead for every input): the model sees nothing and
+    ~0 means one embedding for every frame (a ReLU encoder's units dead for every input): the model sees nothing and
     follows the actions alone (docs/results/benchmark/sweep.md, cup_catch)."""
     with torch.no_grad():
         return float(embed.detach().float().reshape(-1, embed.shape[-1]).std(0).mean())

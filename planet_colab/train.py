@@ -45,7 +45,7 @@ __all__ = ["train_planner", "train_step", "collect_experience", "evaluate", "bui
 PhaseCallback = Callable[[str, int, int], None]
 # kl_loss is the loss term, max(KL, free_nats) per step; kl is the KL itself. A kl_loss of 1.00 with 1 free nat
 # says only that the KL was at or under the free nats, where it gets no gradient: kl says how far under.
-# embed_spread ~0 says the encoder gives every frame the same embedding (dead ReLUs): the model sees nothing.
+# embed_spread ~0 says the encoder gives every frame the same embedding (a silent encoder): the model sees nothing.
 LOSS_KEYS = ("loss", "obs_loss", "reward_loss", "kl_loss", "kl", "grad_norm", "embed_spread")
 STALL_LIMIT = 3  # iterations in a row that applied no gradient step before the run stops
 SILENT_LIMIT = 2  # iterations in a row with a silent encoder before the run says so (the first may be dying)

@@ -3,13 +3,13 @@
 import pytest
 import torch
 
-from planet_colab.config import get_config
+from planet_colab.config import ENCODER_ACTIVATIONS, get_config
 from planet_colab.cpu_kernels import _SCRATCH, FastRollout, _elu_, _tanh_
 from planet_colab.models import RSSMState, WorldModel, preprocess_obs
 from planet_colab.planner import CEMPlanner, imagined_returns
 
 
-@pytest.mark.parametrize("activation", ["relu", "elu"])
+@pytest.mark.parametrize("activation", ENCODER_ACTIVATIONS)
 def test_fast_conv_paths_match_the_reference_layers_and_their_gradients(activation):
     # On CPU encode/decode use sub-pixel and matmul forms of the conv layers; they must equal the
     # plain nn.Conv2d / nn.ConvTranspose2d stacks (with the encoder's own activation), gradients included.

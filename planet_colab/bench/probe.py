@@ -127,7 +127,7 @@ def ridge_probe(train_x: Sequence[np.ndarray], train_y: Sequence[np.ndarray], te
 
 def encoder_health(embeds: np.ndarray) -> dict[str, float]:
     """losses.embedding_spread of the encoder's outputs (N, E), and the share of its dimensions never positive
-    (the last ReLU's dead units)."""
+    (dead units, for a ReLU encoder)."""
     from planet_colab.losses import embedding_spread
 
     return {"spread": embedding_spread(torch.from_numpy(embeds)), "silent": float((embeds.max(0) <= 0).mean())}
